@@ -1,0 +1,288 @@
+"""Typed configs: dataclasses filled from YAML, with `base:` inheritance and dotted `--set` overrides.
+
+Strict by design (nanoGPT's strictness without its `exec`): an unknown key, a value of the wrong type, a missing
+required value or a missing required file fails before any work starts, with one line naming the dotted key.
+
+Path fields are declared with ``path_field(kind="file"|"dir", required=...)``; `validate_paths` checks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config problem, reported in one line that names the dotted key."""
+
+
+def path_field(default: str | None = None, kind: str = "file", required: bool = False):
+    """A config field holding a filesystem path.
+
+    kind: "file" or "dir". required: the path must be set. Whenever it is set it must exist (checked by
+    `validate_paths`, before any work starts).
+    """
+    return dataclasses.field(default=default, metadata={"path": kind, "required": required})
+
+
+# ----------------------------------------------------------------------------------------------------------- YAML
+def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
+    """Read a YAML file and resolve its `base:` chain (paths relative to the file). Later files override."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    key = str(path.resolve())
+    if key in _seen:
+        raise ConfigError(f"circular 'base:' chain at {path}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    bases = base if isinstance(base, list) else [base]
+    merged: dict = {}
+    for b in bases:
+        merged = deep_merge(merged, load_yaml(path.parent / b, _seen + (key,)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    """Recursive dict merge: values of `b` win; nested mappings merge key by key."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b.c=value' -> (['a','b','c'], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = dict(data)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            nxt = dict(nxt) if isinstance(nxt, dict) else {}
+            node[k] = nxt
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ dataclass build
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert `value` to the annotated type `tp`; raise ConfigError naming `key` otherwise."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        conv = [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(conv) if origin is tuple else conv
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _convert(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return build_dataclass(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected bool, got {type(value).__name__} {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected int, got bool {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected float, got bool {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '1e-4' as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def build_dataclass(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Fill dataclass `cls` from a plain mapping; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for k in data:
+        if k not in fields:
+            where = f" under '{prefix}'" if prefix else ""
+            name = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown config key '{name}' (valid keys{where}: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required config key '{key}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # __post_init__ checks
+        raise ConfigError(f"{prefix or cls.__name__}: {e}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """Dataclass tree -> plain YAML-able structure."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, list | tuple):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def iter_path_fields(cfg: Any, prefix: str = ""):
+    """Yield (dotted key, value, kind, required) for every path field in a dataclass tree."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if "path" in f.metadata:
+            yield key, value, f.metadata["path"], f.metadata.get("required", False)
+        elif dataclasses.is_dataclass(value):
+            yield from iter_path_fields(value, key)
+
+
+def validate_paths(cfg: Any) -> None:
+    """Every set path must exist; every required one must be set. One line naming the key otherwise."""
+    for key, value, kind, required in iter_path_fields(cfg):
+        if value in (None, ""):
+            if required:
+                raise ConfigError(f"{key}: a path is required here (set it in the YAML or with --set {key}=...)")
+            continue
+        p = Path(os.path.expanduser(str(value)))
+        ok = p.is_dir() if kind == "dir" else p.is_file()
+        if not ok:
+            raise ConfigError(f"{key}: {kind} not found: {value}")
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None, overrides: list[str] | None = None) -> T:
+    """YAML file (with `base:` chain) + dotted overrides -> validated dataclass instance."""
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [])
+    return build_dataclass(cls, data)
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", required=True, help="YAML config (may name a `base:` YAML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--run-dir", default=None, help="output directory (default runs/<config name>)")
+    return parser
+
+
+def default_run_dir(config_path: str) -> str:
+    p = Path(config_path)
+    return str(Path("runs") / (f"{p.parent.name}_{p.stem}" if p.parent.name else p.stem))
+
+
+def cli_config(cls: type[T], argv: list[str] | None = None, description: str = "",
+               extra_args=None) -> tuple[T, argparse.Namespace]:
+    """Parse the common entry-script arguments and return (config, args).
+
+    Config errors print one line `config error: ...` and exit with status 2, before any work starts.
+    `--dry-run` prints the resolved config and exits 0.
+    """
+    parser = add_common_args(argparse.ArgumentParser(description=description))
+    if extra_args:
+        extra_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(cls, args.config, args.overrides)
+        validate_paths(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    args.run_dir = args.run_dir or default_run_dir(args.config)
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        raise SystemExit(0)
+    return cfg, args

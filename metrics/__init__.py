@@ -1,0 +1,65 @@
+"""Evaluation metrics: a registry of streaming metric objects plus the per-image functions behind them.
+
+    m = get_metric("psnr")            # or "ssim", "l1", "l1_hole", "lpips", "fid", "arcface_cos", ...
+    for batch in loader:
+        m.update(pred, target, mask=m_occ)   # see each class for what update takes (attribute `kind`)
+    m.compute()                       # {"psnr": 27.2}
+    m.comparable                      # False when a feature network lacks its published weights
+
+``available()`` lists the names; an unknown name raises ValueError listing them.
+"""
+
+from __future__ import annotations
+
+from .base import Metric, PerImageMetric, mask_area
+from .bins import DEFAULT_AREA_EDGES, bin_by_area, bin_metrics
+from .fid import FID, FIDInception, GaussianStats, frechet_distance, reference_key
+from .geometry import LandmarkNMEMetric, MaskIoUMetric, landmark_nme, mask_iou
+from .identity import IdentityCosineMetric, embedding_cosine
+from .image import L1HoleMetric, L1Metric, PSNRMetric, SSIMMetric, l1, l1_hole, psnr, ssim
+from .perceptual import DiversityMetric, LPIPSMetric, diversity, load_lpips
+
+_REGISTRY: dict[str, type[Metric]] = {
+    "l1": L1Metric,
+    "l1_hole": L1HoleMetric,
+    "psnr": PSNRMetric,
+    "ssim": SSIMMetric,
+    "lpips": LPIPSMetric,
+    "fid": FID,
+    "arcface_cos": IdentityCosineMetric,
+    "mask_iou": MaskIoUMetric,
+    "landmark_nme": LandmarkNMEMetric,
+    "diversity": DiversityMetric,
+}
+
+
+def available() -> list[str]:
+    """Registered metric names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_metric(name: str, **kwargs) -> Metric:
+    """A new metric object by registry name; kwargs go to its class (e.g. ``get_metric("fid", weights_path=...)``)."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(available())}") from None
+    return cls(**kwargs)
+
+
+def summarize(metrics) -> dict[str, dict[str, float | bool]]:
+    """name -> {"value", "comparable", "higher_is_better"} for each metric's main value (for reports)."""
+    out = {}
+    for m in metrics:
+        out[m.name] = {"value": m.compute()[m.name], "comparable": m.comparable,
+                       "higher_is_better": m.higher_is_better}
+    return out
+
+
+__all__ = [
+    "DEFAULT_AREA_EDGES", "FID", "DiversityMetric", "FIDInception", "GaussianStats", "IdentityCosineMetric",
+    "L1HoleMetric", "L1Metric", "LPIPSMetric", "LandmarkNMEMetric", "MaskIoUMetric", "Metric", "PSNRMetric",
+    "PerImageMetric", "SSIMMetric", "available", "bin_by_area", "bin_metrics", "diversity", "embedding_cosine",
+    "frechet_distance", "get_metric", "l1", "l1_hole", "landmark_nme", "load_lpips", "mask_area", "mask_iou", "psnr",
+    "reference_key", "ssim", "summarize",
+]

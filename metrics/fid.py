@@ -1,0 +1,326 @@
+"""FID: pytorch-fid's Inception features (weights from a local file), streaming Gaussian statistics, cached
+reference statistics, and the Frechet distance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from pytorch_fid import inception as pfi
+from scipy import linalg
+from torch import Tensor, nn
+
+from .base import Metric
+
+
+def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha1 of a file's bytes (identifies a weights file in cache keys)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_fid_inception_v3() -> nn.Module:
+    """The architecture of pytorch-fid's ``fid_inception_v3`` (torchvision Inception v3, 1008 classes, no aux head,
+    Mixed blocks replaced by pytorch-fid's patched FIDInception* blocks), without downloading its weights.
+
+    Parameters get PyTorch's default initialisation from the global RNG (seed it before calling).
+    """
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pfi.FIDInceptionE_1(1280)
+    net.Mixed_7c = pfi.FIDInceptionE_2(2048)
+    return net
+
+
+def _check_state(net: nn.Module, state, path: Path, key: str) -> None:
+    """One-line ValueError unless ``state`` has exactly the keys and shapes of ``net``'s state dict."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{key}: {path} does not hold a state dict")
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    bad_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or bad_shape:
+        raise ValueError(f"{key}: {path} is not pytorch-fid's Inception state dict ({len(missing)} keys missing, "
+                         f"e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}; "
+                         f"{len(bad_shape)} with other shapes, e.g. {bad_shape[:1]})")
+
+
+class FIDInception(nn.Module):
+    """pytorch-fid's ``InceptionV3`` (2048-d final average pool) with weights from a local file, never downloaded.
+
+    Args:
+        weights_path: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (a state dict of ``fid_inception_v3``).
+            None: random weights from ``seed`` (He-normal convolutions); ``pretrained`` is then False and FID
+            values are not comparable with published ones (useful for CPU demos and tests only).
+        seed: seed of the random initialisation (used only when weights_path is None).
+        key: name of the setting that gave weights_path, used in error messages (e.g. "eval.fid_weights").
+    Attributes:
+        dim (2048), pretrained (bool), identity (str naming the weights: file sha1 or random seed; part of the
+        reference-statistics cache key).
+    Call: images (N,3,H,W) in [0,1] (any size; resized bilinearly to 299x299 and mapped to [-1,1] inside, exactly as
+    pytorch-fid) -> (N,2048) float32 features.
+    """
+
+    dim = 2048
+
+    def __init__(self, weights_path: str | os.PathLike | None = None, seed: int = 0,
+                 key: str = "fid inception weights") -> None:
+        super().__init__()
+        if weights_path is not None:
+            path = Path(weights_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"{key}: weights file not found: {path}")
+            raw = build_fid_inception_v3()
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            _check_state(raw, state, path, key)
+            raw.load_state_dict(state)
+            self.pretrained = True
+            self.identity = f"pt_inception:sha1={file_sha1(path)}"
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                raw = build_fid_inception_v3()
+                # PyTorch's default conv init shrinks activations ~10x per layer (features ~1e-8); He init keeps
+                # them O(1), so a random-weight FID at least reacts to the images.
+                for module in raw.modules():
+                    if isinstance(module, nn.Conv2d):
+                        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            self.pretrained = False
+            self.identity = f"fid_inception_v3:random-he-init:seed={seed}"
+        # InceptionV3 insists on building its network through fid_inception_v3(), which downloads; hand it ours.
+        with mock.patch.object(pfi, "fid_inception_v3", lambda: raw):
+            self.net = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[self.dim]], resize_input=True,
+                                       normalize_input=True, requires_grad=False, use_fid_inception=True)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FIDInception:
+        return super().train(False)  # a frozen feature extractor: BN must keep its running statistics
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images.float())[0].flatten(1)
+
+
+class GaussianStats:
+    """Streaming mean and covariance of feature vectors, in float64, without keeping the features.
+
+    Batches are combined with the pairwise update of Chan et al. (mean and centred second moment), which stays
+    accurate where the textbook sum of outer products loses digits. ``sigma`` is the unbiased covariance (ddof=1),
+    as ``np.cov(features, rowvar=False)`` used by pytorch-fid.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.n = 0
+        self.mean = np.zeros(dim, dtype=np.float64)
+        self.m2 = np.zeros((dim, dim), dtype=np.float64)
+
+    def update(self, feats: Tensor | np.ndarray) -> None:
+        """feats: (N,dim)."""
+        if isinstance(feats, Tensor):
+            feats = feats.detach().to("cpu", torch.float64).numpy()
+        f = np.asarray(feats, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != self.dim:
+            raise ValueError(f"expected features (N,{self.dim}), got {f.shape}")
+        if len(f) == 0:
+            return
+        mean_b = f.mean(axis=0)
+        centred = f - mean_b
+        self._combine(len(f), mean_b, centred.T @ centred)
+
+    def _combine(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+        n_a, n = self.n, self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + np.outer(delta, delta) * (n_a * n_b / n)
+        self.n = n
+
+    def merge(self, other: GaussianStats) -> None:
+        if other.n:
+            self._combine(other.n, other.mean, other.m2)
+
+    @property
+    def mu(self) -> np.ndarray:
+        return self.mean.copy()
+
+    @property
+    def sigma(self) -> np.ndarray:
+        if self.n < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, have {self.n}")
+        return self.m2 / (self.n - 1)
+
+    @classmethod
+    def from_moments(cls, mu: np.ndarray, sigma: np.ndarray, n: int) -> GaussianStats:
+        stats = cls(len(mu))
+        stats.n = int(n)
+        stats.mean = np.asarray(mu, dtype=np.float64).copy()
+        stats.m2 = np.asarray(sigma, dtype=np.float64) * (n - 1)
+        return stats
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)).
+
+    Same numerical recipe as ``pytorch_fid.fid_score.calculate_frechet_distance``: scipy's matrix square root of the
+    product; if that is not finite, eps is added to both diagonals; a small imaginary part from rounding is dropped
+    (a large one raises ValueError).
+
+    Args:
+        mu1, mu2: (D,) means; sigma1, sigma2: (D,D) covariances.
+    Returns:
+        the distance (float, >= 0 up to rounding; 0 for equal statistics).
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"mismatched statistics: mu {mu1.shape} {mu2.shape}, sigma {s1.shape} {s2.shape}")
+    root = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(root).all():
+        offset = np.eye(len(s1)) * eps
+        root = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(root):
+        if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
+            raise ValueError(f"frechet_distance: matrix square root has imaginary part {np.abs(root.imag).max():g}")
+        root = root.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(root))
+
+
+def reference_key(reference_id: str, network_identity: str, quantize: bool) -> str:
+    """sha1 naming cached reference statistics: the test-set description + the feature network's weights."""
+    text = f"reference={reference_id}\nnetwork={network_identity}\nquantize_uint8={quantize}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class FID(Metric):
+    """Frechet Inception Distance between predictions and references, streamed.
+
+    Args:
+        feature_net: callable images (N,3,H,W) [0,1] -> (N,D) with attributes ``dim``, ``pretrained``, ``identity``;
+            default ``FIDInception(weights_path, seed)``.
+        weights_path, seed, key: passed to FIDInception when feature_net is None.
+        cache_dir: folder of cached reference statistics (``fid_ref_<sha1>.npz``); None: no caching.
+        reference_id: a string that changes whenever the reference images change (e.g. the test set's dataset,
+            root, split, count, size); with cache_dir it keys the cache together with the network identity.
+        device: where the feature network runs.
+        batch_size: images per forward pass of the feature network.
+        quantize: round images to 8 bits first (x -> round(255 x) / 255), as if saved to PNG and read back, which is
+            what pytorch-fid's file-based tool sees.
+    Use: ``update(pred, target)`` per batch (or ``update_pred`` / ``update_reference``); when the reference statistics
+    were loaded from the cache (``has_reference``), targets are ignored and their features are not computed.
+    ``compute()`` -> {"fid": value}; it also writes the reference statistics to the cache when they were accumulated
+    here. Only two (D,) means and two (D,D) second moments are kept, in float64.
+    """
+
+    name = "fid"
+    kind = "image"
+    higher_is_better = False
+
+    def __init__(self, feature_net: nn.Module | None = None, weights_path: str | os.PathLike | None = None,
+                 seed: int = 0, key: str = "fid inception weights", cache_dir: str | os.PathLike | None = None,
+                 reference_id: str | None = None, device: str | torch.device = "cpu", batch_size: int = 32,
+                 quantize: bool = True) -> None:
+        self.device = torch.device(device)
+        self.net = feature_net if feature_net is not None else FIDInception(weights_path, seed=seed, key=key)
+        if isinstance(self.net, nn.Module):
+            self.net = self.net.to(self.device).eval()
+        self.batch_size = batch_size
+        self.quantize = quantize
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.reference_id = reference_id
+        self.reset()
+
+    @property
+    def comparable(self) -> bool:
+        return bool(getattr(self.net, "pretrained", False))
+
+    @property
+    def cache_path(self) -> Path | None:
+        if self.cache_dir is None or self.reference_id is None:
+            return None
+        key = reference_key(self.reference_id, str(self.net.identity), self.quantize)
+        return self.cache_dir / f"fid_ref_{key}.npz"
+
+    def reset(self) -> None:
+        """Forget the predictions; reload the reference statistics from the cache if there are any."""
+        dim = int(self.net.dim)
+        self.pred_stats = GaussianStats(dim)
+        self.ref_stats = GaussianStats(dim)
+        self.has_reference = False
+        path = self.cache_path
+        if path is not None and path.is_file():
+            with np.load(path) as data:
+                self.ref_stats = GaussianStats.from_moments(data["mu"], data["sigma"], int(data["n"]))
+            self.has_reference = True
+
+    @torch.no_grad()
+    def features(self, images: Tensor) -> np.ndarray:
+        """images (N,3,H,W) in [0,1] -> (N,D) float64 features."""
+        out = []
+        for chunk in images.split(self.batch_size):
+            x = chunk.to(self.device, torch.float32)
+            if self.quantize:
+                x = torch.round(x.clamp(0, 1) * 255) / 255
+            out.append(self.net(x).to("cpu", torch.float64).numpy())
+        return np.concatenate(out) if out else np.zeros((0, int(self.net.dim)))
+
+    def update_pred(self, images: Tensor) -> None:
+        self.pred_stats.update(self.features(images))
+
+    def update_reference(self, images: Tensor) -> None:
+        if self.has_reference:
+            return
+        self.ref_stats.update(self.features(images))
+
+    def update(self, pred: Tensor, target: Tensor | None = None, mask: Tensor | None = None,
+               landmarks: Tensor | None = None) -> None:
+        """pred, target: (N,3,H,W) in [0,1]; target may be None (or is skipped) once the reference is known."""
+        self.update_pred(pred)
+        if target is not None:
+            self.update_reference(target)
+
+    def merge(self, other: FID) -> None:
+        self.pred_stats.merge(other.pred_stats)
+        if not self.has_reference:
+            self.ref_stats.merge(other.ref_stats)
+
+    def save_reference(self) -> Path | None:
+        """Write the reference statistics to the cache (atomically); returns the path, None without a cache."""
+        path = self.cache_path
+        if path is None or self.ref_stats.n < 2:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=self.ref_stats.mu, sigma=self.ref_stats.sigma, n=np.int64(self.ref_stats.n),
+                     reference_id=np.str_(self.reference_id), network=np.str_(self.net.identity))
+        os.replace(tmp, path)
+        self.has_reference = True
+        return path
+
+    def compute(self) -> dict[str, float]:
+        """{"fid": distance}; NaN when either side has fewer than 2 images."""
+        if self.pred_stats.n < 2 or self.ref_stats.n < 2:
+            return {self.name: math.nan}
+        if not self.has_reference:
+            self.save_reference()
+        value = frechet_distance(self.pred_stats.mu, self.pred_stats.sigma, self.ref_stats.mu, self.ref_stats.sigma)
+        return {self.name: value}

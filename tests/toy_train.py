@@ -1,0 +1,118 @@
+"""A toy training script on the shared engine, used by tests/test_engine.py (runs as a subprocess).
+
+--kill-at-step N        SIGKILL this process right after step N (simulates a crash mid-training)
+--kill-in-ckpt-write N  SIGKILL in the middle of writing the checkpoint of step N
+--nan-at-step N         the loss becomes NaN at step N
+"""
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine import checkpoint as ckpt_mod  # noqa: E402
+from engine import dist  # noqa: E402
+from engine.config import cli_config, to_dict  # noqa: E402
+from engine.loop import TrainConfig, make_adam, run_training  # noqa: E402
+from engine.run import start_run  # noqa: E402
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 16
+    dropout: float = 0.1
+
+
+@dataclass
+class ToyConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    note: str = ""
+
+
+class ToyData(torch.utils.data.Dataset):
+    def __init__(self, n=64):
+        g = torch.Generator().manual_seed(123)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class ToyTask:
+    def __init__(self, cfg: ToyConfig, device, nan_at=-1):
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, cfg.model.hidden), torch.nn.Tanh(),
+                                       torch.nn.Dropout(cfg.model.dropout), torch.nn.Linear(cfg.model.hidden, 1))
+        self.net.to(device)
+        self.ddp = dist.wrap_ddp(self.net, device)
+        self.modules = {"net": self.net}
+        self.optimizers = {"opt": make_adam(self.net.parameters(), cfg.train)}
+        self.nan_at = nan_at
+
+    def train_step(self, batch, ctx):
+        with ctx.autocast():
+            pred = self.ddp(batch["x"]).squeeze(-1)
+            noise = torch.randn_like(pred) * 0.01  # global RNG use: resume must restore it
+            loss = ((pred + noise - batch["y"]) ** 2).mean()
+        if ctx.step + 1 == self.nan_at:
+            loss = loss * float("nan")
+        ctx.optimize(loss, self.optimizers["opt"], "net")
+        return {"loss": loss.detach()}
+
+    def validate(self, step):
+        with torch.no_grad():
+            return {"weight_norm": float(sum(p.norm() for p in self.net.parameters()))}
+
+
+def main():
+    def add(p):
+        p.add_argument("--kill-at-step", type=int, default=-1)
+        p.add_argument("--kill-in-ckpt-write", type=int, default=-1)
+        p.add_argument("--nan-at-step", type=int, default=-1)
+        p.add_argument("--weights-out", default="")
+
+    cfg, args = cli_config(ToyConfig, description="toy", extra_args=add)
+    device = start_run(cfg, args.run_dir, cfg.train)
+    task = ToyTask(cfg, device, nan_at=args.nan_at_step)
+
+    if args.kill_at_step > 0:
+        orig = task.train_step
+
+        def step_then_die(batch, ctx):
+            out = orig(batch, ctx)
+            if ctx.step + 1 == args.kill_at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+        task.train_step = step_then_die
+    if args.kill_in_ckpt_write > 0:
+        orig_write = ckpt_mod._write_bytes
+
+        def write_then_die(tmp, state):
+            if state["step"] == args.kill_in_ckpt_write:
+                with open(tmp, "wb") as f:  # half a file, then death
+                    f.write(b"PK\x03\x04partial")
+                    f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            orig_write(tmp, state)
+
+        ckpt_mod._write_bytes = write_then_die
+    run_training(task, ToyData(), cfg.train, args.run_dir, to_dict(cfg), device)
+    if args.weights_out:
+        torch.save({k: v.cpu() for k, v in task.net.state_dict().items()},
+                   f"{args.weights_out}.rank{dist.get_rank()}.pt")
+    dist.cleanup()
+
+
+if __name__ == "__main__":
+    main()
