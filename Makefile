@@ -5,6 +5,10 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 .PHONY: install test demo lint clean
 
+# Idle OpenMP threads sleep instead of spinning: on a small shared CPU, spinning threads of one process (or of the
+# test's worker processes) starve the others, making CPU training several times slower.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 $(STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -215,7 +215,7 @@ def to_dict(cfg: Any) -> Any:
 
 
 def dump_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
 def iter_path_fields(cfg: Any, prefix: str = ""):
@@ -277,12 +277,17 @@ def cli_config(cls: type[T], argv: list[str] | None = None, description: str = "
     args = parser.parse_args(argv)
     try:
         cfg = load_config(cls, args.config, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.dry_run:  # print even when files are missing, then say what is missing
+        print(dump_yaml(cfg), end="")
+    try:
         validate_paths(cfg)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    args.run_dir = args.run_dir or default_run_dir(args.config)
     if args.dry_run:
-        print(dump_yaml(cfg), end="")
         raise SystemExit(0)
+    args.run_dir = args.run_dir or default_run_dir(args.config)
     return cfg, args

@@ -152,3 +152,21 @@ class ResumableSampler(torch.utils.data.Sampler):
         order = (order * (total // self.n + 1))[:total]
         mine = order[self.rank::self.world]
         return iter(mine[self.start:])
+
+
+def replica_checksums(modules: dict[str, torch.nn.Module]) -> list[float]:
+    """Each rank's float64 checksum of every parameter (one value per rank; equal = in sync).
+
+    Buffers are left out: DDP broadcasts them from rank 0 at each forward, so after the last step each rank's
+    BatchNorm statistics legitimately differ (rank 0's are the ones saved).
+    """
+    total = torch.zeros((), dtype=torch.float64)
+    for name in sorted(modules):
+        for i, t in enumerate(modules[name].parameters()):
+            # position-weighted so that swapped tensors do not cancel out
+            total += (t.detach().double().cpu().flatten() * (1 + (i % 7))).sum()
+    if get_world_size() == 1:
+        return [float(total)]
+    gathered = [None] * get_world_size()
+    torch_dist.all_gather_object(gathered, float(total))
+    return gathered

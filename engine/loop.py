@@ -230,6 +230,7 @@ class Trainer:
         self.logger.progress(cfg.steps, initial=self.step)
         world = dist.get_world_size()
         last_logs: dict = {}
+        stop = False
         try:
             while self.step < cfg.steps:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
@@ -261,20 +262,26 @@ class Trainer:
                             and hasattr(self.task, "images"):
                         with torch.no_grad():
                             self.logger.images(self.step, self.task.images(batch))
-                    if (cfg.val_every and self.step % cfg.val_every == 0) or last:
-                        self.validate()
                     timeout = cfg.max_minutes > 0 and (time.time() - t_start) > 60 * cfg.max_minutes
-                    stop = dist.broadcast_object(self._stop_requested or timeout) if world > 1 else \
-                        (self._stop_requested or timeout)
+                    stop = self._stop_requested or timeout
+                    if world > 1 and cfg.max_minutes > 0:  # ranks must agree on the step they stop at
+                        stop = dist.broadcast_object(stop)
+                    if (cfg.val_every and self.step % cfg.val_every == 0) or last or stop:
+                        self.validate()
                     if self.step % cfg.ckpt_every == 0 or last or stop:
                         self._check_finite(bad, checked_at)
                         checked_at = self.step
                         self.save()
                     if last or stop:
                         break
-                if self._stop_requested or (cfg.max_minutes > 0 and (time.time() - t_start) > 60 * cfg.max_minutes):
+                if stop:
                     dist.print0(f"stopping early at step {self.step} (checkpoint saved)")
                     break
+            if world > 1:  # DDP must keep replicas bitwise equal; say so (or fail loudly) at the end
+                sums = dist.replica_checksums(self.task.modules)
+                if len(set(sums)) != 1:
+                    raise RuntimeError(f"ranks hold different weights at step {self.step}: checksums {sums}")
+                dist.print0(f"all {world} ranks hold identical weights (checksum {sums[0]:.10e})")
         finally:
             self.logger.close()
             if old_handler is not None:

@@ -15,6 +15,7 @@ from engine.config import ConfigError, load_config, path_field, validate_paths
 from engine.dist import ResumableSampler
 from engine.logging import read_jsonl
 from engine.loop import TrainConfig, lr_factor
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "toy_train.py"
@@ -122,14 +123,6 @@ def toy_config(tmp_path, steps=30, **train):
     cfg = {"train": {"steps": steps, "batch_size": 8, "ckpt_every": 10, "log_every": 5, "val_every": 10,
                      "deterministic": True, "image_every": 0, **train}}
     return write(tmp_path / "toy.yaml", cfg)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_toy(cfg_path, run_dir, *extra, torchrun=False, check=True):

@@ -1,0 +1,889 @@
+"""Face datasets: FFHQ, CelebAMask-HQ, an image folder, synthetic renders, and masked training/test pairs.
+
+Every face dataset returns dicts (S = the dataset's ``image_size``):
+    image      (3, S, S) float32 RGB in [0, 1]
+    landmarks  (68, 2) float32, iBUG-68 pixel coordinates of ``image`` (x right, y down, pixel centres at integers)
+    face_mask  (1, S, S) float32 {0, 1}, face-region map M (1 = face skin region) -- where the dataset knows it
+    coeffs     (257,) float32 3DMM coefficients (renderer.morphable.CoeffLayout) -- where known
+    index      int, the dataset's own image index (FFHQ / CelebA-HQ number, folder position, synthetic item number)
+    name       str, the image file stem
+
+Geometry: without ``align`` an image is centre-cropped to a square (a no-op for FFHQ / CelebA-HQ) and resized to S;
+with ``align=True`` the face is similarity-aligned from its landmarks onto a canonical 5-point template
+(data.landmarks.align_face: FFHQ framing by default; ``align_scale`` widens / narrows the crop, ``align_template``
+gives other (5, 2) template points as fractions of the crop side). Landmarks and face_mask follow the same
+transform. Downscaling uses area averaging (no aliasing).
+
+Optional coefficient files (``coeffs_dir``): ``<coeffs_dir>/<stem>.npy``, a (257,) float32 array in the
+CoeffLayout order (id 80 | exp 64 | tex 80 | angle 3 | gamma 27 | trans 3), e.g. predicted by Deng et al.'s network
+on the image exactly as this dataset delivers it (same framing / ``align`` setting; since the renderer's focal
+length scales with the image size, the coefficients do not depend on S).
+
+Bad data: a corrupt or unreadable image, a missing image, or an item without landmarks (or with a requested but
+missing coefficient file) is skipped: ``__getitem__`` returns the next valid item, ``dataset.skipped`` counts the
+skipped files and one warning line per file is logged (``logging``). ``strict=True`` raises instead. The counter
+lives in each process (DataLoader workers keep their own). A root folder that does not exist or holds no images is
+a one-line FileNotFoundError at construction, naming the config key (``config_key``, default "data").
+"""
+
+from __future__ import annotations
+
+import bisect
+import inspect
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.io import CorruptImageError, list_images, read_image_uint8
+from data.landmarks import (
+    LandmarkDetector,
+    alignment_transform,
+    find_landmarks_file,
+    get_detector,
+    load_landmarks_file,
+    transform_points,
+    warp_affine,
+)
+from data.splits import ffhq_split
+
+__all__ = [
+    "CELEBAMASK_PARTS",
+    "CELEBAMASK_FACE_PARTS",
+    "FaceImageDataset",
+    "FFHQ",
+    "CelebAMaskHQ",
+    "ImageFolderFaces",
+    "SyntheticFaces",
+    "MaskedPairs",
+    "ConcatFaces",
+    "DATASETS",
+    "build_dataset",
+    "load_ffhq_landmarks",
+    "item_seed",
+]
+
+log = logging.getLogger(__name__)
+
+N_COEFFS = 257
+
+# CelebAMask-HQ part labels in the dataset's merge order.
+CELEBAMASK_PARTS = (
+    "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+)
+# Parts of the face-region map M: the skin and everything drawn on top of it inside the face. Eyeglasses, hair, hat,
+# ears, earrings, neck, necklace and cloth are excluded (they are not explained by the 3DMM's skin region).
+CELEBAMASK_FACE_PARTS = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "mouth", "u_lip", "l_lip")
+
+
+class SkippedItem(ValueError):
+    """An item that cannot be produced (no landmarks, missing coefficient file, ...)."""
+
+
+def item_seed(*keys: int) -> int:
+    """A 63-bit seed derived from a tuple of non-negative ints (np.random.SeedSequence); stable across runs."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0]
+    return int(state) & (2**63 - 1)
+
+
+def _to_tensor_image(arr: np.ndarray) -> torch.Tensor:
+    """(H, W, C) float32 -> (C, H, W) float32 tensor, clamped to [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).clamp_(0.0, 1.0)
+
+
+def _centre_square_transform(h: int, w: int, size: int) -> np.ndarray:
+    """(2, 3) transform from an (h, w) image to its central square resized to size x size (pixel-centre convention)."""
+    side = min(h, w)
+    s = size / side
+    x0, y0 = (w - side) / 2.0, (h - side) / 2.0
+    return np.array([[s, 0, 0.5 * s - 0.5 - s * x0], [0, s, 0.5 * s - 0.5 - s * y0]], np.float64)
+
+
+def _scale_to(points: np.ndarray, src_wh: tuple[float, float], dst_wh: tuple[float, float]) -> np.ndarray:
+    """Rescale pixel coordinates between two resolutions of one image (pixel-centre convention)."""
+    sx, sy = dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1]
+    return np.stack([(points[:, 0] + 0.5) * sx - 0.5, (points[:, 1] + 0.5) * sy - 0.5], axis=1).astype(np.float32)
+
+
+def _detector_from_spec(spec: str | Mapping | LandmarkDetector | None) -> LandmarkDetector | None:
+    if spec is None or isinstance(spec, LandmarkDetector):
+        return spec
+    if isinstance(spec, str):
+        return get_detector(spec)
+    spec = dict(spec)
+    return get_detector(spec.pop("name"), **spec)
+
+
+@dataclass
+class _Record:
+    name: str
+    path: Path
+    index: int
+
+
+class FaceImageDataset(Dataset):
+    """Base class of the photo datasets: records -> loaded, resized/aligned dict items (module doc).
+
+    Landmarks are looked up in this order: the subclass' table (e.g. FFHQ's json), ``landmarks_dir`` files
+    (``<stem>.npy`` / ``<stem>.txt``, in the original image's pixel coordinates), then ``detector`` (a name from
+    data.landmarks.get_detector, a dict ``{name: ..., **kwargs}``, or a LandmarkDetector; detections are cached in
+    memory per image, the largest face is used).
+    """
+
+    provides: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        records: list[_Record],
+        image_size: int,
+        *,
+        root: Path,
+        landmarks_dir: str | os.PathLike | None = None,
+        detector: str | Mapping | LandmarkDetector | None = None,
+        align: bool = False,
+        align_scale: float = 1.0,
+        align_template: Sequence[Sequence[float]] | None = None,
+        coeffs_dir: str | os.PathLike | None = None,
+        strict: bool = False,
+        config_key: str = "data",
+        missing: int = 0,
+    ) -> None:
+        self.records = records
+        self.image_size = int(image_size)
+        self.root = Path(root)
+        self.align = bool(align)
+        self.align_scale = float(align_scale)
+        self.align_template = None if align_template is None else np.asarray(align_template, np.float64).reshape(5, 2)
+        self.strict = bool(strict)
+        self.config_key = config_key
+        self.landmarks_dir = None if landmarks_dir is None else Path(landmarks_dir)
+        if self.landmarks_dir is not None and not self.landmarks_dir.is_dir():
+            raise FileNotFoundError(f"{config_key}.landmarks_dir: folder not found: {self.landmarks_dir}")
+        self.coeffs_dir = None if coeffs_dir is None else Path(coeffs_dir)
+        if self.coeffs_dir is not None and not self.coeffs_dir.is_dir():
+            raise FileNotFoundError(f"{config_key}.coeffs_dir: folder not found: {self.coeffs_dir}")
+        if self.coeffs_dir is not None:
+            self.provides = self.provides | {"coeffs"}
+        self._detector_spec = detector
+        self._detector: LandmarkDetector | None = None
+        self._detected: dict[int, np.ndarray | None] = {}
+        self._bad: set[int] = set()
+        self._missing = int(missing)
+
+    # -- bookkeeping -------------------------------------------------------------------------------------------------
+    @property
+    def skipped(self) -> int:
+        """Number of image files skipped so far (missing at construction + failed at load)."""
+        return self._missing + len(self._bad)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self.records)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {type(self).__name__} of length {n}")
+        i %= n
+        for k in range(n):
+            j = (i + k) % n
+            if j in self._bad:
+                continue
+            try:
+                return self.load(j)
+            except (CorruptImageError, FileNotFoundError, SkippedItem) as e:
+                if self.strict:
+                    raise
+                self._bad.add(j)
+                log.warning("%s: skipping %s: %s", type(self).__name__, self.records[j].path, e)
+        raise RuntimeError(f"{self.config_key}: no valid item in {self.root} ({self.skipped} files skipped)")
+
+    # -- hooks -------------------------------------------------------------------------------------------------------
+    def _table_landmarks(self, rec: _Record, wh: tuple[int, int]) -> np.ndarray | None:
+        """Landmarks from a dataset-specific table, in original image coordinates; None if unknown."""
+        return None
+
+    def _face_mask(self, rec: _Record) -> np.ndarray | None:
+        """Face-region map as (h, w) float32 {0, 1} at its own resolution (mapped onto the image by scaling)."""
+        return None
+
+    # -- loading -----------------------------------------------------------------------------------------------------
+    def _landmarks(self, j: int, rec: _Record, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        lm = self._table_landmarks(rec, (w, h))
+        if lm is None and self.landmarks_dir is not None:
+            p = find_landmarks_file(self.landmarks_dir, rec.name)
+            if p is not None:
+                try:
+                    lm = load_landmarks_file(p)
+                except ValueError as e:
+                    raise SkippedItem(str(e)) from None
+        if lm is None and self._detector_spec is not None:
+            if j not in self._detected:
+                if self._detector is None:
+                    self._detector = _detector_from_spec(self._detector_spec)
+                faces = self._detector.detect(img, rec.name)
+                self._detected[j] = faces[0] if faces else None
+            lm = self._detected[j]
+        if lm is None:
+            raise SkippedItem("no landmarks (no table entry, landmark file or detection)")
+        return np.asarray(lm, np.float32)
+
+    def _coeffs(self, rec: _Record) -> torch.Tensor:
+        p = self.coeffs_dir / f"{rec.name}.npy"
+        if not p.is_file():
+            raise SkippedItem(f"coefficient file not found: {p}")
+        try:
+            c = np.load(p, allow_pickle=False).astype(np.float32).reshape(-1)
+        except (OSError, ValueError) as e:
+            raise SkippedItem(f"cannot read coefficient file {p}: {e}") from None
+        if c.shape != (N_COEFFS,):
+            raise SkippedItem(f"coefficient file {p}: expected ({N_COEFFS},), got {c.shape}")
+        return torch.from_numpy(c)
+
+    def load(self, j: int) -> dict[str, Any]:
+        """Item j without the skip logic (raises CorruptImageError / FileNotFoundError / SkippedItem)."""
+        rec = self.records[j]
+        img = read_image_uint8(rec.path)
+        h, w = img.shape[:2]
+        lm = self._landmarks(j, rec, img)
+        s = self.image_size
+        if self.align:
+            transform = alignment_transform(lm, s, self.align_scale, self.align_template)
+            border = cv2.BORDER_REFLECT101
+        else:
+            transform = _centre_square_transform(h, w, s)
+            border = cv2.BORDER_REPLICATE
+        out_img = warp_affine(img.astype(np.float32) / 255.0, transform, (s, s), border=border)
+        item: dict[str, Any] = {
+            "image": _to_tensor_image(out_img),
+            "landmarks": torch.from_numpy(np.asarray(transform_points(lm, transform), np.float32)),
+        }
+        fm = self._face_mask(rec)
+        if fm is not None:
+            mh, mw = fm.shape
+            # mask pixel -> image pixel -> output pixel
+            to_img = np.array([[w / mw, 0, 0.5 * w / mw - 0.5], [0, h / mh, 0.5 * h / mh - 0.5], [0, 0, 1]])
+            t_mask = (np.vstack([transform, [0, 0, 1]]) @ to_img)[:2]
+            warped = warp_affine(fm[:, :, None], t_mask, (s, s), border=cv2.BORDER_CONSTANT)[..., 0]
+            item["face_mask"] = torch.from_numpy((warped > 0.5).astype(np.float32))[None]
+        if self.coeffs_dir is not None:
+            item["coeffs"] = self._coeffs(rec)
+        item["index"] = rec.index
+        item["name"] = rec.name
+        return item
+
+
+def _require_images(paths: Sequence[Path], root: Path, config_key: str) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(f"{config_key}.root: folder not found: {root}")
+    if not paths:
+        raise FileNotFoundError(f"{config_key}.root: no images found in {root}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FFHQ
+
+
+def load_ffhq_landmarks(
+    json_path: str | os.PathLike, cache_path: str | os.PathLike | None = None
+) -> tuple[dict[int, int], np.ndarray, np.ndarray]:
+    """Landmarks of the aligned FFHQ images from ffhq-dataset-v2.json.
+
+    Returns:
+        (row_of_index, landmarks (N, 68, 2) float32, ref_size (N, 2) float32 = image pixel_size [w, h] the landmarks
+        refer to, 1024 x 1024 for FFHQ). ``entry['image']['face_landmarks']`` of key str(index).
+    The json is ~270 MB; ``cache_path`` (.npz) stores the extracted arrays and is reused when newer than the json.
+    """
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"landmarks_json: file not found: {json_path}")
+    if cache_path is not None:
+        cache_path = Path(cache_path)
+        if cache_path.is_file() and cache_path.stat().st_mtime >= json_path.stat().st_mtime:
+            z = np.load(cache_path, allow_pickle=False)
+            return {int(k): r for r, k in enumerate(z["indices"])}, z["landmarks"], z["ref_size"]
+    with open(json_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    indices, lms, refs = [], [], []
+    for key, entry in meta.items():
+        image = entry.get("image", {}) if isinstance(entry, Mapping) else {}
+        lm = np.asarray(image.get("face_landmarks", ()), np.float32)
+        if lm.shape != (68, 2):
+            continue
+        indices.append(int(key))
+        lms.append(lm)
+        refs.append(np.asarray(image.get("pixel_size", (1024, 1024)), np.float32)[:2])
+    lm_arr = np.stack(lms) if lms else np.zeros((0, 68, 2), np.float32)
+    ref_arr = np.stack(refs) if refs else np.zeros((0, 2), np.float32)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(cache_path.name + ".tmp.npz")
+        np.savez(tmp, indices=np.asarray(indices, np.int64), landmarks=lm_arr, ref_size=ref_arr)
+        os.replace(tmp, cache_path)
+    return {k: r for r, k in enumerate(indices)}, lm_arr, ref_arr
+
+
+def ffhq_image_path(images_dir: str | os.PathLike, index: int) -> Path:
+    """FFHQ's layout: images1024x1024/{idx - idx % 1000:05d}/{idx:05d}.png."""
+    return Path(images_dir) / f"{index - index % 1000:05d}" / f"{index:05d}.png"
+
+
+class FFHQ(FaceImageDataset):
+    """FFHQ (aligned images, any resolution).
+
+    Layout: ``root/images1024x1024/{idx - idx % 1000:05d}/{idx:05d}.png`` (official), or any folder below ``root``
+    whose image files are named by their index (``00042.png``; a flat folder works). Only numerically named files
+    count.
+
+    Args:
+        root: dataset root (holding ``images1024x1024``) or the image folder itself.
+        image_size: output side S.
+        landmarks_json: ffhq-dataset-v2.json; ``entry['image']['face_landmarks']`` (68 dlib points in the aligned
+            1024 image) are rescaled to the actual image size.
+        landmarks_cache: optional .npz cache of the landmarks extracted from the json (see load_ffhq_landmarks).
+        landmarks_dir: per-image landmark files (``<stem>.npy`` / ``.txt``, original image pixels), used where the
+            json has no entry.
+        indices: image indices to use; or ``split``: 'train' / 'test' / 'all' (data.splits.ffhq_split). Requested
+            images that do not exist are dropped with one summary warning and counted in ``skipped``.
+        detector: landmark detector fallback (see FaceImageDataset).
+        align, align_scale, coeffs_dir, strict, config_key: see the module doc.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int,
+        landmarks_json: str | os.PathLike | None = None,
+        landmarks_dir: str | os.PathLike | None = None,
+        indices: Sequence[int] | None = None,
+        split: str | None = None,
+        detector: str | Mapping | LandmarkDetector | None = None,
+        align: bool = False,
+        align_scale: float = 1.0,
+        align_template: Sequence[Sequence[float]] | None = None,
+        coeffs_dir: str | os.PathLike | None = None,
+        strict: bool = False,
+        landmarks_cache: str | os.PathLike | None = None,
+        config_key: str = "data",
+    ) -> None:
+        root = Path(root)
+        if landmarks_json is None and landmarks_dir is None and detector is None:
+            raise ValueError(f"{config_key}: FFHQ needs a landmark source: landmarks_json, landmarks_dir or detector")
+        images_dir = root / "images1024x1024" if (root / "images1024x1024").is_dir() else root
+        found = {int(p.stem): p for p in list_images(images_dir) if p.stem.isdigit()}
+        _require_images(list(found.values()), root, config_key)
+        if indices is not None and split is not None:
+            raise ValueError(f"{config_key}: give either indices or split, not both")
+        wanted = ffhq_split(split) if split is not None else sorted(found) if indices is None else list(indices)
+        missing = [int(i) for i in wanted if int(i) not in found]
+        records = [_Record(found[i].stem, found[i], int(i)) for i in map(int, wanted) if i in found]
+        if not records:
+            raise FileNotFoundError(
+                f"{config_key}.root: none of the {len(wanted)} requested FFHQ images found in {images_dir}"
+            )
+        if missing:
+            log.warning(
+                "FFHQ: %d of %d requested images are missing in %s (first: %05d); skipped",
+                len(missing), len(wanted), images_dir, missing[0],
+            )
+        self._lm_rows: dict[int, int] = {}
+        self._lm = np.zeros((0, 68, 2), np.float32)
+        self._lm_ref = np.zeros((0, 2), np.float32)
+        if landmarks_json is not None:
+            try:
+                self._lm_rows, self._lm, self._lm_ref = load_ffhq_landmarks(landmarks_json, landmarks_cache)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{config_key}.{e}") from None
+        super().__init__(
+            records, image_size, root=images_dir, landmarks_dir=landmarks_dir, detector=detector, align=align,
+            align_scale=align_scale, align_template=align_template, coeffs_dir=coeffs_dir, strict=strict,
+            config_key=config_key,
+            missing=len(missing),
+        )
+
+    def _table_landmarks(self, rec: _Record, wh: tuple[int, int]) -> np.ndarray | None:
+        row = self._lm_rows.get(rec.index)
+        if row is None:
+            return None
+        ref_w, ref_h = self._lm_ref[row]
+        return _scale_to(self._lm[row], (float(ref_w), float(ref_h)), wh)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CelebAMask-HQ
+
+
+def _read_part_mask(path: Path) -> np.ndarray | None:
+    """A CelebAMask-HQ part file -> (h, w) bool (channel 0 non-zero); None if the file does not exist."""
+    if not path.is_file():
+        return None
+    data = np.fromfile(str(path), dtype=np.uint8)
+    m = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if m is None:
+        raise CorruptImageError(path, "cannot decode part mask")
+    if m.ndim == 3:
+        m = m[:, :, 0]  # OpenCV's channel 0, as the dataset's own preprocessing reads it
+    return m != 0
+
+
+class CelebAMaskHQ(FaceImageDataset):
+    """CelebAMask-HQ: images with the face-region map M from the part annotations.
+
+    Layout: ``root/CelebA-HQ-img/<idx>.jpg`` (1024 px) and
+    ``root/CelebAMask-HQ-mask-anno/<idx // 2000>/<idx:05d>_<part>.png`` (512 px; channel 0 non-zero = part).
+    M = union of ``face_parts`` (default skin, nose, l_eye, r_eye, l_brow, r_brow, mouth, u_lip, l_lip;
+    eyeglasses, hair, hat, ears, earring, neck, necklace and cloth are excluded), resized / aligned with the image;
+    ``face_mask`` (1, S, S) {0, 1}. A missing part file means that part is absent; an image without any of the
+    parts is skipped. The dataset has no landmarks: give ``landmarks_dir`` (precomputed, recommended) or
+    ``detector`` (e.g. "dlib", run on the fly on the 1024 image, cached in memory).
+
+    Args:
+        root, image_size, landmarks_dir, detector, align, align_scale, coeffs_dir, strict, config_key: see
+            FaceImageDataset / module doc.
+        indices: image numbers to use (default: all found).
+        face_parts: part names forming M.
+    """
+
+    provides = frozenset({"face_mask"})
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int,
+        landmarks_dir: str | os.PathLike | None = None,
+        detector: str | Mapping | LandmarkDetector | None = None,
+        indices: Sequence[int] | None = None,
+        face_parts: Sequence[str] = CELEBAMASK_FACE_PARTS,
+        align: bool = False,
+        align_scale: float = 1.0,
+        align_template: Sequence[Sequence[float]] | None = None,
+        coeffs_dir: str | os.PathLike | None = None,
+        strict: bool = False,
+        config_key: str = "data",
+    ) -> None:
+        root = Path(root)
+        if landmarks_dir is None and detector is None:
+            raise ValueError(f"{config_key}: CelebAMaskHQ needs a landmark source: landmarks_dir or detector")
+        img_dir = root / "CelebA-HQ-img"
+        found = {int(p.stem): p for p in list_images(img_dir, recursive=False) if p.stem.isdigit()}
+        if not root.is_dir():
+            raise FileNotFoundError(f"{config_key}.root: folder not found: {root}")
+        _require_images(list(found.values()), img_dir, config_key)
+        self.mask_dir = root / "CelebAMask-HQ-mask-anno"
+        if not self.mask_dir.is_dir():
+            raise FileNotFoundError(f"{config_key}.root: part-mask folder not found: {self.mask_dir}")
+        unknown = [p for p in face_parts if p not in CELEBAMASK_PARTS]
+        if unknown:
+            valid = ", ".join(CELEBAMASK_PARTS)
+            raise ValueError(f"{config_key}.face_parts: unknown part(s) {unknown}; valid: {valid}")
+        self.face_parts = tuple(face_parts)
+        wanted = sorted(found) if indices is None else [int(i) for i in indices]
+        missing = [i for i in wanted if i not in found]
+        records = [_Record(found[i].stem, found[i], i) for i in wanted if i in found]
+        if not records:
+            raise FileNotFoundError(f"{config_key}.root: none of the requested images found in {img_dir}")
+        if missing:
+            log.warning("CelebAMaskHQ: %d requested images are missing in %s (first: %d); skipped",
+                        len(missing), img_dir, missing[0])
+        super().__init__(
+            records, image_size, root=root, landmarks_dir=landmarks_dir, detector=detector, align=align,
+            align_scale=align_scale, align_template=align_template, coeffs_dir=coeffs_dir, strict=strict,
+            config_key=config_key,
+            missing=len(missing),
+        )
+
+    def part_path(self, index: int, part: str) -> Path:
+        return self.mask_dir / str(index // 2000) / f"{index:05d}_{part}.png"
+
+    def _face_mask(self, rec: _Record) -> np.ndarray:
+        union = None
+        for part in self.face_parts:
+            m = _read_part_mask(self.part_path(rec.index, part))
+            if m is None:
+                continue
+            if union is not None and m.shape != union.shape:
+                raise SkippedItem(f"part masks of image {rec.index} differ in size")
+            union = m if union is None else union | m
+        if union is None:
+            raise SkippedItem(f"no face-part mask files for image {rec.index} in {self.mask_dir}")
+        return union.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# image folder
+
+
+class ImageFolderFaces(FaceImageDataset):
+    """Any folder of face photos (searched recursively; png, jpg, jpeg, bmp, webp, tif).
+
+    Landmarks: ``landmarks_dir/<stem>.npy`` or ``.txt`` (68 rows "x y" in the photo's pixel coordinates; see
+    data.landmarks), else files with the same stem next to the image, else ``detector``. Optional face-region maps:
+    ``face_masks_dir/<stem>.png`` (non-zero = face region, any resolution of the same framing). ``index`` is the
+    position in the sorted file list, ``name`` the file stem (stems should be unique).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int,
+        landmarks_dir: str | os.PathLike | None = None,
+        detector: str | Mapping | LandmarkDetector | None = None,
+        face_masks_dir: str | os.PathLike | None = None,
+        align: bool = False,
+        align_scale: float = 1.0,
+        align_template: Sequence[Sequence[float]] | None = None,
+        coeffs_dir: str | os.PathLike | None = None,
+        strict: bool = False,
+        recursive: bool = True,
+        config_key: str = "data",
+    ) -> None:
+        root = Path(root)
+        paths = list_images(root, recursive=recursive)
+        _require_images(paths, root, config_key)
+        records = [_Record(p.stem, p, k) for k, p in enumerate(paths)]
+        self.face_masks_dir = None if face_masks_dir is None else Path(face_masks_dir)
+        if self.face_masks_dir is not None:
+            if not self.face_masks_dir.is_dir():
+                raise FileNotFoundError(f"{config_key}.face_masks_dir: folder not found: {self.face_masks_dir}")
+            self.provides = self.provides | {"face_mask"}
+        super().__init__(
+            records, image_size, root=root, landmarks_dir=landmarks_dir, detector=detector, align=align,
+            align_scale=align_scale, align_template=align_template, coeffs_dir=coeffs_dir, strict=strict,
+            config_key=config_key,
+        )
+
+    def _table_landmarks(self, rec: _Record, wh: tuple[int, int]) -> np.ndarray | None:
+        if self.landmarks_dir is not None:
+            return None
+        p = find_landmarks_file(rec.path.parent, rec.name)
+        if p is None:
+            return None
+        try:
+            return load_landmarks_file(p)
+        except ValueError as e:
+            raise SkippedItem(str(e)) from None
+
+    def _face_mask(self, rec: _Record) -> np.ndarray | None:
+        if self.face_masks_dir is None:
+            return None
+        p = self.face_masks_dir / f"{rec.name}.png"
+        m = _read_part_mask(p)
+        if m is None:
+            raise SkippedItem(f"face mask file not found: {p}")
+        return m.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# synthetic faces
+
+
+def _smooth_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) float32 in [0, 1]: a linear two-colour gradient at a random angle plus low-frequency colour
+    noise (a 4x4 grid of N(0, 0.08) upsampled bicubically), so a face never sits on black."""
+    c0, c1 = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    coords = (np.arange(size, dtype=np.float64) + 0.5) / size - 0.5
+    xx, yy = np.meshgrid(coords, coords)
+    t = np.clip((xx * np.cos(theta) + yy * np.sin(theta)) / np.sqrt(0.5) + 0.5, 0.0, 1.0)[..., None]
+    grad = c0 * (1.0 - t) + c1 * t
+    noise = rng.normal(0.0, 0.08, (4, 4, 3)).astype(np.float32)
+    noise = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.clip(grad + noise, 0.0, 1.0).astype(np.float32)
+
+
+class SyntheticFaces(Dataset):
+    """Faces rendered from the morphable model with random coefficients, over random smooth backgrounds.
+
+    Item i depends only on (seed, offset + i): use different offsets for disjoint train / held-out sets. Items carry
+    the exact ground truth: ``coeffs`` (257,), ``landmarks`` (renderer landmarks), ``face_mask`` (renderer mask).
+
+    Coefficients: ``model.sample_coeffs(1, generator, ...)`` with a torch.Generator seeded by item_seed(seed,
+    offset + i) (renderer.morphable.MorphableModel.sample_coeffs): id ~ N(0, id_sigma^2), tex ~ N(0, tex_sigma^2),
+    exp ~ N(0, exp_sigma^2) (the synthetic model's named mouth / brow expressions one-sided), angles (pitch, yaw, roll)
+    uniform in +-(pitch_deg, yaw_deg, roll_deg), SH lighting near white with a random direction (scaled by
+    light_sigma; the renderer adds its 0.8 ambient), translation ~ N(0, trans_sigma^2) (x2 for z, decimetres).
+    Background: see _smooth_background. Images and masks are stored as uint8 (the image is quantised to 1/255).
+
+    Rendering is batched in chunks of ``chunk`` consecutive items and, with ``cache=True``, kept in memory (about
+    S * S * 4 bytes per item); ``prerender()`` fills the whole cache, best done before DataLoader workers start so
+    they share it instead of each rendering its own copy.
+
+    Args:
+        num: number of items.
+        image_size: output side S.
+        seed, offset: see above.
+        model: a renderer.morphable.MorphableModel (default: MorphableModel.synthetic()).
+        backend: rasterizer backend name for renderer.render.FaceRenderer.
+        device: where to render ("cpu", "cuda"); items are returned on the CPU.
+    """
+
+    provides = frozenset({"face_mask", "coeffs"})
+
+    def __init__(
+        self,
+        num: int,
+        image_size: int,
+        seed: int = 0,
+        model: Any = None,
+        backend: str = "torch",
+        offset: int = 0,
+        id_sigma: float = 1.0,
+        exp_sigma: float = 0.4,
+        tex_sigma: float = 1.0,
+        yaw_deg: float = 30.0,
+        pitch_deg: float = 12.0,
+        roll_deg: float = 8.0,
+        light_sigma: float = 1.0,
+        trans_sigma: float = 0.03,
+        cache: bool = True,
+        chunk: int = 64,
+        device: str = "cpu",
+        config_key: str = "data",
+    ) -> None:
+        if num <= 0:
+            raise ValueError(f"{config_key}.num: must be > 0, got {num}")
+        self.num, self.image_size, self.seed, self.offset = int(num), int(image_size), int(seed), int(offset)
+        self.sample_kwargs = dict(
+            id_std=float(id_sigma), exp_std=float(exp_sigma), tex_std=float(tex_sigma), max_yaw_deg=float(yaw_deg),
+            max_pitch_deg=float(pitch_deg), max_roll_deg=float(roll_deg), light_std=float(light_sigma),
+            trans_std=float(trans_sigma),
+        )
+        self.cache, self.chunk, self.device, self.backend = bool(cache), int(chunk), device, backend
+        self.config_key = config_key
+        self._model = model
+        self._renderer = None
+        self._chunks: dict[int, dict[str, np.ndarray]] = {}
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return self.num
+
+    # -- model -------------------------------------------------------------------------------------------------------
+    @property
+    def renderer(self):
+        if self._renderer is None:
+            from renderer.morphable import MorphableModel
+            from renderer.render import FaceRenderer
+
+            if self._model is None:
+                self._model = MorphableModel.synthetic()
+            self._renderer = FaceRenderer(self._model, self.image_size, backend=self.backend).to(self.device)
+        return self._renderer
+
+    @property
+    def model(self):
+        """The MorphableModel (built on first use)."""
+        _ = self.renderer
+        return self._model
+
+    @property
+    def layout(self):
+        return self.model.layout
+
+    # -- sampling ----------------------------------------------------------------------------------------------------
+    def sample(self, i: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Coefficients (257,) float32 (CPU) and background (S, S, 3) float32 [0, 1] of item i."""
+        key = item_seed(self.seed, self.offset + i)
+        gen = torch.Generator().manual_seed(key)
+        coeffs = self.model.sample_coeffs(1, generator=gen, **self.sample_kwargs)[0].float().cpu()
+        background = _smooth_background(np.random.default_rng(key), self.image_size)
+        return coeffs, background
+
+    # -- rendering ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _render(self, items: Sequence[int]) -> dict[str, np.ndarray]:
+        samples = [self.sample(i) for i in items]
+        coeffs = torch.stack([c for c, _ in samples])
+        out = self.renderer(coeffs.to(self.device))
+        face = out.image.float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        mask = out.mask.float().cpu().permute(0, 2, 3, 1).numpy()
+        bg = np.stack([b for _, b in samples])
+        image = face * mask + bg * (1.0 - mask)
+        return {
+            "image": (image * 255.0 + 0.5).astype(np.uint8),
+            "face_mask": (mask[..., 0] > 0.5).astype(np.uint8),
+            "landmarks": out.landmarks.float().cpu().numpy(),
+            "coeffs": coeffs.numpy(),
+        }
+
+    def _chunk(self, c: int) -> dict[str, np.ndarray]:
+        if c not in self._chunks:
+            lo, hi = c * self.chunk, min(self.num, (c + 1) * self.chunk)
+            self._chunks[c] = self._render(range(lo, hi))
+        return self._chunks[c]
+
+    def prerender(self) -> None:
+        """Render and cache every item (no-op for cache=False)."""
+        if self.cache:
+            for c in range((self.num + self.chunk - 1) // self.chunk):
+                self._chunk(c)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -self.num <= i < self.num:
+            raise IndexError(f"index {i} out of range for SyntheticFaces of length {self.num}")
+        i %= self.num
+        if self.cache:
+            data, k = self._chunk(i // self.chunk), i % self.chunk
+        else:
+            data, k = self._render([i]), 0
+        return {
+            "image": torch.from_numpy(data["image"][k]).permute(2, 0, 1).float().div_(255.0),
+            "landmarks": torch.from_numpy(data["landmarks"][k].copy()),
+            "face_mask": torch.from_numpy(data["face_mask"][k]).float()[None],
+            "coeffs": torch.from_numpy(data["coeffs"][k].copy()),
+            "index": self.offset + i,
+            "name": f"synth_{self.seed}_{self.offset + i:06d}",
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# masked pairs and concatenation
+
+
+class MaskedPairs(Dataset):
+    """A face dataset with synthetic face masks: adds ``masked_image`` (3, S, S) and ``mask`` m (1, S, S) {0, 1}.
+
+    ``synthesizer.synth(image, landmarks, seed) -> (masked, m)`` (data.synth.MaskedPairSynthesizer). Seeds:
+    fixed=True: item_seed(seed, i), the same mask for item i forever (test sets); fixed=False:
+    item_seed(seed, epoch, i) with ``set_epoch(e)`` (call it before each epoch; with persistent DataLoader workers
+    the new epoch does not reach the workers, as with DistributedSampler).
+    """
+
+    def __init__(self, faces: Dataset, synthesizer: Any, seed: int = 0, fixed: bool = False) -> None:
+        self.faces = faces
+        self.synthesizer = synthesizer
+        self.seed = int(seed)
+        self.fixed = bool(fixed)
+        self.epoch = 0
+        self.image_size = getattr(faces, "image_size", None)
+        self.provides = frozenset(getattr(faces, "provides", frozenset()))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def skipped(self) -> int:
+        return int(getattr(self.faces, "skipped", 0))
+
+    def item_seed(self, i: int) -> int:
+        return item_seed(self.seed, i) if self.fixed else item_seed(self.seed, self.epoch, i)
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.faces[i])
+        masked, m = self.synthesizer.synth(item["image"], item["landmarks"], self.item_seed(i % len(self)))
+        item["masked_image"] = masked
+        item["mask"] = m
+        return item
+
+
+class ConcatFaces(Dataset):
+    """Concatenation of face datasets (e.g. FFHQ + CelebAMask-HQ, as the paper trains) with uniform batch keys.
+
+    Optional keys (``face_mask``, ``coeffs``) that some but not all members provide are filled with zeros where
+    missing, and ``<key>_valid`` (0-dim float32 tensor, 1 = real) is added to every item; ``source`` (int) names
+    the member dataset. All members must share ``image_size``.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        if not datasets:
+            raise ValueError("ConcatFaces: no datasets")
+        self.datasets = list(datasets)
+        sizes = {getattr(d, "image_size", None) for d in self.datasets}
+        if len(sizes) != 1:
+            raise ValueError(f"ConcatFaces: member datasets have different image_size values {sorted(map(str, sizes))}")
+        self.image_size = sizes.pop()
+        provided = [frozenset(getattr(d, "provides", frozenset())) for d in self.datasets]
+        self.provides = frozenset.union(*provided)
+        self._partial = sorted(k for k in self.provides if not all(k in p for p in provided))
+        self._ends = np.cumsum([len(d) for d in self.datasets]).tolist()
+
+    @property
+    def skipped(self) -> int:
+        return sum(int(getattr(d, "skipped", 0)) for d in self.datasets)
+
+    def set_epoch(self, epoch: int) -> None:
+        for d in self.datasets:
+            if hasattr(d, "set_epoch"):
+                d.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self._ends[-1]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for ConcatFaces of length {len(self)}")
+        i %= len(self)
+        src = bisect.bisect_right(self._ends, i)
+        item = dict(self.datasets[src][i - (self._ends[src - 1] if src else 0)])
+        s = self.image_size
+        for key in self._partial:
+            present = key in item
+            if not present:
+                item[key] = torch.zeros(1, s, s) if key == "face_mask" else torch.zeros(N_COEFFS)
+            item[f"{key}_valid"] = torch.tensor(1.0 if present else 0.0)
+        item["source"] = src
+        return item
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# factory
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "ffhq": FFHQ,
+    "celebamask_hq": CelebAMaskHQ,
+    "folder": ImageFolderFaces,
+    "synthetic": SyntheticFaces,
+}
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    import dataclasses
+
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if hasattr(cfg, "__dict__"):
+        return dict(vars(cfg))
+    raise TypeError(f"build_dataset: expected a mapping or dataclass config, got {type(cfg).__name__}")
+
+
+def build_dataset(cfg: Any, key: str = "data", **overrides: Any) -> Dataset:
+    """Build a face dataset from a config mapping / dataclass with a ``kind`` entry.
+
+    kinds: ffhq, celebamask_hq, folder, synthetic (constructor keyword arguments as the other entries; entries whose
+    value is None are dropped), or ``concat`` with ``datasets: [cfg, ...]`` (a plain list also means concat).
+    ``overrides`` are merged into cfg (e.g. image_size from the model config). Unknown kinds / options raise a
+    one-line ValueError naming ``key``.
+    """
+    if isinstance(cfg, (list, tuple)):
+        return ConcatFaces([build_dataset(c, f"{key}[{k}]", **overrides) for k, c in enumerate(cfg)])
+    cfg = {k: v for k, v in _as_dict(cfg).items() if v is not None}
+    cfg.update(overrides)
+    kind = cfg.pop("kind", None)
+    if kind == "concat":
+        members = cfg.pop("datasets", None) or []
+        if cfg.keys() - {"image_size"}:
+            raise ValueError(f"{key}: unknown option(s) for kind 'concat': {sorted(cfg.keys() - {'image_size'})}")
+        return ConcatFaces([build_dataset(c, f"{key}.datasets[{k}]", **cfg) for k, c in enumerate(members)])
+    if kind not in DATASETS:
+        raise ValueError(f"{key}.kind: unknown dataset kind {kind!r}; valid: {', '.join([*DATASETS, 'concat'])}")
+    cls = DATASETS[kind]
+    params = [p for p in inspect.signature(cls).parameters if p not in ("self", "config_key")]
+    unknown = sorted(set(cfg) - set(params))
+    if unknown:
+        raise ValueError(f"{key}: unknown option(s) {unknown} for kind {kind!r}; valid: {', '.join(params)}")
+    return cls(**cfg, config_key=key)
+

@@ -1,0 +1,139 @@
+"""Image file reading and writing.
+
+Files are read through ``np.fromfile`` + ``cv2.imdecode`` so that any path (non-ASCII, network mounts) works, and
+every failure to decode becomes one :class:`CorruptImageError` with a one-line message that names the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "CorruptImageError",
+    "read_image",
+    "read_image_uint8",
+    "write_image",
+    "list_images",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+# A JPEG that lost its tail still decodes (libjpeg fills grey); a missing end-of-image marker near the end of the
+# file is the cheap tell. Some writers append a few bytes after the marker, hence a window, not the last 2 bytes.
+_JPEG_EOI = b"\xff\xd9"
+_JPEG_TAIL_WINDOW = 4096
+
+
+class CorruptImageError(OSError):
+    """An image file exists but cannot be decoded (garbage bytes, truncated JPEG, unsupported format)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str = "cannot decode image") -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"corrupt or unreadable image ({reason}): {self.path}")
+
+    def __reduce__(self):  # keeps the exception picklable across DataLoader worker processes
+        return (type(self), (self.path, self.reason))
+
+
+def read_image_uint8(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an RGB uint8 array.
+
+    Returns:
+        (H, W, 3) uint8 RGB. Grey images are repeated to 3 channels, alpha is dropped, 16-bit images are scaled.
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CorruptImageError: the file cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise CorruptImageError(path, f"cannot read file: {e.strerror or e}") from None
+    if data.size == 0:
+        raise CorruptImageError(path, "empty file")
+    if data[:2].tobytes() == b"\xff\xd8" and _JPEG_EOI not in data[-_JPEG_TAIL_WINDOW:].tobytes():
+        raise CorruptImageError(path, "truncated JPEG")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise CorruptImageError(path)
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise CorruptImageError(path, f"unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    elif img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as a float tensor.
+
+    Returns:
+        (3, H, W) float32 RGB in [0, 1].
+    Raises:
+        FileNotFoundError, CorruptImageError (see :func:`read_image_uint8`).
+    """
+    img = read_image_uint8(path)
+    return torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)
+
+
+def _to_uint8_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        arr = image.detach().cpu().float()
+        if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+            raise ValueError(f"write_image: expected a (3,H,W) or (1,H,W) tensor, got {tuple(arr.shape)}")
+        arr = (arr.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    else:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr.astype(np.float32), 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+    return arr
+
+
+def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> None:
+    """Write an image; the format follows the file extension (png, jpg, ...). Parent folders are created.
+
+    Args:
+        image: (3, H, W) or (1, H, W) float tensor in [0, 1] (values are clamped), or an (H, W, 3) / (H, W) RGB
+            array (uint8, or float in [0, 1]).
+    """
+    path = Path(path)
+    arr = _to_uint8_hwc(image)
+    if arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]  # RGB -> BGR for OpenCV
+    ext = path.suffix.lower() or ".png"
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr))
+    if not ok:
+        raise ValueError(f"write_image: cannot encode {ext} for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf.tofile(str(path))
+
+
+def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """All image files (by extension, case-insensitive) under ``root``, sorted by path. Hidden folders are skipped."""
+    root = Path(root)
+    out: list[Path] = []
+    if not root.is_dir():
+        return out
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            out.extend(Path(dirpath) / f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS))
+    else:
+        out = [p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(out)

@@ -1,0 +1,55 @@
+"""Thin-plate-spline warps between the canonical frame and a face image.
+
+A template is fitted to a face by a thin-plate spline through corresponding landmarks: it is exact at the anchors
+(so the mask follows yaw, roll and an open mouth) and nearly affine far from them (below the chin, beyond the jaw).
+``data.synth`` evaluates the inverse map (image pixel -> template pixel) on a coarse grid of cell centres and resizes
+it, so a fit costs a few hundred kernel evaluations instead of one per pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, 2), (N, 2) -> (M, N) squared distances (explicit per axis: a reduction over a length-2 axis is slow)."""
+    dx = a[:, 0:1] - b[None, :, 0]
+    dy = a[:, 1:2] - b[None, :, 1]
+    return dx * dx + dy * dy
+
+
+def _kernel(d2: np.ndarray) -> np.ndarray:
+    """TPS radial basis U = r^2 log r^2 from squared distances (0 at r = 0)."""
+    return d2 * np.log(np.maximum(d2, 1e-20))
+
+
+class ThinPlateSpline:
+    """2D -> 2D thin-plate spline through ``src`` -> ``dst`` (both (N, 2), N >= 3 not collinear).
+
+    ``reg`` is the bending regulariser relative to the normalised source spread (0 = exact interpolation). The
+    source points are normalised (mean, RMS radius) so the regulariser does not depend on the image size.
+    """
+
+    def __init__(self, src: np.ndarray, dst: np.ndarray, reg: float = 1e-3):
+        src = np.asarray(src, dtype=np.float64)
+        dst = np.asarray(dst, dtype=np.float64)
+        self.mean = src.mean(0)
+        self.scale = 1.0 / max(float(np.sqrt(((src - self.mean) ** 2).sum(1).mean())), 1e-9)
+        self.ctrl = (src - self.mean) * self.scale
+        n = len(src)
+        d2 = _sqdist(self.ctrl, self.ctrl)
+        a = np.zeros((n + 3, n + 3))
+        a[:n, :n] = _kernel(d2) + reg * np.eye(n)
+        a[:n, n] = 1.0
+        a[:n, n + 1:] = self.ctrl
+        a[n, :n] = 1.0
+        a[n + 1:, :n] = self.ctrl.T
+        b = np.zeros((n + 3, 2))
+        b[:n] = dst
+        self.coef = np.linalg.solve(a, b)
+
+    def __call__(self, pts: np.ndarray) -> np.ndarray:
+        """Map (M, 2) points -> (M, 2) float64."""
+        p = (np.asarray(pts, dtype=np.float64).reshape(-1, 2) - self.mean) * self.scale
+        n = len(self.ctrl)
+        return _kernel(_sqdist(p, self.ctrl)) @ self.coef[:n] + self.coef[n] + p @ self.coef[n + 1:]

@@ -1,0 +1,295 @@
+"""Masked-pair synthesis: put a library mask on a face from its 68 landmarks -> (I_m, m).
+
+Per pair (all randomness from the seed): draw a (shape, texture) from the library; fit the canonical template to
+the face with a thin-plate spline through the anchor landmarks (follows yaw, roll, an open mouth); resample the
+template and the texture in one ``cv2.remap`` each over the mask's bounding box only; shade the texture with the
+template's folds and the face's own lighting (a trimmed planar fit of its luminance under the mask); jitter colours;
+add grain; composite with soft (anti-aliased) edges. ``m`` is 1 exactly where the composite changed the image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from data.masks.canonical import CANONICAL_LANDMARKS, FRAME
+from data.masks.library import MaskLibrary
+from data.masks.shapes import Shape
+from data.masks.textures import Texture
+from data.masks.warp import ThinPlateSpline
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_SALT = 0x3A5C
+
+
+class MaskedPairSynthesizer:
+    """Synthesises masked faces from unmasked ones, deterministically per seed.
+
+    Args:
+        library: a ``MaskLibrary`` (default: ``MaskLibrary.procedural(seed=0)``, 900 shapes x 800 textures).
+        shape_jitter: std of the random scale (relative) and shift (canonical units, ~half-face = 1) of the template.
+        colour_jitter: std of the log brightness gain; per-channel gains get a third of it.
+        lighting: (min, max) strength of the face's lighting transferred onto the mask (0 = flat).
+        grain: max std of the pixel noise added to the mask.
+        feather: max extra edge blur in pixels at 256 px faces (scaled with the face size).
+        reg: thin-plate bending regulariser (0 = exact interpolation of the landmarks); a little smoothing keeps
+            the fit sane when landmarks contradict each other (e.g. rendered lips below the jaw line).
+    """
+
+    def __init__(self, library: MaskLibrary | None = None, *, shape_jitter: float = 0.02,
+                 colour_jitter: float = 0.1, lighting: tuple[float, float] = (0.3, 1.0), grain: float = 0.02,
+                 feather: float = 0.8, reg: float = 0.03):
+        self.library = MaskLibrary.procedural(seed=0) if library is None else library
+        self.shape_jitter = shape_jitter
+        self.colour_jitter = colour_jitter
+        self.lighting = lighting
+        self.grain = grain
+        self.feather = feather
+        self.reg = reg
+        self._noise = np.random.default_rng(_SALT).standard_normal((512, 512)).astype(np.float32)
+
+    # -- public API ---------------------------------------------------------------------------------------------
+    def synth(self, image: torch.Tensor, landmarks: torch.Tensor | np.ndarray,
+              seed: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask one face.
+
+        Args:
+            image: (3, H, W) float tensor in [0, 1] (any device; computed on CPU).
+            landmarks: (68, 2) pixel coordinates (x right, y down), tensor or ndarray.
+            seed: int (or tuple of ints, e.g. (seed, index)); same seed -> bitwise the same output.
+        Returns:
+            masked (3, H, W) float32 in [0, 1], equal to ``image`` wherever m == 0;
+            m (1, H, W) float32 in {0, 1}, 1 wherever the mask changed the image (soft edges included).
+        """
+        dev = image.device
+        img = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        lm = landmarks.detach().cpu().numpy() if isinstance(landmarks, torch.Tensor) else np.asarray(landmarks)
+        masked, m = self.synth_numpy(img, lm, seed)
+        return torch.from_numpy(masked).to(dev), torch.from_numpy(m).to(dev)
+
+    def synth_batch(self, images: torch.Tensor, landmarks: torch.Tensor | np.ndarray,
+                    seeds: int | Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W), (N, 68, 2), seeds (N ints/tuples, or one int -> (seed, i)) -> (N, 3, H, W), (N, 1, H, W)."""
+        n = images.shape[0]
+        seeds = [(int(seeds), i) for i in range(n)] if isinstance(seeds, (int, np.integer)) else list(seeds)
+        out = [self.synth(images[i], landmarks[i], seeds[i]) for i in range(n)]
+        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
+
+    def synth_numpy(self, image: np.ndarray, landmarks: np.ndarray,
+                    seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """NumPy core of ``synth``: image (3, H, W) float32 [0, 1], landmarks (68, 2) -> (masked, m) arrays."""
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        lm = np.asarray(landmarks, dtype=np.float64).reshape(68, 2)
+        if not np.isfinite(lm).all():
+            raise ValueError("MaskedPairSynthesizer: landmarks contain NaN/inf")
+        _, h_img, w_img = image.shape
+        masked = image.copy()
+        m = np.zeros((1, h_img, w_img), np.float32)
+        rng = np.random.default_rng(np.random.SeedSequence(_seed_words(seed) + [_SALT]))
+        shape, texture = self.library.sample(rng)
+        p = self._draw(rng, shape, texture)
+
+        # template fit: a thin-plate spline from image pixels to template pixels through the anchor landmarks
+        idx = list(shape.anchors)
+        canon = (CANONICAL_LANDMARKS[idx] * p["scale"]) @ _rot(p["rot"]).T + p["shift"]
+        raster = np.stack([(canon[:, 0] - FRAME.x0) * shape.ppu - shape.origin[0],
+                           (canon[:, 1] - FRAME.y0) * shape.ppu - shape.origin[1]], 1)
+        face = float(np.linalg.norm(lm[16] - lm[0]) + np.linalg.norm(lm[8] - lm[27]))
+        if not face > 4:
+            raise ValueError(f"MaskedPairSynthesizer: degenerate landmarks (face size {face:.2f} px)")
+        try:
+            inv = ThinPlateSpline(lm[idx], raster, self.reg)
+        except np.linalg.LinAlgError:
+            raise ValueError("MaskedPairSynthesizer: degenerate landmarks (thin-plate fit is singular)") from None
+        step = int(min(16, max(3, round(face / 28))))
+        fit = _fit_maps(inv, shape.size, step, w_img, h_img, p["tex_affine"])
+        if fit is None:
+            return masked, m
+        (x0, y0, x1, y1), sm, tm = fit
+        maps = cv2.remap(shape.maps, sm, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        a8, shade8, texw8, _ = cv2.split(maps)
+        alpha = a8.astype(np.float32)
+        alpha *= 1 / 255
+        if p["feather"] > 0.3:
+            alpha = cv2.GaussianBlur(alpha, (0, 0), p["feather"] * face / 260)
+        alpha[alpha < 2.5 / 255] = 0.0  # invisible fringes would otherwise inflate m
+        inside = alpha > 0
+        if not inside.any():
+            return masked, m
+
+        crop = image[:, y0:y1, x0:x1]
+        light = self._lighting(crop, alpha, p)
+        gains = p["gain"] * p["chan"]
+        if p["own"]:
+            planes = self._own_planes(shape, sm)
+            scale = light
+        else:
+            border = cv2.BORDER_WRAP if texture.tileable else cv2.BORDER_REFLECT_101
+            planes = cv2.split(cv2.remap(texture.rgbx, tm, None, cv2.INTER_LINEAR, borderMode=border))[:3]
+            scale = shade8.astype(np.float32)
+            scale *= light * (1 / 128)
+        cols = [planes[c] * (scale * np.float32(gains[c] / 255)) for c in range(3)]
+        if not p["own"] and shape.has_accessories:
+            own = self._own_planes(shape, sm)
+            w = texw8.astype(np.float32) * (1 / 255)
+            for c in range(3):
+                acc = own[c] * (light * np.float32(gains[c] / 255))
+                cols[c] = acc + w * (cols[c] - acc)
+        if abs(p["sat"] - 1) > 0.03:
+            lum = _LUMA[0] * cols[0] + _LUMA[1] * cols[1] + _LUMA[2] * cols[2]
+            lum *= 1 - p["sat"]
+            for c in range(3):
+                cols[c] *= p["sat"]
+                cols[c] += lum
+        noise = p["grain"] * _noise_crop(self._noise, alpha.shape, p["noise_off"]) if p["grain"] > 0 else None
+        for c in range(3):
+            col = cols[c]
+            if noise is not None:
+                col += noise
+            np.clip(col, 0.0, 1.0, out=col)
+            col -= crop[c]
+            col *= alpha
+            col += crop[c]  # alpha == 0 leaves the original value exactly
+            masked[c, y0:y1, x0:x1] = col
+        m[0, y0:y1, x0:x1] = inside
+        return masked, m
+
+    @staticmethod
+    def _own_planes(shape: Shape, sm: np.ndarray) -> list[np.ndarray]:
+        """The template's own colours resampled -> 3 (h, w) uint8 planes."""
+        out = cv2.remap(shape.colour, sm, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return list(cv2.split(out)[:3])
+
+    # -- per-pair randomness ------------------------------------------------------------------------------------
+    def _draw(self, rng: np.random.Generator, shape: Shape, texture: Texture) -> dict:
+        """All random choices of one pair, in a fixed order (so a seed always means the same pair)."""
+        own = bool(rng.random() < shape.own_prob)
+        scale = float(np.exp(np.clip(rng.normal(0, self.shape_jitter), -0.06, 0.06)))
+        rot = float(rng.normal(0, 1.2))
+        shift = np.clip(rng.normal(0, self.shape_jitter, 2), -0.04, 0.04)
+        # texture placement: texture pixels per canonical unit, rotation, offset (canonical units -> texture pixels)
+        th, tw = texture.rgb.shape[:2]
+        if texture.tileable:
+            ppu = float(rng.uniform(40, 110)) * th / 128
+            ang = float(rng.choice([0.0, 0.0, 90.0])) + (float(rng.uniform(-35, 35)) if rng.random() < 0.4 else 0.0)
+        else:
+            ppu = float(rng.uniform(0.28, 0.45)) * min(th, tw)
+            ang = float(rng.uniform(-10, 10))
+        off = rng.uniform(0, 1, 2) * np.array([tw, th])
+        gain = float(np.exp(rng.normal(0, self.colour_jitter)))
+        chan = np.exp(rng.normal(0, self.colour_jitter / 3, 3))
+        sat = float(rng.uniform(0.8, 1.15))
+        light = float(rng.uniform(*self.lighting))
+        expo = float(rng.uniform(0.2, 0.6))
+        grain = float(rng.uniform(0, self.grain))
+        noise_off = rng.integers(0, 512, 2)
+        feather = float(rng.uniform(0, self.feather)) if rng.random() < 0.5 else 0.0
+        # texture pixel t = ppu * R(ang) (x, y) + off of canonical (x, y), composed with template pixel -> canonical
+        c, s = math.cos(math.radians(ang)), math.sin(math.radians(ang))
+        lin = ppu * np.array([[c, -s], [s, c]]) / shape.ppu  # per template pixel
+        origin_canon = np.array([FRAME.x0 + shape.origin[0] / shape.ppu, FRAME.y0 + shape.origin[1] / shape.ppu])
+        tex_affine = np.concatenate([lin, (ppu * np.array([[c, -s], [s, c]]) @ origin_canon + off)[:, None]], 1)
+        return {"own": own, "scale": scale, "rot": rot, "shift": shift, "tex_affine": tex_affine, "gain": gain,
+                "chan": chan, "sat": sat, "light": light, "expo": expo, "grain": grain, "noise_off": noise_off,
+                "feather": feather}
+
+    # -- light ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _lighting(crop: np.ndarray, alpha: np.ndarray, p: dict) -> np.ndarray:
+        """(h, w) float32 multiplicative light taken from the face under the mask: a planar fit of its luminance
+        over the brighter 70 % of samples (skips mouth, nostrils, beard), relative to its mean, times an exposure
+        factor (a white mask in a dark photo is grey)."""
+        h, w = alpha.shape
+        stride = max(1, int(round(math.sqrt(h * w / 400))))
+        sel = alpha[::stride, ::stride] > 0.5
+        lum = np.tensordot(_LUMA, crop[:, ::stride, ::stride], 1)
+        vals = lum[sel]
+        if vals.size < 12:
+            return np.ones_like(alpha)
+        ys, xs = np.nonzero(sel)
+        keep = vals >= np.partition(vals, int(vals.size * 0.3))[int(vals.size * 0.3)]
+        xs = xs[keep] * (stride / w) - 0.5
+        ys = ys[keep] * (stride / h) - 0.5
+        vals = vals[keep]
+        design = np.stack([np.ones_like(xs), xs, ys], 1)
+        try:
+            coef = np.linalg.solve(design.T @ design + 1e-6 * np.eye(3), design.T @ vals)
+        except np.linalg.LinAlgError:
+            coef = np.array([vals.mean(), 0.0, 0.0])
+        mean = max(float(vals.mean()), 0.02)
+        # the plane is linear: evaluate it (and the power) on a few points and resize instead of per pixel
+        gx = np.linspace(-0.5, 0.5, 5)
+        plane = (coef[0] + coef[1] * gx[None, :] + coef[2] * gx[:, None]) / mean
+        expo = float(np.clip(mean / 0.5, 0.45, 1.3) ** p["expo"])
+        small = (np.clip(plane, 0.55, 1.45) ** p["light"] * expo).astype(np.float32)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def _seed_words(seed) -> list[int]:
+    if isinstance(seed, (int, np.integer)):
+        seed = [seed]
+    words = []
+    for s in seed:
+        s = int(s)
+        words += [s & 0xFFFFFFFF, (s >> 32) & 0xFFFFFFFF, int(s < 0)]
+    return words
+
+
+def _rot(deg: float) -> np.ndarray:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    return np.array([[c, -s], [s, c]])
+
+
+def _fit_maps(inv: ThinPlateSpline, size: tuple[int, int], step: int, w_img: int, h_img: int,
+              tex_affine: np.ndarray):
+    """Where the template lands in the image and how to sample it.
+
+    The spline is evaluated on a coarse grid over the whole image to find the cells that reach into the template
+    rectangle, then at the centres of ``step`` x ``step`` cells over their bounding box; that grid is resized to
+    one map entry per pixel (cv2's half-pixel convention lines cell centres up with pixel centres).
+
+    Returns ((x0, y0, x1, y1) exclusive box, template map (h, w, 2) float32, texture map (h, w, 2) float32), or
+    None if the mask misses the image.
+    """
+    h_t, w_t = size
+    n = len(inv.ctrl)
+    # template pixels per image pixel (largest stretch of the affine part, with slack for local bending)
+    stretch = float(np.linalg.norm(inv.coef[n + 1:], 2)) * inv.scale
+    coarse = 2 * step
+    gw, gh = -(-w_img // coarse), -(-h_img // coarse)
+    gx, gy = np.meshgrid(np.arange(gw) * coarse + (coarse - 1) / 2.0, np.arange(gh) * coarse + (coarse - 1) / 2.0)
+    uv = inv(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(gh, gw, 2)
+    margin = coarse * stretch + 2.0  # > a cell's half-diagonal in template pixels
+    hit = ((uv[..., 0] > -margin) & (uv[..., 0] < w_t - 1 + margin) &
+           (uv[..., 1] > -margin) & (uv[..., 1] < h_t - 1 + margin))
+    if not hit.any():
+        return None
+    rows, cols = np.nonzero(hit.any(1))[0], np.nonzero(hit.any(0))[0]
+    x0, y0 = int(cols[0]) * coarse, int(rows[0]) * coarse
+    x1, y1 = min((int(cols[-1]) + 1) * coarse, w_img), min((int(rows[-1]) + 1) * coarse, h_img)
+    w, h = x1 - x0, y1 - y0
+    # one extra cell on every side: cv2.resize clamps in the outer half cell, the crop drops that part
+    fw, fh = -(-w // step) + 2, -(-h // step) + 2
+    fx, fy = np.meshgrid(x0 + np.arange(-1, fw - 1) * step + (step - 1) / 2.0,
+                         y0 + np.arange(-1, fh - 1) * step + (step - 1) / 2.0)
+    sub = inv(np.stack([fx.ravel(), fy.ravel()], 1)).reshape(fh, fw, 2)
+    st = sub @ tex_affine[:, :2].T + tex_affine[:, 2]
+    sm = cv2.resize(sub.astype(np.float32), (fw * step, fh * step), interpolation=cv2.INTER_LINEAR)
+    tm = cv2.resize(st.astype(np.float32), (fw * step, fh * step), interpolation=cv2.INTER_LINEAR)
+    crop = (slice(step, step + h), slice(step, step + w))
+    return (x0, y0, x1, y1), np.ascontiguousarray(sm[crop]), np.ascontiguousarray(tm[crop])
+
+
+def _noise_crop(noise: np.ndarray, size: tuple[int, int], off) -> np.ndarray:
+    h, w = size
+    n = noise.shape[0]
+    oy, ox = int(off[0]), int(off[1])
+    if h + oy <= n and w + ox <= n:
+        return noise[oy:oy + h, ox:ox + w]
+    return noise[np.arange(oy, oy + h) % n][:, np.arange(ox, ox + w) % n]

@@ -1,0 +1,63 @@
+"""Reading third-party weight files: existence check, state-dict extraction, prefix stripping.
+
+All readers use ``torch.load(weights_only=True)``: the files we load (torchvision ImageNet weights, Deng et al.'s
+``epoch_20.pth``, arcface_torch ``backbone.pth``, the authors' ``*.pkl``) are plain dicts of tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+
+__all__ = ["require_file", "load_state_dict_file", "strip_prefix", "rename_spectral_norm_keys"]
+
+
+def require_file(path: str | os.PathLike, what: str) -> str:
+    """Return ``str(path)`` or raise a one-line ``FileNotFoundError`` naming ``what`` (argument / config key)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: weights file not found: {path}")
+    return path
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Remove a leading ``prefix`` (DataParallel/DDP's ``module.``) from every key that has it."""
+    n = len(prefix)
+    return {(k[n:] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def load_state_dict_file(path: str | os.PathLike, what: str, inner_key: str | None = None) -> dict[str, torch.Tensor]:
+    """Load a state dict from ``path`` on the CPU, with ``module.`` prefixes stripped.
+
+    ``inner_key``: if the file holds a dict containing this key (e.g. ``'net_recon'``), that entry is the state
+    dict; otherwise the file itself must be the state dict.
+    """
+    path = require_file(path, what)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{what}: expected a state dict in {path}, got {type(obj).__name__}")
+    if inner_key is not None and inner_key in obj:
+        obj = obj[inner_key]
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError(f"{what}: no tensors found in {path} (top-level keys: {sorted(obj)[:8]})")
+    return strip_prefix(tensors)
+
+
+def rename_spectral_norm_keys(key: str) -> str:
+    """Map a legacy ``torch.nn.utils.spectral_norm`` key to the ``parametrizations`` API used here.
+
+    ``X.weight_orig`` -> ``X.parametrizations.weight.original``, ``X.weight_u`` -> ``X.parametrizations.weight.0._u``,
+    ``X.weight_v`` -> ``X.parametrizations.weight.0._v``; any other key is returned unchanged. Both APIs compute
+    ``W / (u^T W v)`` with ``W`` reshaped to (out, -1), so the stored tensors carry over as they are.
+    """
+    for old, new in (
+        ("weight_orig", "parametrizations.weight.original"),
+        ("weight_u", "parametrizations.weight.0._u"),
+        ("weight_v", "parametrizations.weight.0._v"),
+    ):
+        if key.endswith("." + old) or key == old:
+            return key[: len(key) - len(old)] + new
+    return key

@@ -1,0 +1,297 @@
+"""Triangle rasterization with differentiable attribute interpolation.
+
+Two backends behind one interface (chosen by name through `get_rasterizer`):
+- ``torch``: pure PyTorch, vectorised, CPU and CUDA.
+- ``nvdiffrast``: NVIDIA's CUDA rasterizer (needs the `nvdiffrast` package and a CUDA device).
+
+Both take screen-space vertices: pixel coordinates (x right, y down, pixel (row i, column j) centred at (j, i)) and
+positive camera depth, and sample every pixel at its centre (point sampling, no antialiasing). Both return
+`Fragments` whose barycentrics are perspective-correct and differentiable w.r.t. the vertex pixel positions and
+depths (visibility itself is piecewise constant, as in nvdiffrast without antialiasing), so `interpolate` gives
+gradients w.r.t. both the attributes and the vertex positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Fragments", "Rasterizer", "TorchRasterizer", "NvdiffrastRasterizer", "get_rasterizer", "RASTERIZERS"]
+
+_SENTINEL = torch.iinfo(torch.int64).max
+_INSIDE_EPS = 1e-5  # edge tolerance: pixels on a shared edge are claimed by both triangles, never by neither
+
+
+def _hw(image_size) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = image_size
+    return int(h), int(w)
+
+
+@dataclass
+class Fragments:
+    """Per-pixel rasterization result for a batch of B images of H x W pixels.
+
+    tri_id: (B, H, W) int64, index into `faces` of the visible triangle, -1 on background.
+    bary:   (B, H, W, 3) perspective-correct barycentrics of the pixel centre w.r.t. the triangle's 3 vertices
+            (sum 1 on covered pixels, 0 on background); differentiable w.r.t. vertex positions and depths.
+    depth:  (B, H, W) camera depth of the visible surface, 0 on background.
+    faces:  (F, 3) int64 vertex indices the triangle ids refer to.
+    raw:    backend-specific data (nvdiffrast: (rast, tri_int32)); None for the torch backend.
+    compact: torch backend: (pixel (P,), vertex (P, 3), bary (P, 3)) for the P covered pixels only: flat pixel
+            index into B*H*W, flat vertex index into B*V, barycentrics; lets interpolation skip the background.
+    """
+
+    tri_id: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+    faces: torch.Tensor
+    raw: object = None
+    compact: tuple | None = None
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, H, W) bool, True where a triangle covers the pixel centre."""
+        return self.tri_id >= 0
+
+
+def gather_interpolate(attr: torch.Tensor, frags: Fragments) -> torch.Tensor:
+    """Barycentric interpolation by gathering the visible triangle's vertex attributes.
+
+    attr: (B, V, C) or (V, C) (broadcast over the batch). Returns (B, H, W, C), 0 on background.
+    """
+    b, h, w = frags.tri_id.shape
+    if attr.dim() == 2:
+        attr = attr.unsqueeze(0).expand(b, -1, -1)
+    n_vert, c = attr.shape[1], attr.shape[2]
+    flat_attr = attr.reshape(b * n_vert, c)
+    if frags.compact is not None:
+        pidx, vid, bary = frags.compact
+        vals = flat_attr.index_select(0, vid.reshape(-1)).view(-1, 3, c)
+        out = (bary.unsqueeze(-1).to(vals.dtype) * vals).sum(1)
+        return out.new_zeros(b * h * w, c).index_copy(0, pidx, out).view(b, h, w, c)
+    tri = frags.tri_id.clamp(min=0).view(b, h * w)
+    offsets = torch.arange(b, device=tri.device).view(b, 1, 1) * n_vert
+    vid = (frags.faces[tri] + offsets).view(-1)
+    vals = flat_attr.index_select(0, vid).view(b, h * w, 3, c)
+    # broadcast-multiply-sum, not einsum: einsum lowers to a bmm of H*W tiny matrices, ~10x slower on CPU
+    out = (frags.bary.reshape(b, h * w, 3, 1).to(vals.dtype) * vals).sum(2)
+    return out.view(b, h, w, c)
+
+
+class Rasterizer:
+    """Interface: `rasterize(pix, depth, faces, image_size) -> Fragments`, `interpolate(attr, frags) -> (B,H,W,C)`."""
+
+    name = "base"
+
+    def rasterize(self, pix: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, image_size) -> Fragments:
+        """pix (B, V, 2) pixel coords (x right, y down); depth (B, V) camera depth > 0; faces (F, 3) long;
+        image_size int or (H, W)."""
+        raise NotImplementedError
+
+    def interpolate(self, attr: torch.Tensor, frags: Fragments) -> torch.Tensor:
+        """attr (B, V, C) or (V, C) -> (B, H, W, C), 0 on background; differentiable w.r.t. attr and positions."""
+        return gather_interpolate(attr, frags)
+
+
+def _screen_barycentrics(pix, depth, faces, tri_id, h, w):
+    """Differentiable perspective-correct barycentrics and depth at the covered pixel centres.
+
+    Returns bary (B, H, W, 3), depth (B, H, W) (both 0 where tri_id < 0) and the compact per-covered-pixel
+    (pixel index, vertex ids, barycentrics) triple.
+    """
+    b, n_vert = depth.shape
+    flat = tri_id.reshape(-1)
+    pidx = torch.nonzero(flat >= 0).squeeze(1)
+    tri = flat.index_select(0, pidx)
+    bidx = torch.div(pidx, h * w, rounding_mode="floor")
+    rem = pidx - bidx * (h * w)
+    py = torch.div(rem, w, rounding_mode="floor")
+    px = rem - py * w
+    vid = faces.index_select(0, tri) + (bidx * n_vert).unsqueeze(1)  # (P, 3) flat vertex ids
+    p = pix.reshape(b * n_vert, 2).index_select(0, vid.reshape(-1)).view(-1, 3, 2)
+    z = depth.reshape(b * n_vert).index_select(0, vid.reshape(-1)).view(-1, 3)
+    dx = px.to(pix.dtype) - p[:, 0, 0]
+    dy = py.to(pix.dtype) - p[:, 0, 1]
+    e1 = p[:, 1] - p[:, 0]
+    e2 = p[:, 2] - p[:, 0]
+    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    s = (dx * e2[:, 1] - dy * e2[:, 0]) / area
+    t = (e1[:, 0] * dy - e1[:, 1] * dx) / area
+    wts = torch.stack([1.0 - s - t, s, t], dim=-1) / z
+    zinv = wts.sum(-1, keepdim=True)
+    bary_c = wts / zinv
+    zbuf_c = 1.0 / zinv.squeeze(-1)
+    bary = bary_c.new_zeros(b * h * w, 3).index_copy(0, pidx, bary_c).view(b, h, w, 3)
+    zbuf = zbuf_c.new_zeros(b * h * w).index_copy(0, pidx, zbuf_c).view(b, h, w)
+    return bary, zbuf, (pidx, vid, bary_c)
+
+
+class TorchRasterizer(Rasterizer):
+    """Pure-PyTorch rasterizer (CPU and CUDA).
+
+    Visibility pass (no autograd): every triangle is expanded into the pixel centres inside its bounding box as
+    (triangle, pixel) candidates, all at once; candidates inside the triangle carry a packed int64 key
+    (float32 depth bits << 32 | triangle id) and a `scatter_reduce(amin)` keeps the nearest triangle per pixel.
+    Barycentrics of the winning triangle are then recomputed with autograd from the vertex positions.
+
+    Triangles with a vertex at or behind the camera (depth <= 0) are dropped rather than clipped.
+    max_candidates: above this many (triangle, pixel) pairs the batch is processed one image at a time (memory).
+    """
+
+    name = "torch"
+
+    def __init__(self, max_candidates: int = 1 << 24):
+        self.max_candidates = int(max_candidates)
+
+    def rasterize(self, pix, depth, faces, image_size) -> Fragments:
+        h, w = _hw(image_size)
+        faces = faces.to(device=pix.device, dtype=torch.long)
+        with torch.no_grad():
+            tri_id = self.visible_triangles(pix.detach(), depth.detach(), faces, h, w)
+        bary, zbuf, compact = _screen_barycentrics(pix, depth, faces, tri_id, h, w)
+        return Fragments(tri_id=tri_id, bary=bary, depth=zbuf, faces=faces, compact=compact)
+
+    def visible_triangles(self, pix, depth, faces, h, w) -> torch.Tensor:
+        """Nearest triangle per pixel centre: (B, H, W) int64, -1 on background. Not differentiable."""
+        b = depth.shape[0]
+        pix = pix.float()
+        depth = depth.float()
+        setup = _triangle_setup(pix, depth, faces, h, w)
+        total = int(setup["count"].sum())
+        if total <= self.max_candidates or b == 1:
+            return _resolve(setup, total, h, w, faces.shape[0])
+        n_f = faces.shape[0]
+        outs = []
+        for i in range(b):
+            sub = {"table": setup["table"][:, i * n_f:(i + 1) * n_f], "count": setup["count"][i * n_f:(i + 1) * n_f],
+                   "batch": 1}
+            outs.append(_resolve(sub, int(sub["count"].sum()), h, w, n_f))
+        return torch.cat(outs, 0)
+
+
+def _triangle_setup(pix, depth, faces, h, w) -> dict:
+    """Per-triangle data for candidate generation: table (12, B*F) rows, count (B*F,) candidates per triangle."""
+    b = depth.shape[0]
+    n_f = faces.shape[0]
+    # (coord, batch, corner, face) so that every per-triangle quantity below is a contiguous row
+    pz = torch.cat([pix, depth.unsqueeze(-1)], dim=-1).permute(2, 0, 1).reshape(3 * b, -1)
+    g = pz.index_select(1, faces.t().reshape(-1)).view(3, b, 3, n_f)  # 2-D index_select: much faster than 3-D
+    (xa, xb, xc), (ya, yb, yc), (za, zb, zc) = g[0].unbind(1), g[1].unbind(1), g[2].unbind(1)
+    e1x, e1y, e2x, e2y = xb - xa, yb - ya, xc - xa, yc - ya
+    area = e1x * e2y - e1y * e2x
+    x0 = torch.minimum(torch.minimum(xa, xb), xc).ceil_().clamp_(min=0)
+    x1 = torch.maximum(torch.maximum(xa, xb), xc).floor_().clamp_(max=w - 1)
+    y0 = torch.minimum(torch.minimum(ya, yb), yc).ceil_().clamp_(min=0)
+    y1 = torch.maximum(torch.maximum(ya, yb), yc).floor_().clamp_(max=h - 1)
+    nx = (x1 - x0 + 1).clamp_(min=0)
+    ny = (y1 - y0 + 1).clamp_(min=0)
+    zmin = torch.minimum(torch.minimum(za, zb), zc)
+    ok = (area.abs() > 1e-12) & (zmin > 0) & torch.isfinite(area)
+    count = torch.where(ok, nx * ny, torch.zeros_like(nx)).long()
+    inv_area = 1.0 / torch.where(ok, area, torch.ones_like(area))
+    # s = d x e2 / area, t = e1 x d / area with d = p - v0: linear in d, precise because d is local
+    table = torch.stack([
+        xa, ya, e2y * inv_area, -e2x * inv_area, -e1y * inv_area, e1x * inv_area,
+        za.reciprocal(), zb.reciprocal(), zc.reciprocal(), x0, y0, nx,
+    ], dim=0)
+    return {"table": table.view(12, -1), "count": count.view(-1), "batch": b}
+
+
+def _resolve(setup: dict, total: int, h: int, w: int, n_faces: int) -> torch.Tensor:
+    table, count, b = setup["table"], setup["count"], setup["batch"]
+    device = table.device
+    buf = torch.full((b * h * w,), _SENTINEL, dtype=torch.int64, device=device)
+    if total > 0:
+        owner = torch.repeat_interleave(torch.arange(count.numel(), device=device), count, output_size=total)
+        start = torch.cumsum(count, 0) - count
+        local = torch.arange(total, device=device) - start.index_select(0, owner)
+        tab = table.index_select(1, owner)
+        nx = tab[11].long()
+        ly = torch.div(local, nx, rounding_mode="floor")
+        px = tab[9] + (local - ly * nx).to(tab.dtype)
+        py = tab[10] + ly.to(tab.dtype)
+        dx = px - tab[0]
+        dy = py - tab[1]
+        s = dx * tab[2] + dy * tab[3]
+        t = dx * tab[4] + dy * tab[5]
+        u = 1.0 - s - t
+        inside = (u >= -_INSIDE_EPS) & (s >= -_INSIDE_EPS) & (t >= -_INSIDE_EPS)
+        zinv = u * tab[6] + s * tab[7] + t * tab[8]
+        zc = zinv.clamp_(min=1e-12).reciprocal_().float()
+        batch = torch.div(owner, n_faces, rounding_mode="floor")
+        face = owner - batch * n_faces
+        key = (zc.view(torch.int32).long() << 32) | face
+        key = torch.where(inside, key, torch.full_like(key, _SENTINEL))
+        pidx = batch * (h * w) + py.long() * w + px.long()
+        buf.scatter_reduce_(0, pidx, key, reduce="amin", include_self=True)
+    tri_id = torch.where(buf == _SENTINEL, torch.full_like(buf, -1), buf & 0xFFFFFFFF)
+    return tri_id.view(b, h, w)
+
+
+class NvdiffrastRasterizer(Rasterizer):
+    """nvdiffrast's CUDA rasterizer behind the same interface (CUDA tensors only).
+
+    Pixel coordinates are mapped to clip space so that nvdiffrast's row 0 is our row 0 (y down); near/far only
+    bound the depth range that is kept (camera depth outside [near, far] is clipped).
+    """
+
+    name = "nvdiffrast"
+
+    def __init__(self, near: float = 1.0, far: float = 50.0):
+        try:
+            import nvdiffrast.torch as dr
+        except Exception as exc:  # ImportError, or a failing extension build
+            raise RuntimeError(
+                f"rasterizer backend 'nvdiffrast' is unavailable (import nvdiffrast.torch failed: "
+                f"{type(exc).__name__}); use backend: torch") from None
+        if not torch.cuda.is_available():
+            raise RuntimeError("rasterizer backend 'nvdiffrast' needs a CUDA device and none is available; "
+                               "use backend: torch")
+        self._dr = dr
+        self._contexts = {}
+        self.near, self.far = float(near), float(far)
+
+    def _context(self, device):
+        key = (device.type, device.index)
+        if key not in self._contexts:
+            self._contexts[key] = self._dr.RasterizeCudaContext(device=device)
+        return self._contexts[key]
+
+    def rasterize(self, pix, depth, faces, image_size) -> Fragments:
+        if pix.device.type != "cuda":
+            raise RuntimeError(f"rasterizer backend 'nvdiffrast' needs CUDA tensors (got {pix.device.type}); "
+                               "use backend: torch")
+        h, w = _hw(image_size)
+        n, f = self.near, self.far
+        wc = depth
+        xc = (2.0 * (pix[..., 0] + 0.5) / w - 1.0) * wc
+        yc = (2.0 * (pix[..., 1] + 0.5) / h - 1.0) * wc
+        zc = ((f + n) * wc - 2.0 * f * n) / (f - n)
+        pos = torch.stack([xc, yc, zc, wc], dim=-1).float().contiguous()
+        tri = faces.to(device=pix.device, dtype=torch.int32).contiguous()
+        rast, _ = self._dr.rasterize(self._context(pix.device), pos, tri, (h, w), grad_db=False)
+        tri_id = rast[..., 3].long() - 1
+        m = (tri_id >= 0).unsqueeze(-1).to(rast.dtype)
+        u, v = rast[..., 0], rast[..., 1]
+        bary = torch.stack([u, v, 1.0 - u - v], dim=-1) * m
+        zbuf = self._dr.interpolate(depth.float().unsqueeze(-1).contiguous(), rast, tri)[0][..., 0]
+        return Fragments(tri_id=tri_id, bary=bary, depth=zbuf, faces=faces.long(), raw=(rast, tri))
+
+    def interpolate(self, attr, frags) -> torch.Tensor:
+        rast, tri = frags.raw
+        if attr.dim() == 2:
+            attr = attr.unsqueeze(0)  # (1, V, C) broadcasts over the batch; a 2-D attr would mean range mode
+        return self._dr.interpolate(attr.float().contiguous(), rast, tri)[0]
+
+
+RASTERIZERS = {"torch": TorchRasterizer, "nvdiffrast": NvdiffrastRasterizer}
+
+
+def get_rasterizer(name: str, **kwargs) -> Rasterizer:
+    """Build a rasterizer backend by name ('torch' or 'nvdiffrast')."""
+    if name not in RASTERIZERS:
+        raise ValueError(f"unknown rasterizer backend {name!r}; valid: {', '.join(sorted(RASTERIZERS))}")
+    return RASTERIZERS[name](**kwargs)

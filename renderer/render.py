@@ -1,0 +1,104 @@
+"""FaceRenderer: 3DMM coefficients -> shaded face image I_3D, coverage and skin masks, projected landmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .camera import DENG_CAMERA_DISTANCE, default_focal, project, rigid_transform, to_camera
+from .lighting import INIT_LIGHT, sh_shading
+from .morphable import MorphableModel
+from .raster import Fragments, get_rasterizer
+
+__all__ = ["FaceRenderer", "RenderOutput"]
+
+
+@dataclass
+class RenderOutput:
+    """Result of `FaceRenderer(coeffs)` for N faces at H x W pixels.
+
+    image:      (N, 3, H, W) float in [0, 1], background 0.
+    mask:       (N, 1, H, W) float {0, 1}, 1 = a face triangle covers the pixel centre.
+    skin:       (N, 1, H, W) float {0, 1}, covered pixels of the model's skin region (no eyes, brows, lips, mouth).
+    landmarks:  (N, 68, 2) pixel coordinates, x right, y down, iBUG-68 order.
+    vertices:   (N, V, 3) camera space: x right, y up, z = depth from the camera (> 0).
+    triangles:  (F, 3) int64 vertex indices.
+    colors:     (N, V, 3) shaded per-vertex colours (albedo x SH irradiance), unclamped.
+    albedo:     (N, V, 3) per-vertex albedo.
+    depth:      (N, 1, H, W) camera depth of the visible surface, 0 on background.
+    fragments:  the rasterizer's Fragments (triangle ids, barycentrics) for further interpolation.
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    skin: torch.Tensor
+    landmarks: torch.Tensor
+    vertices: torch.Tensor
+    triangles: torch.Tensor
+    colors: torch.Tensor
+    albedo: torch.Tensor
+    depth: torch.Tensor
+    fragments: Fragments
+
+
+class FaceRenderer(nn.Module):
+    """Differentiable renderer of a `MorphableModel` with Deng et al.'s camera and SH lighting.
+
+    image_size: square output size in pixels; focal defaults to 1015 / 224 * image_size; camera at distance 10.
+    backend: rasterizer name ('torch' or 'nvdiffrast'). No parameters: `.to(device)` moves the model's buffers.
+    Everything is differentiable w.r.t. the coefficients (visibility is piecewise constant: no silhouette gradients).
+    """
+
+    def __init__(self, model: MorphableModel, image_size: int, backend: str = "torch", focal: float | None = None,
+                 camera_distance: float = DENG_CAMERA_DISTANCE, init_light: float = INIT_LIGHT):
+        super().__init__()
+        self.model = model
+        self.image_size = int(image_size)
+        self.focal = float(focal) if focal is not None else default_focal(self.image_size)
+        self.camera_distance = float(camera_distance)
+        self.init_light = float(init_light)
+        self.backend = backend
+        self.rasterizer = get_rasterizer(backend)
+
+    @property
+    def layout(self):
+        return self.model.layout
+
+    def camera_vertices(self, coeffs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """coeffs (N, size) -> camera-space vertices (N, V, 3) and the split coefficients."""
+        c = self.layout.split(coeffs)
+        verts = self.model.shape(c["id"], c["exp"])
+        world = rigid_transform(verts, c["angle"], c["trans"])
+        return to_camera(world, self.camera_distance), c
+
+    def landmarks(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """coeffs (N, size) -> projected 68 landmarks (N, 68, 2) in pixels (x right, y down); no rasterization."""
+        c = self.layout.split(coeffs)
+        idx = self.model.landmark_idx
+        flat_id = c["id"] @ self.model.id_base.view(-1, 3, self.model.id_base.shape[1])[idx].reshape(68 * 3, -1).t()
+        flat_exp = c["exp"] @ self.model.exp_base.view(-1, 3, self.model.exp_base.shape[1])[idx].reshape(
+            68 * 3, -1).t()
+        pts = (flat_id + flat_exp).view(-1, 68, 3) + self.model.mean_shape[idx]
+        cam = to_camera(rigid_transform(pts, c["angle"], c["trans"]), self.camera_distance)
+        return project(cam, self.focal, self.image_size)
+
+    def forward(self, coeffs: torch.Tensor) -> RenderOutput:
+        """coeffs (N, layout.size) -> RenderOutput (see its docstring for shapes and ranges)."""
+        cam, c = self.camera_vertices(coeffs)
+        # normals in camera space with y up and z toward the camera, as Deng's SH lighting expects
+        world_like = torch.cat([cam[..., :2], -cam[..., 2:]], dim=-1)
+        normals = self.model.vertex_normals(world_like)
+        albedo = self.model.albedo(c["tex"])
+        colors = albedo * sh_shading(normals, c["gamma"], self.init_light)
+        pix = project(cam, self.focal, self.image_size)
+        frags = self.rasterizer.rasterize(pix, cam[..., 2], self.model.triangles, self.image_size)
+        skin = self.model.skin_mask.to(colors.dtype).view(1, -1, 1).expand(colors.shape[0], -1, 1)
+        attrs = self.rasterizer.interpolate(torch.cat([colors, skin], dim=-1), frags)  # (N, H, W, 4)
+        mask = frags.mask.unsqueeze(1).to(colors.dtype)
+        image = attrs[..., :3].permute(0, 3, 1, 2).clamp(0.0, 1.0) * mask
+        skin_map = (attrs[..., 3:].permute(0, 3, 1, 2) > 0.5).to(colors.dtype) * mask
+        return RenderOutput(image=image, mask=mask, skin=skin_map, landmarks=pix[:, self.model.landmark_idx],
+                            vertices=cam, triangles=self.model.triangles, colors=colors, albedo=albedo,
+                            depth=frags.depth.unsqueeze(1), fragments=frags)

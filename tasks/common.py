@@ -1,0 +1,150 @@
+"""Config sections and builders shared by the training tasks: face data, masked pairs, the 3DMM renderer."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from engine.config import path_field
+
+
+@dataclass
+class FaceDataConfig:
+    """One face dataset (see data.faces.build_dataset). Unset (None) entries are not passed on.
+
+    kind: synthetic | ffhq | celebamask_hq | folder.
+    """
+
+    kind: str = "synthetic"
+    root: str | None = path_field(kind="dir")
+    landmarks_json: str | None = path_field(kind="file")  # ffhq: ffhq-dataset-v2.json
+    landmarks_dir: str | None = path_field(kind="dir")  # per-image <stem>.npy / .txt (68 x 2)
+    coeffs_dir: str | None = path_field(kind="dir")  # per-image <stem>.npy (257,) GT coefficients
+    face_masks_dir: str | None = path_field(kind="dir")  # folder: <stem>.png face-region maps
+    split: str | None = None  # ffhq: train | test | all
+    detector: str | None = None  # landmark detector fallback: dlib | insightface
+    align: bool | None = None
+    strict: bool | None = None
+    num: int | None = None  # synthetic: number of faces
+    seed: int | None = None  # synthetic: sampling seed
+    offset: int | None = None  # synthetic: first item index (train and held-out sets use disjoint offsets)
+
+
+def _synthetic(num: int, offset: int = 0) -> FaceDataConfig:
+    return FaceDataConfig(kind="synthetic", num=num, offset=offset)
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 224
+    train: list[FaceDataConfig] = field(default_factory=lambda: [_synthetic(4000)])
+    # lists, so that a config extending another replaces the dataset list instead of merging keys into it
+    val: list[FaceDataConfig] = field(default_factory=lambda: [_synthetic(64, offset=1_000_000)])
+    mask_library: str | None = path_field(kind="dir")  # scripts/make_masks.py output; None = procedural library
+    mask_seed: int = 0  # training masks: item i of epoch e uses seed (mask_seed, e, i)
+    val_mask_seed: int = 777  # held-out masks: item i always uses seed (val_mask_seed, i)
+
+    def __post_init__(self):
+        if self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+
+
+@dataclass
+class MorphableConfig:
+    bfm_path: str | None = path_field(kind="file")  # Deng et al.'s BFM_model_front.mat; None = embedded synthetic
+    synthetic_seed: int = 0
+    synthetic_vertices: int | None = None  # None = the default few-thousand-vertex mesh
+    backend: str = "torch"  # rasterizer: torch | nvdiffrast
+
+
+def build_morphable(cfg: MorphableConfig):
+    from renderer.morphable import MorphableModel
+
+    if cfg.bfm_path:
+        return MorphableModel.from_bfm(cfg.bfm_path)
+    return MorphableModel.synthetic(seed=cfg.synthetic_seed, n_vertices=cfg.synthetic_vertices)
+
+
+def build_renderer(cfg: MorphableConfig, image_size: int, device: torch.device, model=None):
+    from renderer.render import FaceRenderer
+
+    model = build_morphable(cfg) if model is None else model
+    return FaceRenderer(model, image_size, backend=cfg.backend).to(device)
+
+
+def build_faces(fcfg: FaceDataConfig | list[FaceDataConfig], image_size: int, key: str, model=None):
+    """A face dataset (or the concatenation of several) at `image_size`; synthetic ones share `model`."""
+    from data.faces import ConcatFaces, build_dataset
+
+    if isinstance(fcfg, list):
+        parts = [build_faces(c, image_size, f"{key}[{i}]", model) for i, c in enumerate(fcfg)]
+        return parts[0] if len(parts) == 1 else ConcatFaces(parts)
+    opts = {k: v for k, v in dataclasses.asdict(fcfg).items() if v is not None}
+    if fcfg.kind == "synthetic" and model is not None:
+        opts["model"] = model
+    return build_dataset(opts, key=key, image_size=image_size)
+
+
+def build_synthesizer(cfg: DataConfig):
+    from data.synth import MaskedPairSynthesizer
+
+    library = None
+    if cfg.mask_library:
+        from data.masks.library import MaskLibrary
+
+        library = MaskLibrary.from_dir(cfg.mask_library)
+    return MaskedPairSynthesizer(library=library)
+
+
+def build_pairs(cfg: DataConfig, which: str, model=None):
+    """Masked pairs: which='train' (new masks every epoch) or 'val' (fixed masks per item)."""
+    from data.faces import MaskedPairs
+
+    faces = build_faces(cfg.train if which == "train" else cfg.val, cfg.image_size, f"data.{which}", model)
+    seed = cfg.mask_seed if which == "train" else cfg.val_mask_seed
+    return MaskedPairs(faces, build_synthesizer(cfg), seed=seed, fixed=which != "train")
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors, keep other values as lists (names, indices)."""
+    out = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        if isinstance(vals[0], torch.Tensor):
+            out[k] = torch.stack(vals)
+        elif isinstance(vals[0], int | float):
+            out[k] = torch.tensor(vals)
+        else:
+            out[k] = vals
+    return out
+
+
+def iterate(dataset, batch_size: int, limit: int | None = None):
+    """Deterministic in-order batches of a dataset (validation / evaluation), collated."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, n, batch_size):
+        yield collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+
+
+def draw_landmarks(images: torch.Tensor, landmarks: list[torch.Tensor], colors=((0, 255, 0), (255, 0, 0))):
+    """Images (N,3,H,W) [0,1] with landmark sets (each (N,68,2) pixels) drawn as dots -> (N,3,H,W) [0,1]."""
+    out = []
+    for i in range(images.shape[0]):
+        img = np.ascontiguousarray((images[i].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255)
+                                   .astype(np.uint8))
+        r = max(1, images.shape[-1] // 128)
+        for lms, col in zip(landmarks, colors):
+            for x, y in lms[i].detach().float().cpu().numpy():
+                if np.isfinite(x) and np.isfinite(y):
+                    cv2.circle(img, (int(round(x)), int(round(y))), r, col, -1)
+        out.append(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)
+
+
+def gray3(mask: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) -> (N,3,H,W) for image grids."""
+    return mask.float().expand(-1, 3, -1, -1)

@@ -1,0 +1,277 @@
+"""The N_G / N_D training step (paper section 3.2): 3D-guided inpainting GAN with alternating D and G steps.
+
+L_G = w_pix L_pix + w_id L_id + w_tv L_tv + w_adv L_adv            (eq. 10; weights in config)
+L_D = BCE(real, fake) + w_r1 R1(real)                               (eq. 11, StarGAN v2 style)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import dist
+from engine.checkpoint import export_inference
+from engine.config import path_field, to_dict
+from engine.loop import TrainConfig, make_adam
+from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
+from losses.identity import identity_loss
+from losses.inpaint import pixel_l1, tv_loss
+from metrics.image import l1_hole, psnr
+from tasks.common import DataConfig, MorphableConfig, build_morphable, build_pairs, gray3, iterate
+
+
+@dataclass
+class PriorConfig:
+    """Where I_3D and m come from: a frozen N_3D (`n3d`, as at test time) or the ground truth (`gt`, ablation)."""
+
+    source: str = "n3d"  # n3d | gt
+    n3d_checkpoint: str | None = None  # RUN/n3d.pt written by train_3d.py
+    n3d_config: str | None = path_field(kind="file")  # if the checkpoint is missing: train it with this 3D config
+    mask_threshold: float = 0.5  # m = sigmoid(seg) > threshold
+    mask_dilate: int = 0  # dilate the predicted m by this many pixels (covers soft mask edges)
+
+    def __post_init__(self):
+        if self.source not in ("n3d", "gt"):
+            raise ValueError(f"source must be 'n3d' or 'gt', got {self.source!r}")
+
+
+@dataclass
+class InpaintModelConfig:
+    base_channels: int = 64
+    n_res: int = 6
+    use_3d_prior: bool = True  # false: N_G sees only (m, I_n) (ablation "no 3D prior")
+    d_base_channels: int = 64
+    d_max_channels: int = 512
+    composite: bool = True  # final result = prediction inside m, the input outside
+    ema_decay: float = 0.999
+    arcface_weights: str | None = path_field(kind="file")
+    arcface_arch: str = "r50"
+
+
+@dataclass
+class InpaintLossConfig:
+    w_pix: float = 10.0
+    w_id: float = 0.1
+    w_tv: float = 0.1
+    w_adv: float = 0.01
+    w_r1: float = 1.0
+    d_every: int = 1  # a D step every this many G steps
+
+
+@dataclass
+class InpaintExperiment:
+    data: DataConfig = field(default_factory=lambda: DataConfig(image_size=256))
+    morphable: MorphableConfig = field(default_factory=MorphableConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    model: InpaintModelConfig = field(default_factory=InpaintModelConfig)
+    loss: InpaintLossConfig = field(default_factory=InpaintLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.loss.w_id > 0 and not self.model.arcface_weights:
+            raise ValueError("loss.w_id > 0 needs model.arcface_weights; set the path or loss.w_id=0")
+        if self.prior.source == "n3d" and not self.prior.n3d_checkpoint:
+            raise ValueError("prior.source=n3d needs prior.n3d_checkpoint (RUN/n3d.pt from train_3d.py)")
+
+
+def noised(masked: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """I_n = I_m (1 - m) + noise m, uniform noise in [0,1] (re-drawn at every call)."""
+    noise = torch.rand(masked.shape, generator=generator, device=masked.device if generator is None else "cpu")
+    return masked * (1 - m) + noise.to(masked.device) * m
+
+
+def dilate(m: torch.Tensor, pixels: int) -> torch.Tensor:
+    return F.max_pool2d(m, 2 * pixels + 1, stride=1, padding=pixels) if pixels > 0 else m
+
+
+class PriorModule:
+    """I_3D and m for a batch of masked images: from a frozen N_3D + renderer, or from the ground truth."""
+
+    def __init__(self, cfg: PriorConfig, morph_cfg: MorphableConfig, image_size: int, device: torch.device):
+        from renderer.render import FaceRenderer
+
+        self.cfg, self.device = cfg, device
+        self.n3d = None
+        if cfg.source == "n3d":
+            from tasks.recon3d import load_n3d
+
+            self.n3d, morph_cfg, n3d_size = load_n3d(cfg.n3d_checkpoint, device, "prior.n3d_checkpoint")
+            self.n3d_size = n3d_size
+            for p in self.n3d.parameters():
+                p.requires_grad_(False)
+        self.morph = build_morphable(morph_cfg)
+        self.renderer = FaceRenderer(self.morph, image_size, backend=morph_cfg.backend).to(device)
+
+    @torch.no_grad()
+    def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """N_3D on the masked image (resized to its training size): coeffs (N,K), m (N,1,H,W) {0,1}."""
+        x = masked if masked.shape[-1] == self.n3d_size else F.interpolate(
+            masked, size=(self.n3d_size, self.n3d_size), mode="bilinear", align_corners=False, antialias=True)
+        out = self.n3d(x)
+        logits = out["seg_logits"].float()
+        if logits.shape[-1] != masked.shape[-1]:
+            logits = F.interpolate(logits, size=masked.shape[-2:], mode="bilinear", align_corners=False)
+        m = (torch.sigmoid(logits) > self.cfg.mask_threshold).float()
+        return out["coeffs"].float(), dilate(m, self.cfg.mask_dilate)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (I_3D (N,3,H,W), m (N,1,H,W), coeffs (N,K))."""
+        if self.cfg.source == "gt":
+            coeffs, m = batch["coeffs"].float(), batch["mask"]
+        else:
+            coeffs, m = self.coefficients_and_mask(batch["masked_image"])
+        return self.render(coeffs), m, coeffs
+
+    @torch.no_grad()
+    def render(self, coeffs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=False):
+            return self.renderer(coeffs.float()).image
+
+
+def telea(masked: torch.Tensor, m: torch.Tensor, method: str = "telea", radius: int = 3) -> torch.Tensor:
+    """OpenCV inpainting baseline (Telea or Navier-Stokes) on (N,3,H,W) [0,1] with m (N,1,H,W)."""
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    out = []
+    for img, mm in zip(masked.detach().float().cpu(), m.detach().float().cpu()):
+        u8 = np.ascontiguousarray((img.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
+        mask = (mm[0].numpy() > 0.5).astype(np.uint8)
+        res = cv2.inpaint(u8, mask, radius, flag)
+        out.append(torch.from_numpy(res).permute(2, 0, 1).float() / 255)
+    return torch.stack(out).to(masked.device)
+
+
+class InpaintTask:
+    """Step object for engine.loop: N_G, N_D, the EMA of N_G, their optimisers, and the frozen prior."""
+
+    def __init__(self, cfg: InpaintExperiment, device: torch.device):
+        from models.discriminator import Discriminator
+        from models.generator import Generator
+
+        self.cfg, self.device = cfg, device
+        mc = cfg.model
+        self.prior = PriorModule(cfg.prior, cfg.morphable, cfg.data.image_size, device)
+        self.gen = Generator(mc.base_channels, mc.n_res, use_3d_prior=mc.use_3d_prior).to(device)
+        self.disc = Discriminator(cfg.data.image_size, mc.d_base_channels, mc.d_max_channels).to(device)
+        self.g_ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
+        if cfg.train.channels_last:
+            for m in (self.gen, self.disc, self.g_ema):
+                m.to(memory_format=torch.channels_last)
+        self.g_ddp = dist.wrap_ddp(self.gen, device)
+        self.d_ddp = dist.wrap_ddp(self.disc, device)
+        self.modules = {"gen": self.gen, "disc": self.disc, "g_ema": self.g_ema}
+        self.optimizers = {"gen": make_adam(self.gen.parameters(), cfg.train),
+                           "disc": make_adam(self.disc.parameters(), cfg.train)}
+        self.arcface = None
+        if cfg.loss.w_id > 0:
+            from models.arcface import ArcFace
+
+            self.arcface = ArcFace(mc.arcface_arch, mc.arcface_weights, what="model.arcface_weights").to(device)
+        self._val = None
+
+    # ---------------------------------------------------------------------------------------------- data
+    def train_set(self):
+        return build_pairs(self.cfg.data, "train", self.prior.morph)
+
+    @property
+    def val_set(self):
+        if self._val is None:
+            self._val = build_pairs(self.cfg.data, "val", self.prior.morph)
+        return self._val
+
+    # ---------------------------------------------------------------------------------------------- step
+    def generate(self, net, i3d, m, i_n) -> torch.Tensor:
+        return net(m, i3d if self.cfg.model.use_3d_prior else None, i_n)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = self.cfg.model.ema_decay
+        for pe, p in zip(self.g_ema.parameters(), self.gen.parameters()):
+            pe.lerp_(p.detach(), 1 - d)
+        for be, b in zip(self.g_ema.buffers(), self.gen.buffers()):
+            be.copy_(b)
+
+    def train_step(self, batch: dict, ctx) -> dict:
+        lc = self.cfg.loss
+        real = batch["image"]
+        i3d, m, _ = self.prior(batch)
+        i_n = noised(batch["masked_image"], m)
+        logs = {}
+        if lc.w_adv > 0 and ctx.step % lc.d_every == 0:
+            with torch.no_grad(), ctx.autocast():
+                fake = self.generate(self.g_ddp, i3d, m, i_n).float()
+            real_in = real.detach().requires_grad_(True)
+            with ctx.autocast():
+                real_logits = self.d_ddp(real_in).float()
+                fake_logits = self.d_ddp(fake).float()
+            l_bce = d_bce(real_logits, fake_logits)
+            l_r1 = r1_penalty(real_logits, real_in) if lc.w_r1 > 0 else torch.zeros((), device=self.device)
+            ctx.optimize(l_bce + lc.w_r1 * l_r1, self.optimizers["disc"], "disc")
+            logs.update(d_loss=l_bce.detach(), r1=l_r1.detach())
+        with ctx.autocast():
+            pred = self.generate(self.g_ddp, i3d, m, i_n).float()
+        terms = {"pix": pixel_l1(pred, real), "tv": tv_loss(pred)}
+        weights = {"pix": lc.w_pix, "tv": lc.w_tv, "adv": lc.w_adv, "id": lc.w_id}
+        if lc.w_adv > 0:
+            self.disc.requires_grad_(False)
+            with ctx.autocast():
+                terms["adv"] = g_nonsaturating(self.d_ddp(pred).float())
+            self.disc.requires_grad_(True)
+        if self.arcface is not None:
+            with torch.no_grad():
+                f_true = self.arcface(real, batch["landmarks"])
+            terms["id"] = identity_loss(self.arcface(pred, batch["landmarks"]), f_true)
+        total = sum(weights[k] * v for k, v in terms.items())
+        ctx.optimize(total, self.optimizers["gen"], "gen")
+        self.update_ema()
+        logs.update(g_loss=total.detach(), **{k: v.detach() for k, v in terms.items()})
+        return logs
+
+    # ---------------------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def predict(self, batch: dict, net=None, seed: int = 0) -> dict:
+        """Deterministic inference on a batch (noise from `seed`): the EMA generator by default."""
+        net = self.g_ema if net is None else net
+        i3d, m, _ = self.prior(batch)
+        g = torch.Generator().manual_seed(seed)
+        i_n = noised(batch["masked_image"], m, g)
+        pred = self.generate(net, i3d, m, i_n).float()
+        out = pred * m + batch["masked_image"] * (1 - m) if self.cfg.model.composite else pred
+        return {"output": out, "raw": pred, "i3d": i3d, "m": m, "i_n": i_n}
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict:
+        """Held-out pairs: L1 inside the true mask and PSNR of N_G (EMA) and of OpenCV Telea on the same inputs."""
+        vals = {"l1_hole": [], "psnr": [], "telea_l1_hole": [], "telea_psnr": []}
+        for bi, batch in enumerate(iterate(self.val_set, self.cfg.train.batch_size)):
+            batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            out = self.predict(batch, seed=bi)["output"]
+            base = telea(batch["masked_image"], batch["mask"])
+            gt, m = batch["image"], batch["mask"]
+            vals["l1_hole"].append(l1_hole(out, gt, m))
+            vals["psnr"].append(psnr(out, gt))
+            vals["telea_l1_hole"].append(l1_hole(base, gt, m))
+            vals["telea_psnr"].append(psnr(base, gt))
+        return {k: float(torch.cat(v).nanmean()) for k, v in vals.items()}
+
+    @torch.no_grad()
+    def images(self, batch: dict) -> dict:
+        """I_m | m | I_3D | I_n | output | I."""
+        n = min(4, batch["image"].shape[0])
+        b = {k: v[:n] for k, v in batch.items() if torch.is_tensor(v)}
+        p = self.predict(b)
+        rows = [b["masked_image"], gray3(p["m"]), p["i3d"], p["i_n"], p["output"], b["image"]]
+        return {"inpaint/masked|m|I3D|In|output|real": torch.cat(rows, 0)}
+
+    # -------------------------------------------------------------------------------------------- export
+    def export(self, path: str | Path) -> Path:
+        cfg = self.cfg
+        return export_inference(path, {"g_ema": self.g_ema.state_dict()},
+                                config={"model": to_dict(cfg.model), "prior": to_dict(cfg.prior),
+                                        "morphable": to_dict(cfg.morphable), "image_size": cfg.data.image_size})

@@ -1,0 +1,24 @@
+"""Shared fixtures."""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP threads (see Makefile)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.helpers import tiny_data, tiny_train  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def n3d_export(tmp_path_factory):
+    """An (untrained) N_3D inference export at 32 px, for tasks that need a prior."""
+    from engine.config import build_dataclass
+    from tasks.recon3d import Recon3DExperiment, Recon3DTask
+
+    cfg = build_dataclass(Recon3DExperiment, {"data": tiny_data(), "model": {"backbone": "resnet18"},
+                                              "loss": {"w_id": 0.0}, "train": tiny_train()})
+    task = Recon3DTask(cfg, torch.device("cpu"))
+    return task.export(tmp_path_factory.mktemp("n3d") / "n3d.pt")

@@ -1,0 +1,85 @@
+"""evaluate.py machinery: determinism, baselines, external predictions, report layout; export_testset.py."""
+
+import json
+
+import pytest
+import torch
+
+from engine.config import build_dataclass
+from tasks.evaluation import EvalExperiment, Evaluator, build_testset, results_markdown
+from tasks.inpaint import InpaintExperiment, InpaintTask
+from tests.helpers import tiny_data, tiny_train
+
+
+@pytest.fixture(scope="module")
+def inpaint_export(n3d_export, tmp_path_factory):
+    cfg = build_dataclass(InpaintExperiment, {
+        "data": tiny_data(), "prior": {"n3d_checkpoint": str(n3d_export)},
+        "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
+        "loss": {"w_id": 0.0}, "train": tiny_train()})
+    return InpaintTask(cfg, torch.device("cpu")).export(tmp_path_factory.mktemp("inp") / "inpaint.pt")
+
+
+def eval_cfg(checkpoint=None, metrics=("l1", "l1_hole", "psnr", "ssim", "lpips", "arcface_cos", "fid"), **kw):
+    data = {"test": {"image_size": 32, "faces": [{"kind": "synthetic", "num": 4, "offset": 2_000_000}]},
+            "checkpoint": str(checkpoint) if checkpoint else None, "metrics": list(metrics),
+            "edits": ["neutral", "smile", "open_mouth"], "control_edits": ["open_mouth"], "extra_images": 2,
+            "batch_size": 4, "grid_images": 3, **kw}
+    return build_dataclass(EvalExperiment, data)
+
+
+def test_same_checkpoint_same_results(inpaint_export, tmp_path):
+    # FID (12 s of scipy sqrtm per row on 2048-d features) is left to tests/test_metrics.py and the demo
+    cfg = eval_cfg(inpaint_export, baselines=["telea"], metrics=("l1", "l1_hole", "psnr", "ssim", "lpips",
+                                                                  "arcface_cos"))
+    a = Evaluator(cfg, tmp_path / "a").run()
+    b = Evaluator(cfg, tmp_path / "b").run()
+    assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
+    assert set(a["methods"]) == {"ours", "telea"}
+    ours = a["methods"]["ours"]
+    assert {"l1", "psnr", "ssim", "lpips", "arcface_cos", "mask_iou", "landmark_nme", "diversity",
+            "ctrl_ratio"} <= set(ours)
+    assert ours["diversity"] > 0
+    # random-weight feature networks are flagged, pixel metrics are not
+    assert a["comparable"]["lpips"] is False and a["comparable"]["arcface_cos"] is False
+    assert a["comparable"]["psnr"] is True
+    md = (tmp_path / "a" / "results.md").read_text()
+    assert "| ours |" in md and "LPIPS†" in md and "NOT comparable" in md and "By mask area" in md
+    assert (tmp_path / "a" / "grid.png").is_file() and b == a
+
+
+def test_predictions_of_the_ground_truth_score_perfectly(tmp_path):
+    from scripts.export_testset import main as export_main
+
+    cfg_path = tmp_path / "eval.yaml"
+    cfg_path.write_text(json.dumps({"test": {"image_size": 32, "faces": [{"kind": "synthetic", "num": 5,
+                                                                          "offset": 2_000_000}]}}))
+    assert export_main(["--config", str(cfg_path), "--out", str(tmp_path / "ts")]) == 0
+    names = json.loads((tmp_path / "ts" / "index.json").read_text())["names"]
+    assert len(names) == 5 and all((tmp_path / "ts" / "masked" / f"{n}.png").is_file() for n in names)
+    cfg = eval_cfg(None, metrics=("l1", "psnr", "ssim"), baselines=[])
+    res = Evaluator(cfg, tmp_path / "pred", predictions=str(tmp_path / "ts" / "gt")).run()
+    row = res["methods"]["predictions"]
+    assert row["l1"] == pytest.approx(0, abs=1e-6) and row["ssim"] == pytest.approx(1, abs=1e-6)
+    assert row["psnr"] is None  # identical images: infinite PSNR, written as null
+
+
+def test_baselines_only_and_errors(tmp_path):
+    res = Evaluator(eval_cfg(None, metrics=("l1", "psnr")), tmp_path / "base").run()
+    assert set(res["methods"]) == {"telea", "navier_stokes"}
+    assert res["methods"]["telea"]["psnr"] > 10
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        Evaluator(eval_cfg(tmp_path / "missing.pt"), tmp_path / "x")
+    with pytest.raises(ValueError, match="unknown metric"):
+        Evaluator(eval_cfg(None, metrics=("l2",)), tmp_path / "y")
+
+
+def test_testset_is_deterministic():
+    cfg = eval_cfg(None)
+    a, b = build_testset(cfg)[3], build_testset(cfg)[3]
+    assert torch.equal(a["masked_image"], b["masked_image"]) and torch.equal(a["mask"], b["mask"])
+
+
+def test_markdown_marks_missing_values():
+    md = results_markdown({"n_images": 1, "methods": {"x": {"l1": 0.1, "fid": None}}, "comparable": {"fid": False}})
+    assert "| x | 0.1000 | – |" in md

@@ -1,0 +1,111 @@
+"""N_G / N_D training task, the generation API (edits, seeds) and train_inpaint.py."""
+
+import pytest
+import torch
+
+from engine.config import build_dataclass
+from engine.loop import StepContext
+from tasks.common import collate
+from tasks.inpaint import InpaintExperiment, InpaintTask, noised, telea
+from tasks.removal import MaskRemover, apply_edit
+from tests.helpers import tiny_data, tiny_train
+
+
+def make_task(n3d_export, **over):
+    cfg = {"data": tiny_data(), "prior": {"n3d_checkpoint": str(n3d_export)},
+           "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
+           "loss": {"w_id": 0.0}, "train": tiny_train(lr=2e-3)}
+    for k, v in over.items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    return InpaintTask(build_dataclass(InpaintExperiment, cfg), torch.device("cpu"))
+
+
+def test_noise_only_inside_mask():
+    x, m = torch.rand(2, 3, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).float()
+    y = noised(x, m)
+    assert torch.equal(y * (1 - m), x * (1 - m)) and not torch.equal(y, x)
+
+
+def test_train_step_alternates_d_and_g_and_overfits(n3d_export):
+    torch.manual_seed(0)
+    task = make_task(n3d_export)
+    batch = collate([task.train_set()[i] for i in range(4)])
+    ctx = StepContext(task.cfg.train, torch.device("cpu"))
+    first = task.train_step(batch, ctx)
+    assert {"d_loss", "r1", "g_loss", "pix", "tv", "adv"} <= set(first)
+    ema_before = [p.clone() for p in task.g_ema.parameters()]
+    for i in range(30):
+        ctx.step = i + 1
+        last = task.train_step(batch, ctx)
+    assert last["pix"] < 0.6 * first["pix"]
+    assert any(not torch.equal(a, b) for a, b in zip(ema_before, task.g_ema.parameters()))
+
+
+def test_validation_reports_model_and_telea(n3d_export):
+    val = make_task(n3d_export).validate(0)
+    assert set(val) == {"l1_hole", "psnr", "telea_l1_hole", "telea_psnr"}
+    assert all(v == v for v in val.values())  # no NaN
+
+
+def test_telea_changes_only_the_hole():
+    x = torch.rand(1, 3, 32, 32)
+    m = torch.zeros(1, 1, 32, 32)
+    m[..., 10:20, 10:20] = 1
+    y = telea(x, m)
+    outside = (1 - m).bool().expand_as(x)
+    assert (y - x).abs()[outside].max() <= 1 / 255 + 1e-6
+    assert (y - x).abs()[~outside].mean() > 0.01
+
+
+def test_ablation_without_3d_prior_and_gt_prior(n3d_export):
+    task = make_task(n3d_export, model={"use_3d_prior": False}, prior={"source": "gt"})
+    batch = collate([task.train_set()[i] for i in range(2)])
+    out = task.predict(batch)
+    assert out["output"].shape == (2, 3, 32, 32) and torch.equal(out["m"], batch["mask"])
+
+
+@pytest.fixture(scope="module")
+def remover(n3d_export, tmp_path_factory):
+    task = make_task(n3d_export)
+    path = task.export(tmp_path_factory.mktemp("inp") / "inpaint.pt")
+    return MaskRemover.from_checkpoints(path, device="cpu"), task
+
+
+def test_generation_api_edits_and_seeds(remover):
+    remover, task = remover
+    batch = collate([task.val_set[i] for i in range(2)])
+    edits = ["neutral", "smile", "open_mouth", "exp[3]=+1.5"]
+    a = remover(batch["masked_image"], edits, seed=5)
+    b = remover(batch["masked_image"], edits, seed=5)
+    assert a.images.shape == (2, 4, 3, 32, 32)
+    assert torch.equal(a.images, b.images)  # same seed + edits -> identical
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not torch.equal(a.images[:, i], a.images[:, j])
+    c = remover(batch["masked_image"], edits, seed=6)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_expression_edit_changes_the_hole_not_the_rest(remover):
+    remover, task = remover
+    batch = collate([task.val_set[i] for i in range(2)])
+    out = remover(batch["masked_image"], ["neutral", "open_mouth"], seed=0)
+    diff = (out.images[:, 0] - out.images[:, 1]).abs().mean(1, keepdim=True)
+    m = out.m
+    inside = (diff * m).sum() / m.sum().clamp_min(1)
+    outside = (diff * (1 - m)).sum() / (1 - m).sum().clamp_min(1)
+    assert inside > 10 * outside and inside > 1e-4
+
+
+def test_edit_syntax(remover):
+    model = remover[0].model
+    c = torch.zeros(2, model.layout.size)
+    parts = model.layout.split(apply_edit(c, "exp[3]=+1.5,exp[3]=+1,tex[0]=2,angle*=0", model))
+    assert torch.allclose(parts["exp"][:, 3], torch.tensor(2.5)) and torch.allclose(parts["tex"][:, 0],
+                                                                                      torch.tensor(2.0))
+    smile = model.layout.split(apply_edit(c, "smile", model))["exp"]
+    assert smile.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown"):
+        apply_edit(c, "grin", model)
+    with pytest.raises(ValueError, match="out of range"):
+        apply_edit(c, "exp[999]=1", model)

@@ -1,0 +1,124 @@
+"""N_3D training task and train_3d.py: losses, overfitting, dry-run, torchrun, exact resume."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from engine.config import build_dataclass
+from engine.loop import StepContext
+from tasks.common import collate
+from tasks.recon3d import Recon3DExperiment, Recon3DTask, load_n3d
+from tests.helpers import free_port, tiny_data, tiny_train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_cfg(**train):
+    return build_dataclass(Recon3DExperiment, {"data": tiny_data(), "model": {"backbone": "resnet18"},
+                                               "loss": {"w_id": 0.0}, "train": tiny_train(**train)})
+
+
+def test_step_logs_every_term_and_overfits_one_batch():
+    torch.manual_seed(0)
+    cfg = make_cfg(lr=1e-3)
+    task = Recon3DTask(cfg, torch.device("cpu"))
+    batch = collate([task.train_set()[i] for i in range(4)])
+    ctx = StepContext(cfg.train, torch.device("cpu"))
+    first = task.train_step(batch, ctx)
+    assert {"loss", "bce", "bce_aux", "coef", "photo", "lm"} <= set(first)
+    for _ in range(40):
+        last = task.train_step(batch, ctx)
+    assert last["loss"] < 0.5 * first["loss"]
+    assert last["bce"] < first["bce"] and last["coef"] < first["coef"]
+
+
+def test_validation_metrics_and_export_roundtrip(tmp_path):
+    task = Recon3DTask(make_cfg(), torch.device("cpu"))
+    val = task.validate(0)
+    assert set(val) == {"mask_iou", "lm_nme", "lm_nme_meanface"}
+    # an untrained network predicts exactly the mean face (zero-initialised head)
+    assert val["lm_nme"] == pytest.approx(val["lm_nme_meanface"], rel=1e-5)
+    path = task.export(tmp_path / "n3d.pt")
+    net, morph_cfg, size = load_n3d(path, torch.device("cpu"))
+    assert size == 32 and morph_cfg.bfm_path is None
+    x = torch.rand(2, 3, 32, 32)
+    task.net.eval()
+    assert torch.equal(net(x)["coeffs"], task.net(x)["coeffs"])
+
+
+def test_identity_loss_needs_weights():
+    with pytest.raises(Exception, match="arcface_weights"):
+        build_dataclass(Recon3DExperiment, {"loss": {"w_id": 0.1}})
+
+
+def write_cfg(tmp_path, **train):
+    cfg = {"data": tiny_data(), "model": {"backbone": "resnet18"}, "loss": {"w_id": 0.0}, "train": tiny_train(**train)}
+    path = tmp_path / "tiny3d.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(args, check=True, torchrun=False):
+    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "train_3d.py"), *args]
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               *cmd[1:]]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def test_dry_run_prints_resolved_config():
+    r = run(["--config", "configs/3d/demo.yaml", "--set", "train.steps=7", "--dry-run"])
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["train"]["steps"] == 7 and cfg["model"]["backbone"] == "resnet18" and cfg["data"]["image_size"] == 64
+    r = run(["--config", "configs/3d/paper.yaml", "--dry-run"], check=False)
+    assert r.returncode == 2 and "morphable.bfm_path" in r.stderr and yaml.safe_load(r.stdout)["train"]["steps"]
+
+
+def final_weights(run_dir):
+    from engine.checkpoint import CheckpointManager
+
+    return CheckpointManager(run_dir).load_latest()["modules"]["n3d"]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    import signal
+    import time
+
+    from engine.checkpoint import CheckpointManager
+
+    cfg = write_cfg(tmp_path, steps=10, ckpt_every=2)
+    run(["--config", str(cfg), "--run-dir", str(tmp_path / "full")])
+    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "train_3d.py"), "--config", str(cfg), "--run-dir", str(tmp_path / "cut")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mgr = CheckpointManager(tmp_path / "cut")
+    deadline = time.time() + 240
+    while mgr.latest() is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # killed right after its first checkpoint
+    proc.wait()
+    assert mgr.load_latest()["step"] < 10
+    r = run(["--config", str(cfg), "--run-dir", str(tmp_path / "cut")])
+    assert "resumed from" in r.stdout
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "cut" / "n3d.pt").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
+    cfg = write_cfg(tmp_path, steps=3, ckpt_every=3, batch_size=2)
+    r = run(["--config", str(cfg), "--run-dir", str(tmp_path / "ddp")], torchrun=True)
+    assert "all 2 ranks hold identical weights" in r.stdout
+    assert final_weights(tmp_path / "ddp") is not None
