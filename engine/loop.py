@@ -116,7 +116,8 @@ def move_to(batch, device: torch.device, channels_last: bool = False):
     return batch
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
+    """Seed numpy/random from the loader's per-worker torch seed; one thread each (workers share the cores)."""
     import random
 
     import numpy as np
@@ -124,6 +125,13 @@ def _seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
 
 
 class Trainer:
@@ -198,7 +206,7 @@ class Trainer:
         # The loader gets its own generator so creating it never consumes the global RNG (exact resume).
         return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          collate_fn=self.collate_fn, worker_init_fn=_seed_worker,
+                          collate_fn=self.collate_fn, worker_init_fn=_init_worker,
                           generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
                           persistent_workers=False)
 

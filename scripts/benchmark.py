@@ -1,0 +1,237 @@
+"""Where the time goes: data, rendering, N_3D and N_G/N_D training, inference; FLOPs and projected hours.
+
+    python scripts/benchmark.py [--device cpu|cuda] [--quick] [--out benchmarks.json]
+
+Sections (each also a function):
+  synth       masked-pair synthesis, pairs/s per CPU core at 256 px (image decoded, landmarks given)
+  loader      DataLoader throughput of masked pairs (SyntheticFaces, 256 px) with 0 and N workers
+  renderer    ms per 224 px face, BFM-sized mesh, batch 8, each available backend
+  n3d         N_3D training step at the paper's settings (ResNet-50, 224 px, batch 8, renderer + ArcFace)
+  inpaint     N_G + N_D training step (256 px, batch 8, base 64, 6 residual blocks, R1, frozen N_3D prior)
+  inference   mask removal (N_3D + render + N_G) images/s at 256 px
+FLOPs per training image are counted from the executed operators' shapes (torch.utils.flop_counter), and divided
+by a GPU's bf16 rate to give the floor next to the measured time. Figures go to BENCHMARKS.md by hand, with machine,
+date and commit. Networks have random weights (speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAPER_STEPS = {"n3d": 500_000, "inpaint": 200_000}
+PAPER_BATCH = 8
+BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 spec figures; the measured rate is what counts
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, iters: int, warmup: int = 1) -> float:
+    """Median seconds per call of fn after warm-up."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------------------------------------- parts
+def bench_synth(quick: bool) -> dict:
+    from scripts.bench_synth import run
+
+    return run(quick=quick)
+
+
+def bench_loader(quick: bool, workers: int = 2) -> dict:
+    from data.faces import MaskedPairs, SyntheticFaces
+    from data.synth import MaskedPairSynthesizer
+
+    n = 32 if quick else 128
+    faces = SyntheticFaces(n, 256)
+    faces.prerender()
+    pairs = MaskedPairs(faces, MaskedPairSynthesizer(), seed=0)
+    out = {}
+    for w in (0, workers):
+        loader = torch.utils.data.DataLoader(pairs, batch_size=8, num_workers=w)
+        t = time.perf_counter()
+        count = sum(b["image"].shape[0] for b in loader)
+        out[f"items_per_s_{w}_workers"] = count / (time.perf_counter() - t)
+    return out
+
+
+def bench_renderer(device: torch.device, quick: bool) -> dict:
+    from scripts.bench_renderer import run
+
+    return run(device=str(device), quick=quick)
+
+
+def _n3d_task(device, size=224, batch=8):
+    from engine.config import build_dataclass
+    from models.arcface import ArcFace
+    from tasks.recon3d import Recon3DExperiment, Recon3DTask
+
+    cfg = build_dataclass(Recon3DExperiment, {
+        "data": {"image_size": size, "train": [{"kind": "synthetic", "num": batch}],
+                 "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
+        "model": {"backbone": "resnet50"}, "loss": {"w_id": 0.0},
+        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda"}})
+    task = Recon3DTask(cfg, device)
+    task.arcface = ArcFace("r50").to(device)  # random weights: the identity loss costs the same
+    cfg.loss.w_id = 0.1
+    return task
+
+
+def _batch(task, batch: int, device):
+    from tasks.common import collate
+
+    ds = task.train_set()
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collate([ds[i] for i in range(batch)]).items()}
+
+
+def bench_train(stage: str, device: torch.device, quick: bool, batch: int = PAPER_BATCH) -> dict:
+    """Training images/s and FLOPs per image of one stage at the paper's settings."""
+    from engine.loop import StepContext
+
+    if stage == "n3d":
+        task = _n3d_task(device, 224, batch)
+    else:
+        task = _inpaint_task(device, batch)
+    b = _batch(task, batch, device)
+    ctx = StepContext(task.cfg.train, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sec = timed(lambda: task.train_step(b, ctx), device, iters=2 if quick else 5)
+    r1 = getattr(task.cfg.loss, "w_r1", 0.0)
+    if r1:  # FlopCounterMode cannot follow autograd.grad: the R1 double backward is left out of the count
+        task.cfg.loss.w_r1 = 0.0
+    flops = count_flops(lambda: task.train_step(b, ctx)) / batch
+    task.cfg.loss.w_r1 = r1
+    out = {"batch": batch, "s_per_step": sec, "images_per_s": batch / sec, "gflops_per_image": flops / 1e9,
+           "flops_exclude_r1": bool(r1), "paper_hours": PAPER_STEPS[stage] * PAPER_BATCH / (batch / sec) / 3600}
+    for gpu, tf in BF16_TFLOPS.items():
+        out[f"floor_images_per_s_{gpu}_bf16"] = tf * 1e12 / flops
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def _inpaint_task(device, batch=8, size=256):
+    import tempfile
+
+    from engine.config import build_dataclass
+    from tasks.inpaint import InpaintExperiment, InpaintTask
+
+    n3d = _n3d_task(device, 224, 2)
+    path = n3d.export(Path(tempfile.mkdtemp()) / "n3d.pt")
+    cfg = build_dataclass(InpaintExperiment, {
+        "data": {"image_size": size, "train": [{"kind": "synthetic", "num": batch}],
+                 "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
+        "prior": {"n3d_checkpoint": str(path)}, "loss": {"w_id": 0.0},
+        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda"}})
+    return InpaintTask(cfg, device)
+
+
+def bench_inference(device: torch.device, quick: bool, batch: int = 8) -> dict:
+    from tasks.removal import MaskRemover
+
+    task = _inpaint_task(device, batch)
+    remover = MaskRemover(task.prior, task.g_ema, True, True)
+    b = _batch(task, batch, device)
+    sec = timed(lambda: remover(b["masked_image"], ["keep"]), device, iters=2 if quick else 5)
+    return {"batch": batch, "images_per_s": batch / sec}
+
+
+# ----------------------------------------------------------------------------------------------------------- main
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
+            platform.machine(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                        text=True).stdout.strip()
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a CPU run then takes a few minutes)")
+    p.add_argument("--only", nargs="*", default=None, help="sections to run (default all)")
+    p.add_argument("--out", default="benchmarks.json")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    sections = {
+        "synth": lambda: bench_synth(args.quick),
+        "loader": lambda: bench_loader(args.quick),
+        "renderer": lambda: bench_renderer(device, args.quick),
+        "n3d": lambda: bench_train("n3d", device, args.quick),
+        "inpaint": lambda: bench_train("inpaint", device, args.quick),
+        "inference": lambda: bench_inference(device, args.quick),
+    }
+    results = {"machine": machine(), "device": str(device)}
+    for name, fn in sections.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"[{name}] ...", flush=True)
+        t = time.perf_counter()
+        results[name] = fn()
+        print(f"[{name}] {json.dumps(results[name], default=float)} ({time.perf_counter() - t:.0f} s)", flush=True)
+    results["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict) -> None:
+    rows = []
+    if "synth" in r:
+        rows.append(("pair synthesis, 256 px", f"{r['synth'].get('pairs_per_s', 0):.0f} pairs/s/core"))
+    if "loader" in r:
+        rows += [(f"loader {k}", f"{v:.0f} items/s") for k, v in r["loader"].items()]
+    if "renderer" in r:
+        for k, v in r["renderer"].items():
+            if isinstance(v, int | float):
+                rows.append((f"renderer {k}", f"{v:.2f}"))
+    for stage in ("n3d", "inpaint"):
+        if stage in r:
+            s = r[stage]
+            rows.append((f"{stage} training (batch {s['batch']})", f"{s['images_per_s']:.2f} img/s, "
+                         f"{s['gflops_per_image']:.1f} GFLOP/img, paper schedule {s['paper_hours']:.1f} h"))
+    if "inference" in r:
+        rows.append(("inference 256 px", f"{r['inference']['images_per_s']:.2f} img/s"))
+    width = max(len(a) for a, _ in rows) if rows else 10
+    print("\n".join(f"{a:<{width}}  {b}" for a, b in rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
