@@ -187,16 +187,19 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a CPU run then takes a few minutes)")
     p.add_argument("--only", nargs="*", default=None, help="sections to run (default all)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="training/inference batch (default: the paper's 8 on CUDA, 2 on CPU to keep it short)")
     p.add_argument("--out", default="benchmarks.json")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    batch = args.batch or (PAPER_BATCH if device.type == "cuda" else 2)
     sections = {
         "synth": lambda: bench_synth(args.quick),
         "loader": lambda: bench_loader(args.quick),
         "renderer": lambda: bench_renderer(device, args.quick),
-        "n3d": lambda: bench_train("n3d", device, args.quick),
-        "inpaint": lambda: bench_train("inpaint", device, args.quick),
-        "inference": lambda: bench_inference(device, args.quick),
+        "n3d": lambda: bench_train("n3d", device, args.quick, batch),
+        "inpaint": lambda: bench_train("inpaint", device, args.quick, batch),
+        "inference": lambda: bench_inference(device, args.quick, batch),
     }
     results = {"machine": machine(), "device": str(device)}
     for name, fn in sections.items():
