@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.layers import DownBlockD, sn_conv2d
-from models.weights import rename_spectral_norm_keys, strip_prefix
+from models.weights import rename_by_prefix
 
 __all__ = ["Discriminator", "key_map_authors_release"]
 
@@ -56,15 +56,5 @@ def key_map_authors_release(state_dict: Mapping[str, torch.Tensor], n_blocks: in
     pairs = [("main.0.", "stem.")]
     pairs += [(f"main.{1 + i}.", f"blocks.{i}.") for i in range(n_blocks)]
     pairs += [(f"main.{n_blocks + 2}.", "head_conv."), (f"main.{n_blocks + 4}.", "out.")]
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in strip_prefix(state_dict).items():
-        for old, new in pairs:
-            if key.startswith(old):
-                out[rename_spectral_norm_keys(new + key[len(old):])] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(f"authors' N_D weights: {len(unknown)} unrecognised keys, e.g. {unknown[:5]}")
+    out = rename_by_prefix(state_dict, pairs, "authors' N_D weights")
     return out

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.layers import ConvNormAct, ResBlockIN, UpBlock, sn_conv2d
-from models.weights import rename_spectral_norm_keys, strip_prefix
+from models.weights import rename_by_prefix
 
 __all__ = ["Generator", "composite", "key_map_authors_release", "AUTHORS_INPUT_PERMUTATION"]
 
@@ -86,17 +86,7 @@ def key_map_authors_release(state_dict: Mapping[str, torch.Tensor], n_enc_res: i
     Best effort from the release's module definitions; NOT yet tested against the real file.
     """
     pairs = _authors_prefix_map(n_enc_res, n_dec_res)
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in strip_prefix(state_dict).items():
-        for old, new in pairs:
-            if key.startswith(old):
-                out[rename_spectral_norm_keys(new + key[len(old):])] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(f"authors' N_G weights: {len(unknown)} unrecognised keys, e.g. {unknown[:5]}")
+    out = rename_by_prefix(state_dict, pairs, "authors' N_G weights")
     perm = list(AUTHORS_INPUT_PERMUTATION)
     w_key, v_key = "stem.conv.parametrizations.weight.original", "stem.conv.parametrizations.weight.0._v"
     if w_key in out:

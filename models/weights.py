@@ -61,3 +61,21 @@ def rename_spectral_norm_keys(key: str) -> str:
         if key.endswith("." + old) or key == old:
             return key[: len(key) - len(old)] + new
     return key
+
+
+def rename_by_prefix(state_dict: Mapping[str, torch.Tensor], pairs: list[tuple[str, str]],
+                     what: str) -> dict[str, torch.Tensor]:
+    """Rename keys by the first matching (old prefix, new prefix) pair, after stripping 'module.' and converting
+    old spectral-norm names; any key no pair matches raises one ValueError naming `what`."""
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in strip_prefix(state_dict).items():
+        for old, new in pairs:
+            if key.startswith(old):
+                out[rename_spectral_norm_keys(new + key[len(old):])] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{what}: {len(unknown)} unrecognised keys, e.g. {unknown[:5]}")
+    return out

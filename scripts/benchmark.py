@@ -86,10 +86,10 @@ def bench_loader(quick: bool, workers: int = 2) -> dict:
     return out
 
 
-def bench_renderer(device: torch.device, quick: bool) -> dict:
+def bench_renderer(device: torch.device) -> dict:
     from scripts.bench_renderer import run
 
-    return run(device=str(device), quick=quick)
+    return run(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
 
 
 def _n3d_task(device, size=224, batch=8):
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     sections = {
         "synth": lambda: bench_synth(args.quick),
         "loader": lambda: bench_loader(args.quick),
-        "renderer": lambda: bench_renderer(device, args.quick),
+        "renderer": lambda: bench_renderer(device),
         "n3d": lambda: bench_train("n3d", device, args.quick, batch),
         "inpaint": lambda: bench_train("inpaint", device, args.quick, batch),
         "inference": lambda: bench_inference(device, args.quick, batch),
@@ -222,9 +222,11 @@ def print_table(r: dict) -> None:
     if "loader" in r:
         rows += [(f"loader {k}", f"{v:.0f} items/s") for k, v in r["loader"].items()]
     if "renderer" in r:
-        for k, v in r["renderer"].items():
-            if isinstance(v, int | float):
-                rows.append((f"renderer {k}", f"{v:.2f}"))
+        rr = r["renderer"]
+        for name, b in rr.get("backends", {}).items():
+            text = b.get("skipped") or (f"{b['forward_ms_per_face']:.1f} ms/face forward, "
+                                        f"{b['forward_backward_ms_per_face']:.1f} ms/face forward+backward")
+            rows.append((f"renderer {name} ({rr.get('triangles')} tris, {rr.get('image_size')} px)", text))
     for stage in ("n3d", "inpaint"):
         if stage in r:
             s = r[stage]

@@ -22,3 +22,16 @@ def n3d_export(tmp_path_factory):
                                               "loss": {"w_id": 0.0}, "train": tiny_train()})
     task = Recon3DTask(cfg, torch.device("cpu"))
     return task.export(tmp_path_factory.mktemp("n3d") / "n3d.pt")
+
+
+@pytest.fixture(scope="session")
+def inpaint_export(n3d_export, tmp_path_factory):
+    """An (untrained) tiny N_G export on top of `n3d_export`."""
+    from engine.config import build_dataclass
+    from tasks.inpaint import InpaintExperiment, InpaintTask
+
+    cfg = build_dataclass(InpaintExperiment, {
+        "data": tiny_data(), "prior": {"n3d_checkpoint": str(n3d_export)},
+        "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
+        "loss": {"w_id": 0.0}, "train": tiny_train()})
+    return InpaintTask(cfg, torch.device("cpu")).export(tmp_path_factory.mktemp("inp") / "inpaint.pt")

@@ -7,17 +7,6 @@ import torch
 
 from engine.config import build_dataclass
 from tasks.evaluation import EvalExperiment, Evaluator, build_testset, results_markdown
-from tasks.inpaint import InpaintExperiment, InpaintTask
-from tests.helpers import tiny_data, tiny_train
-
-
-@pytest.fixture(scope="module")
-def inpaint_export(n3d_export, tmp_path_factory):
-    cfg = build_dataclass(InpaintExperiment, {
-        "data": tiny_data(), "prior": {"n3d_checkpoint": str(n3d_export)},
-        "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
-        "loss": {"w_id": 0.0}, "train": tiny_train()})
-    return InpaintTask(cfg, torch.device("cpu")).export(tmp_path_factory.mktemp("inp") / "inpaint.pt")
 
 
 def eval_cfg(checkpoint=None, metrics=("l1", "l1_hole", "psnr", "ssim", "lpips", "arcface_cos", "fid"), **kw):

@@ -1,22 +1,11 @@
 """Command-line scripts: extract_coeffs.py and remove_mask.py on real and bad inputs."""
 
 import numpy as np
-import pytest
 import torch
 import yaml
 
 from engine.config import build_dataclass
-from tasks.inpaint import InpaintExperiment, InpaintTask
-from tests.helpers import tiny_data, tiny_train
-
-
-@pytest.fixture(scope="module")
-def inpaint_ckpt(n3d_export, tmp_path_factory):
-    cfg = build_dataclass(InpaintExperiment, {
-        "data": tiny_data(), "prior": {"n3d_checkpoint": str(n3d_export)},
-        "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
-        "loss": {"w_id": 0.0}, "train": tiny_train()})
-    return InpaintTask(cfg, torch.device("cpu")).export(tmp_path_factory.mktemp("inp") / "inpaint.pt")
+from tests.helpers import tiny_data
 
 
 def test_extract_coeffs_writes_one_file_per_face(n3d_export, tmp_path):
@@ -41,7 +30,7 @@ def test_extract_coeffs_writes_one_file_per_face(n3d_export, tmp_path):
     assert np.allclose(np.load(tmp_path / "c" / f"{faces[0]['name']}.npy"), expect, atol=1e-5)
 
 
-def test_remove_mask_on_a_real_photo(inpaint_ckpt, tmp_path):
+def test_remove_mask_on_a_real_photo(inpaint_export, tmp_path):
     from skimage import data as skdata
 
     from data.io import read_image, write_image
@@ -49,7 +38,7 @@ def test_remove_mask_on_a_real_photo(inpaint_ckpt, tmp_path):
 
     photo = tmp_path / "astronaut.jpg"
     write_image(photo, torch.from_numpy(skdata.astronaut()).permute(2, 0, 1).float() / 255)
-    rc = main(["--image", str(photo), "--checkpoint", str(inpaint_ckpt), "--variations", "2", "--edit",
+    rc = main(["--image", str(photo), "--checkpoint", str(inpaint_export), "--variations", "2", "--edit",
                "exp[3]=+1.5", "--out", str(tmp_path / "out")])
     assert rc == 0
     outs = sorted(p.name for p in (tmp_path / "out").glob("astronaut_*.png"))
@@ -61,20 +50,20 @@ def test_remove_mask_on_a_real_photo(inpaint_ckpt, tmp_path):
     assert 0 < changed.float().mean() < 0.2  # only the face region changes
 
 
-def test_remove_mask_bad_inputs(inpaint_ckpt, tmp_path, capsys):
+def test_remove_mask_bad_inputs(inpaint_export, tmp_path, capsys):
     from data.io import write_image
     from scripts.remove_mask import main
 
     noise = tmp_path / "noise.png"
     write_image(noise, torch.rand(3, 96, 96))
-    assert main(["--image", str(noise), "--checkpoint", str(inpaint_ckpt), "--out", str(tmp_path / "o")]) == 1
+    assert main(["--image", str(noise), "--checkpoint", str(inpaint_export), "--out", str(tmp_path / "o")]) == 1
     assert "no face found" in capsys.readouterr().err
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    assert main(["--image", str(bad), "--checkpoint", str(inpaint_ckpt), "--out", str(tmp_path / "o")]) == 2
+    assert main(["--image", str(bad), "--checkpoint", str(inpaint_export), "--out", str(tmp_path / "o")]) == 2
     assert "broken.jpg" in capsys.readouterr().err
     assert main(["--image", str(noise), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
-    assert main(["--image", str(noise), "--checkpoint", str(inpaint_ckpt), "--edit", "grin",
+    assert main(["--image", str(noise), "--checkpoint", str(inpaint_export), "--edit", "grin",
                  "--out", str(tmp_path / "o")]) == 2
     assert "unknown edit" in capsys.readouterr().err
