@@ -159,12 +159,13 @@ class InpaintTask:
         self.prior = PriorModule(cfg.prior, cfg.morphable, cfg.data.image_size, device)
         self.gen = Generator(mc.base_channels, mc.n_res, use_3d_prior=mc.use_3d_prior).to(device)
         self.disc = Discriminator(cfg.data.image_size, mc.d_base_channels, mc.d_max_channels).to(device)
-        self.g_ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
         if cfg.train.channels_last:
-            for m in (self.gen, self.disc, self.g_ema):
+            for m in (self.gen, self.disc):
                 m.to(memory_format=torch.channels_last)
         self.g_ddp = dist.wrap_ddp(self.gen, device)
         self.d_ddp = dist.wrap_ddp(self.disc, device)
+        # after DDP has broadcast rank 0's initial weights, so every rank's EMA starts from the same G
+        self.g_ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
         self.modules = {"gen": self.gen, "disc": self.disc, "g_ema": self.g_ema}
         self.optimizers = {"gen": make_adam(self.gen.parameters(), cfg.train),
                            "disc": make_adam(self.disc.parameters(), cfg.train)}
@@ -219,9 +220,11 @@ class InpaintTask:
         terms = {"pix": pixel_l1(pred, real), "tv": tv_loss(pred)}
         weights = {"pix": lc.w_pix, "tv": lc.w_tv, "adv": lc.w_adv, "id": lc.w_id}
         if lc.w_adv > 0:
+            # the plain (not DDP) D with frozen weights: only G's gradient is wanted, and DDP's reducer must not
+            # wait for D gradients that never come
             self.disc.requires_grad_(False)
             with ctx.autocast():
-                terms["adv"] = g_nonsaturating(self.d_ddp(pred).float())
+                terms["adv"] = g_nonsaturating(self.disc(pred).float())
             self.disc.requires_grad_(True)
         if self.arcface is not None:
             with torch.no_grad():
