@@ -227,6 +227,10 @@ def iter_path_fields(cfg: Any, prefix: str = ""):
             yield key, value, f.metadata["path"], f.metadata.get("required", False)
         elif dataclasses.is_dataclass(value):
             yield from iter_path_fields(value, key)
+        elif isinstance(value, list | tuple):  # e.g. a list of dataset sections
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    yield from iter_path_fields(item, f"{key}[{i}]")
 
 
 def validate_paths(cfg: Any) -> None:

@@ -77,6 +77,17 @@ def test_base_inheritance(tmp_path):
     assert cfg.inner.width == 64 and cfg.inner.name == "paper" and cfg.train.steps == 10
 
 
+@dataclass
+class WithList:
+    items: list[Inner] = field(default_factory=list)
+
+
+def test_missing_path_in_a_list_names_key(tmp_path):
+    cfg = load_config(WithList, write(tmp_path / "c.yaml", {"items": [{}, {"weights": str(tmp_path / "x.pth")}]}))
+    with pytest.raises(ConfigError, match=r"items\[1\]\.weights: file not found"):
+        validate_paths(cfg)
+
+
 def test_missing_path_names_key(tmp_path):
     cfg = load_config(Outer, write(tmp_path / "c.yaml", {"inner": {"weights": str(tmp_path / "none.pth")}}))
     with pytest.raises(ConfigError, match=r"inner\.weights: file not found"):
