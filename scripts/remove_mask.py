@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--detector", default="dlib", help="landmark detector: dlib | insightface")
     p.add_argument("--insightface-root", default=None, help="insightface model-pack root (for --detector insightface)")
+    p.add_argument("--det-threshold", type=float, default=0.3, help="dlib detection score threshold")
     p.add_argument("--landmarks", default=None, help="68x2 landmark file (.txt/.npy) instead of a detector")
     p.add_argument("--align", choices=["ffhq", "meanface"], default="ffhq",
                    help="crop framing: FFHQ's (real photos, models trained on FFHQ) or the morphable model's mean "
@@ -56,7 +57,10 @@ def find_faces(args, image_u8: np.ndarray) -> list[np.ndarray]:
 
     if args.landmarks:
         return [load_landmarks_file(args.landmarks)]
-    kw = {"root": args.insightface_root} if args.detector == "insightface" and args.insightface_root else {}
+    if args.detector == "dlib":
+        kw = {"threshold": args.det_threshold}
+    else:
+        kw = {"root": args.insightface_root} if args.insightface_root else {}
     return get_detector(args.detector, **kw).detect(image_u8)
 
 
@@ -74,6 +78,9 @@ def main(argv=None) -> int:
     try:
         remover = MaskRemover.from_checkpoints(args.checkpoint, args.n3d_checkpoint, args.device, key="--checkpoint")
         edits = edit_list(args.variations, args.edit, remover.model)
+        if remover.model.expression_names and args.align == "ffhq":
+            print("note: this checkpoint was trained on the embedded synthetic faces (e.g. the demo's); real photos "
+                  "need a model trained on real faces (configs/*/paper.yaml)", flush=True)
         from tasks.removal import apply_edit
 
         for e in edits:  # reject a bad edit before any work

@@ -30,7 +30,7 @@ def test_extract_coeffs_writes_one_file_per_face(n3d_export, tmp_path):
     assert np.allclose(np.load(tmp_path / "c" / f"{faces[0]['name']}.npy"), expect, atol=1e-5)
 
 
-def test_remove_mask_on_a_real_photo(inpaint_export, tmp_path):
+def test_remove_mask_on_a_real_photo(inpaint_export, tmp_path, capsys):
     from skimage import data as skdata
 
     from data.io import read_image, write_image
@@ -41,6 +41,7 @@ def test_remove_mask_on_a_real_photo(inpaint_export, tmp_path):
     rc = main(["--image", str(photo), "--checkpoint", str(inpaint_export), "--variations", "2", "--edit",
                "exp[3]=+1.5", "--out", str(tmp_path / "out")])
     assert rc == 0
+    assert "1 face(s)" in capsys.readouterr().out  # the face-like mission patch (dlib score ~0.1) is not a face
     outs = sorted(p.name for p in (tmp_path / "out").glob("astronaut_*.png"))
     assert "astronaut_grid.png" in outs and len(outs) == 4  # 2 presets + 1 edit + grid
     res = read_image(tmp_path / "out" / "astronaut_0_keep.png")
