@@ -216,8 +216,12 @@ class Trainer:
                 f"non-finite loss between steps {since + 1} and {self.step}; stopped without saving, the last "
                 f"good checkpoint is {self.ckpts.latest() or 'none'}")
 
-    def _request_stop(self, signum, frame):  # SIGTERM: checkpoint at the next step boundary, then exit
+    def _request_stop(self, signum, frame):
+        """SIGTERM / first Ctrl-C: checkpoint at the next step boundary, then return; a second Ctrl-C aborts."""
+        if self._stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self._stop_requested = True
+        dist.print0(f"\nsignal {signum}: stopping after this step with a checkpoint (Ctrl-C again to abort)")
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -225,9 +229,10 @@ class Trainer:
         if self.step >= cfg.steps:
             dist.print0(f"already trained: step {self.step} >= {cfg.steps}")
             return {"step": self.step}
-        old_handler = None
+        old_handlers = {}
         with contextlib.suppress(ValueError):  # not in the main thread
-            old_handler = signal.signal(signal.SIGTERM, self._request_stop)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old_handlers[sig] = signal.signal(sig, self._request_stop)
         ctx = StepContext(cfg, self.device)
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         checked_at = self.step
@@ -272,8 +277,8 @@ class Trainer:
                             self.logger.images(self.step, self.task.images(batch))
                     timeout = cfg.max_minutes > 0 and (time.time() - t_start) > 60 * cfg.max_minutes
                     stop = self._stop_requested or timeout
-                    if world > 1 and cfg.max_minutes > 0:  # ranks must agree on the step they stop at
-                        stop = dist.broadcast_object(stop)
+                    if world > 1:  # ranks must agree on the step they stop at: decided at logging steps only
+                        stop = dist.any_rank(stop, self.device) if self.step % cfg.log_every == 0 else False
                     if (cfg.val_every and self.step % cfg.val_every == 0) or last or stop:
                         self.validate()
                     if self.step % cfg.ckpt_every == 0 or last or stop:
@@ -286,14 +291,14 @@ class Trainer:
                     dist.print0(f"stopping early at step {self.step} (checkpoint saved)")
                     break
             if world > 1:  # DDP must keep replicas bitwise equal; say so (or fail loudly) at the end
-                sums = dist.replica_checksums(self.task.modules)
-                if len(set(sums)) != 1:
-                    raise RuntimeError(f"ranks hold different weights at step {self.step}: checksums {sums}")
-                dist.print0(f"all {world} ranks hold identical weights (checksum {sums[0]:.10e})")
+                checksums = dist.replica_checksums(self.task.modules)
+                if len(set(checksums)) != 1:
+                    raise RuntimeError(f"ranks hold different weights at step {self.step}: checksums {checksums}")
+                dist.print0(f"all {world} ranks hold identical weights (checksum {checksums[0]:.10e})")
         finally:
             self.logger.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGTERM, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         return {"step": self.step, **last_logs}
 
     def validate(self) -> dict:

@@ -3,6 +3,7 @@
 --kill-at-step N        SIGKILL this process right after step N (simulates a crash mid-training)
 --kill-in-ckpt-write N  SIGKILL in the middle of writing the checkpoint of step N
 --nan-at-step N         the loss becomes NaN at step N
+--sigterm-at-step N     send SIGTERM to this process after step N (graceful stop)
 """
 
 import os
@@ -79,19 +80,22 @@ def main():
         p.add_argument("--kill-at-step", type=int, default=-1)
         p.add_argument("--kill-in-ckpt-write", type=int, default=-1)
         p.add_argument("--nan-at-step", type=int, default=-1)
+        p.add_argument("--sigterm-at-step", type=int, default=-1)
         p.add_argument("--weights-out", default="")
 
     cfg, args = cli_config(ToyConfig, description="toy", extra_args=add)
     device = start_run(cfg, args.run_dir, cfg.train)
     task = ToyTask(cfg, device, nan_at=args.nan_at_step)
 
-    if args.kill_at_step > 0:
+    if args.kill_at_step > 0 or args.sigterm_at_step > 0:
         orig = task.train_step
 
         def step_then_die(batch, ctx):
             out = orig(batch, ctx)
             if ctx.step + 1 == args.kill_at_step:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if ctx.step + 1 == args.sigterm_at_step:
+                os.kill(os.getpid(), signal.SIGTERM)
             return out
 
         task.train_step = step_then_die
