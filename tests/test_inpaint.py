@@ -12,6 +12,7 @@ from tests.helpers import tiny_data, tiny_train
 
 
 def make_task(n3d_export, **over):
+    torch.manual_seed(0)
     cfg = {"data": tiny_data(), "prior": {"n3d_checkpoint": str(n3d_export)},
            "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
            "loss": {"w_id": 0.0}, "train": tiny_train(lr=2e-3)}
@@ -75,21 +76,22 @@ def test_generation_api_edits_and_seeds(remover):
     remover, task = remover
     batch = collate([task.val_set[i] for i in range(2)])
     edits = ["neutral", "smile", "open_mouth", "exp[3]=+1.5"]
-    a = remover(batch["masked_image"], edits, seed=5)
-    b = remover(batch["masked_image"], edits, seed=5)
+    m = batch["mask"]  # the true map: an untrained N_3D's own map may be empty
+    a = remover(batch["masked_image"], edits, seed=5, m=m)
+    b = remover(batch["masked_image"], edits, seed=5, m=m)
     assert a.images.shape == (2, 4, 3, 32, 32)
     assert torch.equal(a.images, b.images)  # same seed + edits -> identical
     for i in range(4):
         for j in range(i + 1, 4):
             assert not torch.equal(a.images[:, i], a.images[:, j])
-    c = remover(batch["masked_image"], edits, seed=6)
+    c = remover(batch["masked_image"], edits, seed=6, m=m)
     assert not torch.equal(a.images, c.images)
 
 
 def test_expression_edit_changes_the_hole_not_the_rest(remover):
     remover, task = remover
     batch = collate([task.val_set[i] for i in range(2)])
-    out = remover(batch["masked_image"], ["neutral", "open_mouth"], seed=0)
+    out = remover(batch["masked_image"], ["neutral", "open_mouth"], seed=0, m=batch["mask"])
     diff = (out.images[:, 0] - out.images[:, 1]).abs().mean(1, keepdim=True)
     m = out.m
     inside = (diff * m).sum() / m.sum().clamp_min(1)

@@ -80,7 +80,7 @@ def test_dry_run_prints_resolved_config():
     cfg = yaml.safe_load(r.stdout)
     assert cfg["train"]["steps"] == 7 and cfg["model"]["backbone"] == "resnet18" and cfg["data"]["image_size"] == 64
     r = run(["--config", "configs/3d/paper.yaml", "--dry-run"], check=False)
-    assert r.returncode == 2 and "morphable.bfm_path" in r.stderr and yaml.safe_load(r.stdout)["train"]["steps"]
+    assert r.returncode == 2 and "data.train[0].root" in r.stderr and yaml.safe_load(r.stdout)["train"]["steps"]
 
 
 def final_weights(run_dir):
