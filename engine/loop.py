@@ -18,7 +18,6 @@ auto-resume from the newest checkpoint in the run directory.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
 import time
 from dataclasses import dataclass, field
@@ -320,8 +319,3 @@ def run_training(task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dic
         dist.print0(f"error: {e}")
         raise SystemExit(3) from None
 
-
-def config_to_dict(cfg) -> dict:
-    from engine.config import to_dict
-
-    return to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)

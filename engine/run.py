@@ -28,15 +28,11 @@ def start_run(cfg, run_dir: str, train_cfg) -> torch.device:
     return device
 
 
-class SetupError(RuntimeError):
-    """A problem with inputs found while building (missing dataset folder, missing weights, bad option)."""
-
-
 def fail_fast(fn, *args, **kwargs):
     """Run a build step; missing files and bad options become one `error:` line and exit status 2."""
     try:
         return fn(*args, **kwargs)
-    except (FileNotFoundError, KeyError, ValueError, SetupError) as e:
+    except (FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if e.args else repr(e)
         print(f"error: {msg}", flush=True)
         raise SystemExit(2) from None

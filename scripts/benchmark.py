@@ -109,10 +109,9 @@ def _n3d_task(device, size=224, batch=8):
 
 
 def _batch(task, batch: int, device):
-    from tasks.common import collate
+    from tasks.common import iterate
 
-    ds = task.train_set()
-    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in collate([ds[i] for i in range(batch)]).items()}
+    return next(iterate(task.train_set(), batch, device=device))
 
 
 def bench_train(stage: str, device: torch.device, quick: bool, batch: int = PAPER_BATCH) -> dict:

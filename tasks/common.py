@@ -109,25 +109,23 @@ def build_pairs(cfg: DataConfig, which: str, model=None):
     return MaskedPairs(faces, build_synthesizer(cfg), seed=seed, fixed=which != "train")
 
 
-def collate(items: list[dict]) -> dict:
-    """Stack tensors, keep other values as lists (names, indices)."""
-    out = {}
-    for k in items[0]:
-        vals = [it[k] for it in items]
-        if isinstance(vals[0], torch.Tensor):
-            out[k] = torch.stack(vals)
-        elif isinstance(vals[0], int | float):
-            out[k] = torch.tensor(vals)
-        else:
-            out[k] = vals
-    return out
+def iterate(dataset, batch_size: int, limit: int | None = None, device: torch.device | str = "cpu"):
+    """Deterministic in-order batches of a dataset (validation / evaluation), collated and moved to `device`."""
+    from torch.utils.data import default_collate
 
+    from engine.loop import move_to
 
-def iterate(dataset, batch_size: int, limit: int | None = None):
-    """Deterministic in-order batches of a dataset (validation / evaluation), collated."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, n, batch_size):
-        yield collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        yield move_to(default_collate([dataset[i] for i in range(start, min(n, start + batch_size))]),
+                      torch.device(device))
+
+
+def require_arcface(loss_cfg, model_cfg) -> None:
+    """An identity loss through an untrained ArcFace is meaningless: refuse w_id > 0 without its weights."""
+    if loss_cfg.w_id > 0 and not model_cfg.arcface_weights:
+        raise ValueError("loss.w_id > 0 needs model.arcface_weights (an identity loss through an untrained "
+                         "ArcFace is meaningless); set the path or loss.w_id=0")
 
 
 def draw_landmarks(images: torch.Tensor, landmarks: list[torch.Tensor], colors=((0, 255, 0), (255, 0, 0))):

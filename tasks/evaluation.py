@@ -138,7 +138,6 @@ class Evaluator:
     """Runs every method over the test set, streaming the metrics; writes results.json / results.md / grid."""
 
     def __init__(self, cfg: EvalExperiment, out_dir: str | Path, predictions: str | None = None):
-        from metrics import get_metric  # noqa: F401  (fail early if the package is broken)
         from tasks.removal import MaskRemover
 
         self.cfg, self.out_dir = cfg, Path(out_dir)
@@ -206,8 +205,7 @@ class Evaluator:
     def run(self, progress=None) -> dict:
         grid_rows: dict[str, list[torch.Tensor]] = {"input": [], **{m: [] for m in self.methods}, "ground truth": []}
         n_grid = 0
-        for bi, batch in enumerate(iterate(self.testset, self.cfg.batch_size)):
-            batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        for bi, batch in enumerate(iterate(self.testset, self.cfg.batch_size, device=self.device)):
             gt, m, lm = batch["image"], batch["mask"], batch["landmarks"]
             if self.fid_ref is not None:
                 self.fid_ref.update_reference(gt)
@@ -250,8 +248,8 @@ class Evaluator:
         cfg = self.cfg
         div = DiversityMetric(lpips_metric=self.lpips)
         err, mag = [], []
-        for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images)):
-            masked = resize(batch["masked_image"].to(self.device), remover.image_size)
+        for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
+            masked = resize(batch["masked_image"], remover.image_size)
             res = remover(masked, cfg.edits, seed=bi)
             div.update(res.images)
             if not cfg.control_edits:

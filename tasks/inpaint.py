@@ -23,7 +23,16 @@ from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
 from losses.identity import identity_loss
 from losses.inpaint import pixel_l1, tv_loss
 from metrics.image import l1_hole, psnr
-from tasks.common import DataConfig, MorphableConfig, build_morphable, build_pairs, gray3, iterate
+from models.generator import composite
+from tasks.common import (
+    DataConfig,
+    MorphableConfig,
+    build_morphable,
+    build_pairs,
+    gray3,
+    iterate,
+    require_arcface,
+)
 
 
 @dataclass
@@ -74,8 +83,7 @@ class InpaintExperiment:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.loss.w_id > 0 and not self.model.arcface_weights:
-            raise ValueError("loss.w_id > 0 needs model.arcface_weights; set the path or loss.w_id=0")
+        require_arcface(self.loss, self.model)
         if self.prior.source == "n3d" and not self.prior.n3d_checkpoint:
             raise ValueError("prior.source=n3d needs prior.n3d_checkpoint (RUN/n3d.pt from train_3d.py)")
 
@@ -245,15 +253,14 @@ class InpaintTask:
         g = torch.Generator().manual_seed(seed)
         i_n = noised(batch["masked_image"], m, g)
         pred = self.generate(net, i3d, m, i_n).float()
-        out = pred * m + batch["masked_image"] * (1 - m) if self.cfg.model.composite else pred
+        out = composite(pred, batch["masked_image"], m) if self.cfg.model.composite else pred
         return {"output": out, "raw": pred, "i3d": i3d, "m": m, "i_n": i_n}
 
     @torch.no_grad()
     def validate(self, step: int) -> dict:
         """Held-out pairs: L1 inside the true mask and PSNR of N_G (EMA) and of OpenCV Telea on the same inputs."""
         vals = {"l1_hole": [], "psnr": [], "telea_l1_hole": [], "telea_psnr": []}
-        for bi, batch in enumerate(iterate(self.val_set, self.cfg.train.batch_size)):
-            batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        for bi, batch in enumerate(iterate(self.val_set, self.cfg.train.batch_size, device=self.device)):
             out = self.predict(batch, seed=bi)["output"]
             base = telea(batch["masked_image"], batch["mask"])
             gt, m = batch["image"], batch["mask"]

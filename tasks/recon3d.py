@@ -25,6 +25,7 @@ from tasks.common import (
     build_pairs,
     draw_landmarks,
     iterate,
+    require_arcface,
 )
 
 
@@ -61,9 +62,7 @@ class Recon3DExperiment:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.loss.w_id > 0 and not self.model.arcface_weights:
-            raise ValueError("loss.w_id > 0 needs model.arcface_weights (an identity loss through an untrained "
-                             "ArcFace is meaningless); set the path or loss.w_id=0")
+        require_arcface(self.loss, self.model)
 
 
 def build_n3d(model_cfg: Recon3DModelConfig, n_coeffs: int):
@@ -177,8 +176,7 @@ class Recon3DTask:
         """Held-out pairs: occlusion IoU, landmark NME of N_3D and of the mean face (all coefficients 0)."""
         self.net.eval()
         ious, nme, nme_mean = [], [], []
-        for batch in iterate(self.val_set, self.cfg.train.batch_size):
-            batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        for batch in iterate(self.val_set, self.cfg.train.batch_size, device=self.device):
             out = self.net(batch["masked_image"])
             ious.append(mask_iou((out["seg_logits"] > 0).float(), batch["mask"]))
             gt = self.target_landmarks(batch)

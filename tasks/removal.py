@@ -22,6 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from models.generator import composite
+from tasks.inpaint import noised
+
 _OP = re.compile(r"^(?P<name>[a-z_]+)(\[(?P<idx>\d+)\])?\s*(?P<op>\*=|=)\s*(?P<val>[+-]?\d*\.?\d+(e[+-]?\d+)?)$")
 
 
@@ -143,11 +146,9 @@ class MaskRemover:
         n, k = masked.shape[0], len(edits)
         edited = torch.stack([apply_edit(base, e, self.model) for e in edits], 1)  # (N,K,C)
         i3d = self.prior.render(edited.flatten(0, 1))  # (N*K,3,S,S)
-        g = torch.Generator().manual_seed(int(seed))
-        noise = torch.rand(masked.shape, generator=g).to(self.device)
-        i_n = masked * (1 - m) + noise * m
+        i_n = noised(masked, m, torch.Generator().manual_seed(int(seed)))
         rep = lambda t: t.unsqueeze(1).expand(n, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731
         raw = self.gen(rep(m), i3d if self.use_3d_prior else None, rep(i_n)).float()
-        final = raw * rep(m) + rep(masked) * (1 - rep(m)) if self.composite else raw
+        final = composite(raw, rep(masked), rep(m)) if self.composite else raw
         shape = (n, k, 3, self.image_size, self.image_size)
         return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base)

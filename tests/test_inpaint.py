@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from engine.config import build_dataclass
 from engine.loop import StepContext
-from tasks.common import collate
 from tasks.inpaint import InpaintExperiment, InpaintTask, noised, telea
 from tasks.removal import MaskRemover, apply_edit
 from tests.helpers import tiny_data, tiny_train
@@ -30,7 +30,7 @@ def test_noise_only_inside_mask():
 def test_train_step_alternates_d_and_g_and_overfits(n3d_export):
     torch.manual_seed(0)
     task = make_task(n3d_export)
-    batch = collate([task.train_set()[i] for i in range(4)])
+    batch = default_collate([task.train_set()[i] for i in range(4)])
     ctx = StepContext(task.cfg.train, torch.device("cpu"))
     first = task.train_step(batch, ctx)
     assert {"d_loss", "r1", "g_loss", "pix", "tv", "adv"} <= set(first)
@@ -60,7 +60,7 @@ def test_telea_changes_only_the_hole():
 
 def test_ablation_without_3d_prior_and_gt_prior(n3d_export):
     task = make_task(n3d_export, model={"use_3d_prior": False}, prior={"source": "gt"})
-    batch = collate([task.train_set()[i] for i in range(2)])
+    batch = default_collate([task.train_set()[i] for i in range(2)])
     out = task.predict(batch)
     assert out["output"].shape == (2, 3, 32, 32) and torch.equal(out["m"], batch["mask"])
 
@@ -74,7 +74,7 @@ def remover(n3d_export, tmp_path_factory):
 
 def test_generation_api_edits_and_seeds(remover):
     remover, task = remover
-    batch = collate([task.val_set[i] for i in range(2)])
+    batch = default_collate([task.val_set[i] for i in range(2)])
     edits = ["neutral", "smile", "open_mouth", "exp[3]=+1.5"]
     m = batch["mask"]  # the true map: an untrained N_3D's own map may be empty
     a = remover(batch["masked_image"], edits, seed=5, m=m)
@@ -90,7 +90,7 @@ def test_generation_api_edits_and_seeds(remover):
 
 def test_expression_edit_changes_the_hole_not_the_rest(remover):
     remover, task = remover
-    batch = collate([task.val_set[i] for i in range(2)])
+    batch = default_collate([task.val_set[i] for i in range(2)])
     out = remover(batch["masked_image"], ["neutral", "open_mouth"], seed=0, m=batch["mask"])
     diff = (out.images[:, 0] - out.images[:, 1]).abs().mean(1, keepdim=True)
     m = out.m

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch.utils.data import default_collate
 
 from engine.config import build_dataclass
 from engine.loop import StepContext
-from tasks.common import collate
 from tasks.recon3d import Recon3DExperiment, Recon3DTask, load_n3d
 from tests.helpers import free_port, tiny_data, tiny_train
 
@@ -27,7 +27,7 @@ def test_step_logs_every_term_and_overfits_one_batch():
     torch.manual_seed(0)
     cfg = make_cfg(lr=1e-3)
     task = Recon3DTask(cfg, torch.device("cpu"))
-    batch = collate([task.train_set()[i] for i in range(4)])
+    batch = default_collate([task.train_set()[i] for i in range(4)])
     ctx = StepContext(cfg.train, torch.device("cpu"))
     first = task.train_step(batch, ctx)
     assert {"loss", "bce", "bce_aux", "coef", "photo", "lm"} <= set(first)
