@@ -223,7 +223,8 @@ def load_n3d(path: str | Path, device: torch.device, key: str = "n3d_checkpoint"
     model_cfg = build_dataclass(Recon3DModelConfig, {**state["config"]["model"], "imagenet_weights": None,
                                                      "deng_checkpoint": None})
     morph_cfg = build_dataclass(MorphableConfig, state["config"]["morphable"])
-    morph = build_morphable(morph_cfg)
-    net = build_n3d(model_cfg, morph.layout.size)
-    net.load_state_dict(state["modules"]["n3d"])
+    weights = state["modules"]["n3d"]
+    # the coefficient count is in the head's shape: no need to load the morphable model here
+    net = build_n3d(model_cfg, weights["coeff_head.weight"].shape[0])
+    net.load_state_dict(weights)
     return net.to(device).eval(), morph_cfg, int(state["config"]["image_size"])
