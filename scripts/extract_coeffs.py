@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from engine.config import ConfigError, load_config
     from engine.run import fail_fast
-    from tasks.common import build_faces, build_morphable
+    from tasks.common import build_faces, build_morphable, resize_square
     from tasks.recon3d import Recon3DExperiment, load_n3d
 
     try:
@@ -71,10 +71,7 @@ def main(argv=None) -> int:
     with torch.no_grad(), tqdm(total=len(todo), desc="coeffs") as bar:
         for start in range(0, len(todo), args.batch_size):
             items = [faces[i] for i in todo[start:start + args.batch_size]]
-            x = torch.stack([it["image"] for it in items]).to(device)
-            if x.shape[-1] != size:
-                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                                                    align_corners=False)
+            x = resize_square(torch.stack([it["image"] for it in items]).to(device), size)
             coeffs = net(x)["coeffs"].float().cpu().numpy()
             for it, c in zip(items, coeffs):
                 np.save(out / f"{it['name']}.npy", c.astype(np.float32))

@@ -109,6 +109,14 @@ def build_pairs(cfg: DataConfig, which: str, model=None):
     return MaskedPairs(faces, build_synthesizer(cfg), seed=seed, fixed=which != "train")
 
 
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N,C,H,W) -> (N,C,size,size), bilinear with antialiasing (no-op at the right size)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)
+
+
 def iterate(dataset, batch_size: int, limit: int | None = None, device: torch.device | str = "cpu"):
     """Deterministic in-order batches of a dataset (validation / evaluation), collated and moved to `device`."""
     from torch.utils.data import default_collate

@@ -17,10 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine.config import path_field, to_dict
-from tasks.common import FaceDataConfig, MorphableConfig, build_faces, build_morphable, build_synthesizer, iterate
+from tasks.common import (
+    FaceDataConfig,
+    MorphableConfig,
+    build_faces,
+    build_morphable,
+    build_synthesizer,
+    iterate,
+    resize_square,
+)
 from tasks.inpaint import telea
 
 MOUTH = list(range(48, 68))
@@ -89,9 +96,7 @@ def build_testset(cfg: EvalExperiment, model=None):
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return x if x.shape[-1] == size else resize_square(x, size).clamp(0, 1)
 
 
 class ModelMethod:

@@ -32,6 +32,7 @@ from tasks.common import (
     gray3,
     iterate,
     require_arcface,
+    resize_square,
 )
 
 
@@ -119,9 +120,7 @@ class PriorModule:
     @torch.no_grad()
     def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """N_3D on the masked image (resized to its training size): coeffs (N,K), m (N,1,H,W) {0,1}."""
-        x = masked if masked.shape[-1] == self.n3d_size else F.interpolate(
-            masked, size=(self.n3d_size, self.n3d_size), mode="bilinear", align_corners=False, antialias=True)
-        out = self.n3d(x)
+        out = self.n3d(resize_square(masked, self.n3d_size))
         logits = out["seg_logits"].float()
         if logits.shape[-1] != masked.shape[-1]:
             logits = F.interpolate(logits, size=masked.shape[-2:], mode="bilinear", align_corners=False)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from models.generator import composite
+from tasks.common import resize_square
 from tasks.inpaint import noised
 
 _OP = re.compile(r"^(?P<name>[a-z_]+)(\[(?P<idx>\d+)\])?\s*(?P<op>\*=|=)\s*(?P<val>[+-]?\d*\.?\d+(e[+-]?\d+)?)$")
@@ -136,9 +136,7 @@ class MaskRemover:
         `coeffs` / `m` override N_3D's predictions (e.g. ground truth, for ablations).
         """
         masked = masked.to(self.device).float()
-        if masked.shape[-1] != self.image_size:
-            masked = F.interpolate(masked, size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False, antialias=True)
+        masked = resize_square(masked, self.image_size)
         edits = list(edits or ["keep"])
         base, m_pred = self.analyze(masked)
         base = base if coeffs is None else coeffs.to(self.device).float()
