@@ -37,18 +37,16 @@ def euler_rotation(angles: torch.Tensor) -> torch.Tensor:
     return rz @ ry @ rx
 
 
-def rigid_transform(points: torch.Tensor, angles: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
-    """Rotate then translate model-space points.
+def model_to_camera(points: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor,
+                    camera_distance: float = DENG_CAMERA_DISTANCE) -> torch.Tensor:
+    """Rotate, translate and look from the camera, as one batched affine product (the z flip folded into R).
 
-    points (B, V, 3), angles (B, 3) radians, trans (B, 3) decimetres -> (B, V, 3) world points (z toward camera).
+    points (B, V, 3) model space, rot (B, 3, 3) from `euler_rotation` (points rotate as ``pts @ R^T``), trans (B, 3)
+    decimetres -> (B, V, 3) camera space: x right, y up, z = camera_distance - world z (depth, > 0 in front).
     """
-    rot = euler_rotation(angles)
-    return points @ rot.transpose(1, 2) + trans[:, None, :]
-
-
-def to_camera(points: torch.Tensor, camera_distance: float = DENG_CAMERA_DISTANCE) -> torch.Tensor:
-    """World points (B, V, 3) -> camera space (x right, y up, z = depth from the camera, positive in front)."""
-    return torch.cat([points[..., :2], camera_distance - points[..., 2:]], dim=-1)
+    flip = torch.tensor([1.0, 1.0, -1.0], dtype=points.dtype, device=points.device)
+    offset = trans * flip + torch.tensor([0.0, 0.0, camera_distance], dtype=points.dtype, device=points.device)
+    return torch.baddbmm(offset.unsqueeze(1), points, rot.transpose(1, 2) * flip)
 
 
 def project(cam_points: torch.Tensor, focal: float, image_size: int) -> torch.Tensor:

@@ -12,8 +12,9 @@ SH_C = (1.0 / math.sqrt(4.0 * math.pi), math.sqrt(3.0) / math.sqrt(4.0 * math.pi
 INIT_LIGHT = 0.8  # added to band 0 of each colour, so gamma = 0 gives a plain ambient light
 
 
-def sh_basis(normals: torch.Tensor) -> torch.Tensor:
-    """The 9 SH basis values (already scaled by the a_l c_l constants) at unit normals (..., 3) -> (..., 9)."""
+def sh_basis(normals: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """The 9 SH basis values (already scaled by the a_l c_l constants) at unit normals (..., 3) -> (..., 9), the
+    9 stacked along ``dim`` of the result (e.g. dim=1: (B, V, 3) -> (B, 9, V))."""
     nx, ny, nz = normals.unbind(-1)
     a0c0 = SH_A[0] * SH_C[0]
     a1c1 = SH_A[1] * SH_C[1]
@@ -28,7 +29,7 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
         0.5 * a2c2 / math.sqrt(3.0) * (3.0 * nz * nz - 1.0),
         -a2c2 * nx * nz,
         0.5 * a2c2 * (nx * nx - ny * ny),
-    ], dim=-1)
+    ], dim=dim)
 
 
 def sh_shading(normals: torch.Tensor, gamma: torch.Tensor, init_light: float = INIT_LIGHT) -> torch.Tensor:
@@ -38,4 +39,5 @@ def sh_shading(normals: torch.Tensor, gamma: torch.Tensor, init_light: float = I
     (unbounded above); multiply by albedo for the vertex colour.
     """
     g = gamma.reshape(-1, 3, 9) + torch.tensor([init_light] + [0.0] * 8, dtype=gamma.dtype, device=gamma.device)
-    return sh_basis(normals) @ g.transpose(1, 2)
+    # (B, 3, 9) @ (B, 9, V): a long output row per colour; (B, V, 9) @ (B, 9, 3) is ~2x slower on CPU
+    return (g @ sh_basis(normals, dim=1)).transpose(1, 2)

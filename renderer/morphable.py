@@ -50,6 +50,31 @@ class _SparseMatmul(torch.autograd.Function):
         return None, ctx.mat_t @ grad
 
 
+class _BasisProduct(torch.autograd.Function):
+    """coeff (B, K) x basis (N, K) -> (B, N) = coeff @ basis^T, with both directions in their fast layouts.
+
+    The basis is large (N = 3V ~ 1e5) and the product memory-bound: forward reads it as (N, K) @ (K, B), backward
+    as (B, N) @ (N, K); on CPU these are 1.5x and 7x faster than the other orientations of the same products.
+    """
+
+    @staticmethod
+    def forward(ctx, coeff, basis):
+        ctx.save_for_backward(coeff, basis)
+        return (basis @ coeff.t()).t().contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        coeff, basis = ctx.saved_tensors
+        g_coeff = grad @ basis if ctx.needs_input_grad[0] else None
+        g_basis = grad.t() @ coeff if ctx.needs_input_grad[1] else None
+        return g_coeff, g_basis
+
+
+def _unit(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x / |x| along ``dim`` (zero vectors stay zero); one fused rsqrt instead of F.normalize's norm + divide."""
+    return x * (x * x).sum(dim, keepdim=True).clamp_min(1e-24).rsqrt()
+
+
 class CoeffLayout:
     """Named layout of a flat 3DMM coefficient vector (Deng et al.: id 80 | exp 64 | tex 80 | angle 3 | gamma 27 |
     trans 3 = 257).
@@ -125,8 +150,8 @@ class MorphableModel(nn.Module):
     """Linear face model with buffers only (no parameters).
 
     Buffers (non-persistent, so checkpoints of modules that hold a model stay small):
-      mean_shape (V, 3); id_base (3V, K_id), exp_base (3V, K_exp), tex_base (3V, K_tex) with xyz / rgb interleaved
-      per vertex (BFM layout); mean_tex (V, 3) in 0..255; triangles (F, 3) int64; landmark_idx (68,) int64;
+      mean_shape (V, 3); shape_base (3V, K_id + K_exp) = [id_base | exp_base] (both also properties), tex_base
+      (3V, K_tex), with xyz / rgb interleaved per vertex (BFM layout); mean_tex (V, 3) in 0..255; triangles (F, 3) int64; landmark_idx (68,) int64;
       skin_mask (V,) bool.
     expression_names: dict name -> expression index ({} for BFM, whose PCA components have no names).
     """
@@ -141,8 +166,10 @@ class MorphableModel(nn.Module):
         mean_shape = f32(mean_shape).reshape(-1, 3)
         v = mean_shape.shape[0]
         self.register_buffer("mean_shape", mean_shape, persistent=False)
-        self.register_buffer("id_base", f32(id_base).reshape(3 * v, -1), persistent=False)
-        self.register_buffer("exp_base", f32(exp_base).reshape(3 * v, -1), persistent=False)
+        id_base, exp_base = f32(id_base).reshape(3 * v, -1), f32(exp_base).reshape(3 * v, -1)
+        self._n_id = id_base.shape[1]
+        # one (3V, K_id + K_exp) basis: the geometry is a single memory-bound product (id_base, exp_base are views)
+        self.register_buffer("shape_base", torch.cat([id_base, exp_base], 1), persistent=False)
         self.register_buffer("mean_tex", f32(mean_tex).reshape(v, 3), persistent=False)
         self.register_buffer("tex_base", f32(tex_base).reshape(3 * v, -1), persistent=False)
         tri = torch.as_tensor(np.asarray(triangles), dtype=torch.long).reshape(-1, 3)
@@ -213,6 +240,16 @@ class MorphableModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ geometry
     @property
+    def id_base(self) -> torch.Tensor:
+        """(3V, K_id) identity basis (a view of ``shape_base``)."""
+        return self.shape_base[:, :self._n_id]
+
+    @property
+    def exp_base(self) -> torch.Tensor:
+        """(3V, K_exp) expression basis (a view of ``shape_base``)."""
+        return self.shape_base[:, self._n_id:]
+
+    @property
     def n_vertices(self) -> int:
         return self.mean_shape.shape[0]
 
@@ -222,12 +259,12 @@ class MorphableModel(nn.Module):
 
     def shape(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
         """id (B, K_id), exp (B, K_exp) -> vertices (B, V, 3) in model space (decimetres)."""
-        flat = id_coeff @ self.id_base.t() + exp_coeff @ self.exp_base.t()
+        flat = _BasisProduct.apply(torch.cat([id_coeff, exp_coeff], 1), self.shape_base)
         return flat.view(flat.shape[0], -1, 3) + self.mean_shape
 
     def albedo(self, tex_coeff: torch.Tensor) -> torch.Tensor:
         """tex (B, K_tex) -> per-vertex albedo (B, V, 3), nominally in [0, 1] (not clamped, as Deng et al.)."""
-        flat = tex_coeff @ self.tex_base.t()
+        flat = _BasisProduct.apply(tex_coeff, self.tex_base)
         return (flat.view(flat.shape[0], -1, 3) + self.mean_tex) / 255.0
 
     def vertex_normals(self, vertices: torch.Tensor) -> torch.Tensor:
@@ -236,13 +273,14 @@ class MorphableModel(nn.Module):
         d1, d2, adj = self._normal_operators(vertices.device, vertices.dtype)
         b, v = vertices.shape[:2]
         n_f = self.triangles.shape[0]
-        # sparse products keep this linear in the mesh size and fast on CPU (no gathers of (B, F, 3, 3))
-        vt = vertices.permute(1, 0, 2).reshape(v, b * 3)
-        e1 = _SparseMatmul.apply(d1, vt).view(n_f, b, 3)
-        e2 = _SparseMatmul.apply(d2, vt).view(n_f, b, 3)
-        fn = F.normalize(torch.linalg.cross(e1, e2, dim=-1), dim=-1, eps=1e-12)
-        acc = _SparseMatmul.apply(adj, fn.reshape(n_f, b * 3)).view(v, b, 3).permute(1, 0, 2)
-        return F.normalize(acc, dim=-1, eps=1e-12)
+        # sparse products keep this linear in the mesh size and fast on CPU (no gathers of (B, F, 3, 3)); columns
+        # are coordinate-major (x of every face, then y, then z) so the cross product works on contiguous rows
+        vt = vertices.permute(1, 2, 0).reshape(v, 3 * b)
+        ax, ay, az = _SparseMatmul.apply(d1, vt).view(n_f, 3, b).unbind(1)
+        bx, by, bz = _SparseMatmul.apply(d2, vt).view(n_f, 3, b).unbind(1)
+        fn = _unit(torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], 1), dim=1)
+        acc = _SparseMatmul.apply(adj, fn.view(n_f, 3 * b)).view(v, 3, b)
+        return _unit(acc, dim=1).permute(2, 0, 1)
 
     def _normal_operators(self, device, dtype):
         """Sparse CSR operators as (M, M^T) pairs: edges D1, D2 (F, V) (v1 - v0, v2 - v0), adjacency (V, F)."""

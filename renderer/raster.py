@@ -35,8 +35,9 @@ class Fragments:
     """Per-pixel rasterization result for a batch of B images of H x W pixels.
 
     tri_id: (B, H, W) int64, index into `faces` of the visible triangle, -1 on background.
-    bary:   (B, H, W, 3) perspective-correct barycentrics of the pixel centre w.r.t. the triangle's 3 vertices
-            (sum 1 on covered pixels, 0 on background); differentiable w.r.t. vertex positions and depths.
+    bary:   (property) (B, H, W, 3) perspective-correct barycentrics of the pixel centre w.r.t. the triangle's
+            3 vertices (sum 1 on covered pixels, 0 on background); differentiable w.r.t. vertex positions and
+            depths. ``dense_bary`` holds it once built (the nvdiffrast backend builds it at once).
     depth:  (B, H, W) camera depth of the visible surface, 0 on background.
     faces:  (F, 3) int64 vertex indices the triangle ids refer to.
     raw:    backend-specific data (nvdiffrast: (rast, tri_int32)); None for the torch backend.
@@ -45,11 +46,21 @@ class Fragments:
     """
 
     tri_id: torch.Tensor
-    bary: torch.Tensor
+    dense_bary: torch.Tensor | None
     depth: torch.Tensor
     faces: torch.Tensor
     raw: object = None
     compact: tuple | None = None
+
+    @property
+    def bary(self) -> torch.Tensor:
+        """(B, H, W, 3) barycentrics; the torch backend scatters them from ``compact`` only when asked (rendering
+        itself interpolates from the compact form)."""
+        if self.dense_bary is None:
+            b, h, w = self.tri_id.shape
+            pidx, _, bary_c = self.compact
+            self.dense_bary = bary_c.new_zeros(b * h * w, 3).index_copy(0, pidx, bary_c).view(b, h, w, 3)
+        return self.dense_bary
 
     @property
     def mask(self) -> torch.Tensor:
@@ -99,8 +110,8 @@ class Rasterizer:
 def _screen_barycentrics(pix, depth, faces, tri_id, h, w):
     """Differentiable perspective-correct barycentrics and depth at the covered pixel centres.
 
-    Returns bary (B, H, W, 3), depth (B, H, W) (both 0 where tri_id < 0) and the compact per-covered-pixel
-    (pixel index, vertex ids, barycentrics) triple.
+    Returns depth (B, H, W) (0 where tri_id < 0) and the compact per-covered-pixel (pixel index, vertex ids,
+    barycentrics) triple.
     """
     b, n_vert = depth.shape
     flat = tri_id.reshape(-1)
@@ -124,9 +135,8 @@ def _screen_barycentrics(pix, depth, faces, tri_id, h, w):
     zinv = wts.sum(-1, keepdim=True)
     bary_c = wts / zinv
     zbuf_c = 1.0 / zinv.squeeze(-1)
-    bary = bary_c.new_zeros(b * h * w, 3).index_copy(0, pidx, bary_c).view(b, h, w, 3)
     zbuf = zbuf_c.new_zeros(b * h * w).index_copy(0, pidx, zbuf_c).view(b, h, w)
-    return bary, zbuf, (pidx, vid, bary_c)
+    return zbuf, (pidx, vid, bary_c)
 
 
 class TorchRasterizer(Rasterizer):
@@ -151,8 +161,8 @@ class TorchRasterizer(Rasterizer):
         faces = faces.to(device=pix.device, dtype=torch.long)
         with torch.no_grad():
             tri_id = self.visible_triangles(pix.detach(), depth.detach(), faces, h, w)
-        bary, zbuf, compact = _screen_barycentrics(pix, depth, faces, tri_id, h, w)
-        return Fragments(tri_id=tri_id, bary=bary, depth=zbuf, faces=faces, compact=compact)
+        zbuf, compact = _screen_barycentrics(pix, depth, faces, tri_id, h, w)
+        return Fragments(tri_id=tri_id, dense_bary=None, depth=zbuf, faces=faces, compact=compact)
 
     def visible_triangles(self, pix, depth, faces, h, w) -> torch.Tensor:
         """Nearest triangle per pixel centre: (B, H, W) int64, -1 on background. Not differentiable."""
@@ -278,7 +288,7 @@ class NvdiffrastRasterizer(Rasterizer):
         u, v = rast[..., 0], rast[..., 1]
         bary = torch.stack([u, v, 1.0 - u - v], dim=-1) * m
         zbuf = self._dr.interpolate(depth.float().unsqueeze(-1).contiguous(), rast, tri)[0][..., 0]
-        return Fragments(tri_id=tri_id, bary=bary, depth=zbuf, faces=faces.long(), raw=(rast, tri))
+        return Fragments(tri_id=tri_id, dense_bary=bary, depth=zbuf, faces=faces.long(), raw=(rast, tri))
 
     def interpolate(self, attr, frags) -> torch.Tensor:
         rast, tri = frags.raw

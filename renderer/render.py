@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .camera import DENG_CAMERA_DISTANCE, default_focal, project, rigid_transform, to_camera
+from .camera import DENG_CAMERA_DISTANCE, default_focal, euler_rotation, model_to_camera, project
 from .lighting import INIT_LIGHT, sh_shading
 from .morphable import MorphableModel
 from .raster import Fragments, get_rasterizer
@@ -70,26 +70,24 @@ class FaceRenderer(nn.Module):
         """coeffs (N, size) -> camera-space vertices (N, V, 3) and the split coefficients."""
         c = self.layout.split(coeffs)
         verts = self.model.shape(c["id"], c["exp"])
-        world = rigid_transform(verts, c["angle"], c["trans"])
-        return to_camera(world, self.camera_distance), c
+        return model_to_camera(verts, euler_rotation(c["angle"]), c["trans"], self.camera_distance), c
 
     def landmarks(self, coeffs: torch.Tensor) -> torch.Tensor:
         """coeffs (N, size) -> projected 68 landmarks (N, 68, 2) in pixels (x right, y down); no rasterization."""
         c = self.layout.split(coeffs)
         idx = self.model.landmark_idx
-        flat_id = c["id"] @ self.model.id_base.view(-1, 3, self.model.id_base.shape[1])[idx].reshape(68 * 3, -1).t()
-        flat_exp = c["exp"] @ self.model.exp_base.view(-1, 3, self.model.exp_base.shape[1])[idx].reshape(
-            68 * 3, -1).t()
-        pts = (flat_id + flat_exp).view(-1, 68, 3) + self.model.mean_shape[idx]
-        cam = to_camera(rigid_transform(pts, c["angle"], c["trans"]), self.camera_distance)
+        base = self.model.shape_base
+        flat = torch.cat([c["id"], c["exp"]], 1) @ base.view(-1, 3, base.shape[1])[idx].reshape(68 * 3, -1).t()
+        pts = flat.view(-1, 68, 3) + self.model.mean_shape[idx]
+        cam = model_to_camera(pts, euler_rotation(c["angle"]), c["trans"], self.camera_distance)
         return project(cam, self.focal, self.image_size)
 
     def forward(self, coeffs: torch.Tensor) -> RenderOutput:
         """coeffs (N, layout.size) -> RenderOutput (see its docstring for shapes and ranges)."""
         cam, c = self.camera_vertices(coeffs)
-        # normals in camera space with y up and z toward the camera, as Deng's SH lighting expects
-        world_like = torch.cat([cam[..., :2], -cam[..., 2:]], dim=-1)
-        normals = self.model.vertex_normals(world_like)
+        # normals in camera space with y up and z toward the camera, as Deng's SH lighting expects. Camera space is
+        # the world mirrored in z, and a mirror turns cross products into -(mirrored normal): flip x and y back
+        normals = self.model.vertex_normals(cam) * cam.new_tensor([-1.0, -1.0, 1.0])
         albedo = self.model.albedo(c["tex"])
         colors = albedo * sh_shading(normals, c["gamma"], self.init_light)
         pix = project(cam, self.focal, self.image_size)
@@ -97,8 +95,9 @@ class FaceRenderer(nn.Module):
         skin = self.model.skin_mask.to(colors.dtype).view(1, -1, 1).expand(colors.shape[0], -1, 1)
         attrs = self.rasterizer.interpolate(torch.cat([colors, skin], dim=-1), frags)  # (N, H, W, 4)
         mask = frags.mask.unsqueeze(1).to(colors.dtype)
-        image = attrs[..., :3].permute(0, 3, 1, 2).clamp(0.0, 1.0) * mask
-        skin_map = (attrs[..., 3:].permute(0, 3, 1, 2) > 0.5).to(colors.dtype) * mask
+        # both backends interpolate to exactly 0 on the background, so no multiplication by the mask is needed
+        image = attrs[..., :3].clamp(0.0, 1.0).permute(0, 3, 1, 2)  # channels-last memory, (N, 3, H, W) shape
+        skin_map = (attrs[..., 3:] > 0.5).to(colors.dtype).permute(0, 3, 1, 2)
         return RenderOutput(image=image, mask=mask, skin=skin_map, landmarks=pix[:, self.model.landmark_idx],
                             vertices=cam, triangles=self.model.triangles, colors=colors, albedo=albedo,
                             depth=frags.depth.unsqueeze(1), fragments=frags)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -149,6 +150,39 @@ def test_render_gradients_reach_all_coefficients(small_model):
     grads = small_model.layout.split(coeffs.grad)
     for name, g in grads.items():
         assert torch.isfinite(g).all() and g.abs().sum() > 0, name
+
+
+def test_fast_paths_match_their_definitions(small_model):
+    # the renderer's layouts (basis products, one affine camera transform, normals from the mirrored camera-space
+    # mesh, SH basis stacked per row) against the plain formulas: model -> R p + t -> camera, normals in the world
+    m = copy.deepcopy(small_model).double()
+    coeffs = m.sample_coeffs(3, generator=torch.Generator().manual_seed(2)).double()
+    c = m.layout.split(coeffs)
+    verts = m.shape(c["id"], c["exp"])
+    plain = (c["id"] @ m.id_base.t() + c["exp"] @ m.exp_base.t()).view(3, -1, 3) + m.mean_shape
+    assert torch.allclose(verts, plain, atol=1e-12)
+    world = verts @ euler_rotation(c["angle"]).transpose(1, 2) + c["trans"][:, None]
+    r = FaceRenderer(m, 32)
+    out = r(coeffs)
+    cam = torch.cat([world[..., :2], 10.0 - world[..., 2:]], -1)
+    assert torch.allclose(out.vertices, cam, atol=1e-12)
+    tri = m.triangles
+    fn = torch.linalg.cross(world[:, tri[:, 1]] - world[:, tri[:, 0]], world[:, tri[:, 2]] - world[:, tri[:, 0]])
+    fn = torch.nn.functional.normalize(fn, dim=-1)
+    vn = torch.zeros_like(world).index_add_(1, tri.reshape(-1), fn.repeat_interleave(3, dim=1))
+    vn = torch.nn.functional.normalize(vn, dim=-1)
+    g = c["gamma"].view(3, 3, 9) + torch.tensor([0.8] + [0.0] * 8, dtype=torch.float64)
+    nx, ny, nz = vn.unbind(-1)
+    a, b, d = math.pi / math.sqrt(4 * math.pi), 2 * math.pi / math.sqrt(3) * math.sqrt(3 / (4 * math.pi)), \
+        2 * math.pi / math.sqrt(8) * 3 * math.sqrt(5 / (12 * math.pi))
+    basis = torch.stack([torch.full_like(nx, a), -b * ny, b * nz, -b * nx, d * nx * ny, -d * ny * nz,
+                         0.5 * d / math.sqrt(3) * (3 * nz * nz - 1), -d * nx * nz, 0.5 * d * (nx * nx - ny * ny)], -1)
+    colors = ((c["tex"] @ m.tex_base.t()).view(3, -1, 3) + m.mean_tex) / 255.0 * (basis @ g.transpose(1, 2))
+    assert torch.allclose(out.colors, colors, atol=1e-10)
+    # the custom backward of the basis product
+    id_c = c["id"].clone().requires_grad_(True)
+    exp_c = c["exp"].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda i, e: m.shape(i, e), (id_c, exp_c))
 
 
 def test_camera_conventions():
