@@ -44,6 +44,9 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA (CPU always runs fp32)
     channels_last: bool = False
+    # torch.compile the trained networks in place (nn.Module.compile: checkpoint keys unchanged). Not N_D: R1's
+    # double backward does not go through compiled graphs. Off by default: unmeasured on a GPU so far (BENCHMARKS.md)
+    compile: bool = False
     seed: int = 0
     deterministic: bool = False
     num_workers: int = 0

@@ -151,8 +151,8 @@ class MorphableModel(nn.Module):
 
     Buffers (non-persistent, so checkpoints of modules that hold a model stay small):
       mean_shape (V, 3); shape_base (3V, K_id + K_exp) = [id_base | exp_base] (both also properties), tex_base
-      (3V, K_tex), with xyz / rgb interleaved per vertex (BFM layout); mean_tex (V, 3) in 0..255; triangles (F, 3) int64; landmark_idx (68,) int64;
-      skin_mask (V,) bool.
+      (3V, K_tex), with xyz / rgb interleaved per vertex (BFM layout); mean_tex (V, 3) in 0..255; triangles (F, 3)
+      int64; landmark_idx (68,) int64; skin_mask (V,) bool.
     expression_names: dict name -> expression index ({} for BFM, whose PCA components have no names).
     """
 

@@ -92,7 +92,7 @@ def bench_renderer(device: torch.device) -> dict:
     return run(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
 
 
-def _n3d_task(device, size=224, batch=8):
+def _n3d_task(device, size=224, batch=8, compile_nets=False):
     from engine.config import build_dataclass
     from models.arcface import ArcFace
     from tasks.recon3d import Recon3DExperiment, Recon3DTask
@@ -101,7 +101,8 @@ def _n3d_task(device, size=224, batch=8):
         "data": {"image_size": size, "train": [{"kind": "synthetic", "num": batch}],
                  "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
         "model": {"backbone": "resnet50"}, "loss": {"w_id": 0.0},
-        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda"}})
+        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda",
+                  "compile": compile_nets}})
     task = Recon3DTask(cfg, device)
     task.arcface = ArcFace("r50").to(device)  # random weights: the identity loss costs the same
     cfg.loss.w_id = 0.1
@@ -114,34 +115,39 @@ def _batch(task, batch: int, device):
     return next(iterate(task.train_set(), batch, device=device))
 
 
-def bench_train(stage: str, device: torch.device, quick: bool, batch: int = PAPER_BATCH) -> dict:
-    """Training images/s and FLOPs per image of one stage at the paper's settings."""
+def bench_train(stage: str, device: torch.device, quick: bool, batch: int = PAPER_BATCH,
+                compile_nets: bool = False) -> dict:
+    """Training images/s and FLOPs per image of one stage at the paper's settings (``compile_nets``: train.compile;
+    the FLOPs are then not counted, FlopCounterMode does not see inside compiled graphs)."""
     from engine.loop import StepContext
 
     if stage == "n3d":
-        task = _n3d_task(device, 224, batch)
+        task = _n3d_task(device, 224, batch, compile_nets)
     else:
-        task = _inpaint_task(device, batch)
+        task = _inpaint_task(device, batch, compile_nets=compile_nets)
     b = _batch(task, batch, device)
     ctx = StepContext(task.cfg.train, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sec = timed(lambda: task.train_step(b, ctx), device, iters=2 if quick else 5)
+    sec = timed(lambda: task.train_step(b, ctx), device, iters=2 if quick else 5, warmup=3 if compile_nets else 1)
+    out = {"batch": batch, "s_per_step": sec, "images_per_s": batch / sec, "compiled": compile_nets,
+           "paper_hours": PAPER_STEPS[stage] * PAPER_BATCH / (batch / sec) / 3600}
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if compile_nets:
+        return out
     r1 = getattr(task.cfg.loss, "w_r1", 0.0)
     if r1:  # FlopCounterMode cannot follow autograd.grad: the R1 double backward is left out of the count
         task.cfg.loss.w_r1 = 0.0
     flops = count_flops(lambda: task.train_step(b, ctx)) / batch
     task.cfg.loss.w_r1 = r1
-    out = {"batch": batch, "s_per_step": sec, "images_per_s": batch / sec, "gflops_per_image": flops / 1e9,
-           "flops_exclude_r1": bool(r1), "paper_hours": PAPER_STEPS[stage] * PAPER_BATCH / (batch / sec) / 3600}
+    out.update(gflops_per_image=flops / 1e9, flops_exclude_r1=bool(r1))
     for gpu, tf in BF16_TFLOPS.items():
         out[f"floor_images_per_s_{gpu}_bf16"] = tf * 1e12 / flops
-    if device.type == "cuda":
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
 
 
-def _inpaint_task(device, batch=8, size=256):
+def _inpaint_task(device, batch=8, size=256, compile_nets=False):
     import tempfile
 
     from engine.config import build_dataclass
@@ -153,7 +159,8 @@ def _inpaint_task(device, batch=8, size=256):
         "data": {"image_size": size, "train": [{"kind": "synthetic", "num": batch}],
                  "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
         "prior": {"n3d_checkpoint": str(path)}, "loss": {"w_id": 0.0},
-        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda"}})
+        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda",
+                  "compile": compile_nets}})
     return InpaintTask(cfg, device)
 
 
@@ -188,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="sections to run (default all)")
     p.add_argument("--batch", type=int, default=None,
                    help="training/inference batch (default: the paper's 8 on CUDA, 2 on CPU to keep it short)")
+    p.add_argument("--compile", action="store_true", help="train.compile for the two training sections")
     p.add_argument("--out", default="benchmarks.json")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -196,8 +204,8 @@ def main(argv=None) -> int:
         "synth": lambda: bench_synth(args.quick),
         "loader": lambda: bench_loader(args.quick),
         "renderer": lambda: bench_renderer(device),
-        "n3d": lambda: bench_train("n3d", device, args.quick, batch),
-        "inpaint": lambda: bench_train("inpaint", device, args.quick, batch),
+        "n3d": lambda: bench_train("n3d", device, args.quick, batch, args.compile),
+        "inpaint": lambda: bench_train("inpaint", device, args.quick, batch, args.compile),
         "inference": lambda: bench_inference(device, args.quick, batch),
     }
     results = {"machine": machine(), "device": str(device)}
@@ -229,8 +237,9 @@ def print_table(r: dict) -> None:
     for stage in ("n3d", "inpaint"):
         if stage in r:
             s = r[stage]
-            rows.append((f"{stage} training (batch {s['batch']})", f"{s['images_per_s']:.2f} img/s, "
-                         f"{s['gflops_per_image']:.1f} GFLOP/img, paper schedule {s['paper_hours']:.1f} h"))
+            flops = f"{s['gflops_per_image']:.1f} GFLOP/img, " if "gflops_per_image" in s else "compiled, "
+            rows.append((f"{stage} training (batch {s['batch']})", f"{s['images_per_s']:.2f} img/s, {flops}"
+                         f"paper schedule {s['paper_hours']:.1f} h"))
     if "inference" in r:
         rows.append(("inference 256 px", f"{r['inference']['images_per_s']:.2f} img/s"))
     width = max(len(a) for a, _ in rows) if rows else 10

@@ -85,6 +85,8 @@ class Recon3DTask:
         self.net = build_n3d(cfg.model, self.layout.size).to(device)
         if cfg.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if cfg.train.compile:
+            self.net.compile()
         self.ddp = dist.wrap_ddp(self.net, device)
         self.modules = {"n3d": self.net}
         self.optimizers = {"n3d": make_adam(self.net.parameters(), cfg.train)}
