@@ -30,6 +30,7 @@ from data.masks.warp import ThinPlateSpline
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _HEADROOM = 2.0  # template colours are uint8 with 1.0 = 255 / _HEADROOM (gains above 1 survive until the light)
 _SALT = 0x3A5C
+_PLANE_X, _PLANE_Y = np.meshgrid(np.linspace(-0.5, 0.5, 5), np.linspace(-0.5, 0.5, 5))  # lighting plane samples
 
 
 class MaskedPairSynthesizer:
@@ -111,7 +112,7 @@ class MaskedPairSynthesizer:
             inv = ThinPlateSpline(lm[idx], raster, self.reg)
         except np.linalg.LinAlgError:
             raise ValueError("MaskedPairSynthesizer: degenerate landmarks (thin-plate fit is singular)") from None
-        step = int(min(16, max(3, round(face / 28))))
+        step = int(min(24, max(3, round(face / 20))))
         fit = _fit_map(inv, shape.size, step, w_img, h_img)
         if fit is None:
             return masked, m
@@ -171,14 +172,14 @@ class MaskedPairSynthesizer:
     def _draw(self, rng: np.random.Generator, shape: Shape, texture: Texture) -> dict:
         """All random choices of one pair, in a fixed order (so a seed always means the same pair)."""
         own = bool(rng.random() < shape.own_prob)
-        scale = float(np.exp(np.clip(rng.normal(0, self.shape_jitter), -0.06, 0.06)))
+        scale = math.exp(min(max(float(rng.normal(0, self.shape_jitter)), -0.06), 0.06))
         rot = float(rng.normal(0, 1.2))
         shift = np.clip(rng.normal(0, self.shape_jitter, 2), -0.04, 0.04)
         # texture placement: texture pixels per canonical unit, rotation, offset (canonical units -> texture pixels)
         th, tw = texture.rgb.shape[:2]
         if texture.tileable:
             ppu = float(rng.uniform(40, 110)) * th / 128
-            ang = float(rng.choice([0.0, 0.0, 90.0])) + (float(rng.uniform(-35, 35)) if rng.random() < 0.4 else 0.0)
+            ang = (0.0, 0.0, 90.0)[int(rng.integers(3))] + (float(rng.uniform(-35, 35)) if rng.random() < 0.4 else 0.0)
         else:
             ppu = float(rng.uniform(0.28, 0.45)) * min(th, tw)
             ang = float(rng.uniform(-10, 10))
@@ -209,7 +210,8 @@ class MaskedPairSynthesizer:
         h, w = alpha.shape
         stride = max(1, int(round(math.sqrt(h * w / 400))))
         sel = alpha[::stride, ::stride] > 0.5
-        lum = np.tensordot(_LUMA, crop[:, ::stride, ::stride], 1)
+        sub = crop[:, ::stride, ::stride]
+        lum = _LUMA[0] * sub[0] + _LUMA[1] * sub[1] + _LUMA[2] * sub[2]
         vals = lum[sel]
         if vals.size < 12:
             return np.ones_like(alpha)
@@ -225,8 +227,7 @@ class MaskedPairSynthesizer:
             coef = np.array([vals.mean(), 0.0, 0.0])
         mean = max(float(vals.mean()), 0.02)
         # the plane is linear: evaluate it (and the power) on a few points and resize instead of per pixel
-        gx = np.linspace(-0.5, 0.5, 5)
-        plane = (coef[0] + coef[1] * gx[None, :] + coef[2] * gx[:, None]) / mean
+        plane = (coef[0] + coef[1] * _PLANE_X + coef[2] * _PLANE_Y) / mean
         expo = float(np.clip(mean / 0.5, 0.45, 1.3) ** p["expo"])
         small = (np.clip(plane, 0.55, 1.45) ** p["light"] * expo).astype(np.float32)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -261,11 +262,11 @@ def _fit_map(inv: ThinPlateSpline, size: tuple[int, int], step: int, w_img: int,
     h_t, w_t = size
     n = len(inv.ctrl)
     # template pixels per image pixel (largest stretch of the affine part, with slack for local bending)
-    stretch = float(np.linalg.norm(inv.coef[n + 1:], 2)) * inv.scale
+    stretch = float(np.sqrt((inv.coef[n + 1:] ** 2).sum())) * inv.scale  # Frobenius >= spectral norm: a bound
     coarse = 3 * step
     gw, gh = -(-w_img // coarse), -(-h_img // coarse)
-    gx, gy = np.meshgrid(np.arange(gw) * coarse + (coarse - 1) / 2.0, np.arange(gh) * coarse + (coarse - 1) / 2.0)
-    uv = inv(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(gh, gw, 2)
+    uv = inv(_grid_points(np.arange(gw) * coarse + (coarse - 1) / 2.0,
+                          np.arange(gh) * coarse + (coarse - 1) / 2.0)).reshape(gh, gw, 2)
     margin = coarse * stretch + 2.0  # > a cell's half-diagonal in template pixels
     hit = ((uv[..., 0] > -margin) & (uv[..., 0] < w_t - 1 + margin) &
            (uv[..., 1] > -margin) & (uv[..., 1] < h_t - 1 + margin))
@@ -277,11 +278,18 @@ def _fit_map(inv: ThinPlateSpline, size: tuple[int, int], step: int, w_img: int,
     w, h = x1 - x0, y1 - y0
     # one extra cell on every side: cv2.resize clamps in the outer half cell, the crop drops that part
     fw, fh = -(-w // step) + 2, -(-h // step) + 2
-    fx, fy = np.meshgrid(x0 + np.arange(-1, fw - 1) * step + (step - 1) / 2.0,
-                         y0 + np.arange(-1, fh - 1) * step + (step - 1) / 2.0)
-    sub = inv(np.stack([fx.ravel(), fy.ravel()], 1)).reshape(fh, fw, 2)
+    sub = inv(_grid_points(x0 + np.arange(-1, fw - 1) * step + (step - 1) / 2.0,
+                           y0 + np.arange(-1, fh - 1) * step + (step - 1) / 2.0)).reshape(fh, fw, 2)
     sm = cv2.resize(sub.astype(np.float32), (fw * step, fh * step), interpolation=cv2.INTER_LINEAR)
     return (x0, y0, x1, y1), sm[step:step + h, step:step + w]
+
+
+def _grid_points(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """(len(ys) * len(xs), 2) points (x, y) of the grid, row-major (a cheaper meshgrid + stack)."""
+    pts = np.empty((len(ys), len(xs), 2))
+    pts[..., 0] = xs
+    pts[..., 1] = ys[:, None]
+    return pts.reshape(-1, 2)
 
 
 def _place_texture(texture: Texture, tex_affine: np.ndarray, w_t: int, h_t: int) -> np.ndarray:
