@@ -190,23 +190,30 @@ def _triangle_setup(pix, depth, faces, h, w) -> dict:
     pz = torch.cat([pix, depth.unsqueeze(-1)], dim=-1).permute(2, 0, 1).reshape(3 * b, -1)
     g = pz.index_select(1, faces.t().reshape(-1)).view(3, b, 3, n_f)  # 2-D index_select: much faster than 3-D
     (xa, xb, xc), (ya, yb, yc), (za, zb, zc) = g[0].unbind(1), g[1].unbind(1), g[2].unbind(1)
+    # the rows are written in place: stacking twelve (B, F) results afterwards costs a fifth of the setup on CPU
+    table = pz.new_empty(12, b, n_f)
+    table[0].copy_(xa)
+    table[1].copy_(ya)
     e1x, e1y, e2x, e2y = xb - xa, yb - ya, xc - xa, yc - ya
     area = e1x * e2y - e1y * e2x
-    x0 = torch.minimum(torch.minimum(xa, xb), xc).ceil_().clamp_(min=0)
+    x0 = torch.minimum(torch.minimum(xa, xb), xc, out=table[9]).ceil_().clamp_(min=0)
     x1 = torch.maximum(torch.maximum(xa, xb), xc).floor_().clamp_(max=w - 1)
-    y0 = torch.minimum(torch.minimum(ya, yb), yc).ceil_().clamp_(min=0)
+    y0 = torch.minimum(torch.minimum(ya, yb), yc, out=table[10]).ceil_().clamp_(min=0)
     y1 = torch.maximum(torch.maximum(ya, yb), yc).floor_().clamp_(max=h - 1)
-    nx = (x1 - x0 + 1).clamp_(min=0)
+    nx = torch.sub(x1, x0, out=table[11]).add_(1).clamp_(min=0)
     ny = (y1 - y0 + 1).clamp_(min=0)
     zmin = torch.minimum(torch.minimum(za, zb), zc)
     ok = (area.abs() > 1e-12) & (zmin > 0) & torch.isfinite(area)
     count = torch.where(ok, nx * ny, torch.zeros_like(nx)).long()
     inv_area = 1.0 / torch.where(ok, area, torch.ones_like(area))
     # s = d x e2 / area, t = e1 x d / area with d = p - v0: linear in d, precise because d is local
-    table = torch.stack([
-        xa, ya, e2y * inv_area, -e2x * inv_area, -e1y * inv_area, e1x * inv_area,
-        za.reciprocal(), zb.reciprocal(), zc.reciprocal(), x0, y0, nx,
-    ], dim=0)
+    torch.mul(e2y, inv_area, out=table[2])
+    torch.mul(e2x, inv_area, out=table[3]).neg_()
+    torch.mul(e1y, inv_area, out=table[4]).neg_()
+    torch.mul(e1x, inv_area, out=table[5])
+    torch.reciprocal(za, out=table[6])
+    torch.reciprocal(zb, out=table[7])
+    torch.reciprocal(zc, out=table[8])
     return {"table": table.view(12, -1), "count": count.view(-1), "batch": b}
 
 
