@@ -108,7 +108,7 @@ def _centre_square_transform(h: int, w: int, size: int) -> np.ndarray:
     return np.array([[s, 0, 0.5 * s - 0.5 - s * x0], [0, s, 0.5 * s - 0.5 - s * y0]], np.float64)
 
 
-def _scale_to(points: np.ndarray, src_wh: tuple[float, float], dst_wh: tuple[float, float]) -> np.ndarray:
+def scale_points(points: np.ndarray, src_wh: tuple[float, float], dst_wh: tuple[float, float]) -> np.ndarray:
     """Rescale pixel coordinates between two resolutions of one image (pixel-centre convention)."""
     sx, sy = dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1]
     return np.stack([(points[:, 0] + 0.5) * sx - 0.5, (points[:, 1] + 0.5) * sy - 0.5], axis=1).astype(np.float32)
@@ -415,7 +415,7 @@ class FFHQ(FaceImageDataset):
         if row is None:
             return None
         ref_w, ref_h = self._lm_ref[row]
-        return _scale_to(self._lm[row], (float(ref_w), float(ref_h)), wh)
+        return scale_points(self._lm[row], (float(ref_w), float(ref_h)), wh)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

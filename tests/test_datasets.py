@@ -174,6 +174,20 @@ def test_ffhq_loader(ffhq_root):
     np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy(), ref, atol=1e-5)
 
 
+def test_ffhq_from_prepared_copies(ffhq_root, tmp_path):
+    # scripts/prepare_images.py's smaller copies are a drop-in root: same items, json landmarks rescaled
+    from scripts.prepare_images import main
+
+    small = tmp_path / "ffhq32"
+    assert main([str(ffhq_root / "images1024x1024"), str(small), "--size", "32", "--workers", "1"]) == 0
+    json_path = ffhq_root / "ffhq-dataset-v2.json"
+    orig, copy = FFHQ(ffhq_root, 32, landmarks_json=json_path), FFHQ(small, 32, landmarks_json=json_path)
+    assert [r.index for r in copy.records] == [r.index for r in orig.records]
+    a, b = orig[1], copy[1]
+    np.testing.assert_allclose(b["landmarks"].numpy(), a["landmarks"].numpy(), atol=1e-4)
+    assert (b["image"] - a["image"]).abs().max() <= 1.5 / 255  # one more 8-bit rounding
+
+
 def test_ffhq_landmarks_cache(ffhq_root, tmp_path):
     cache = tmp_path / "ffhq_landmarks.npz"
     a = FFHQ(ffhq_root, 32, landmarks_json=ffhq_root / "ffhq-dataset-v2.json", landmarks_cache=cache)

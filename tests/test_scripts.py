@@ -68,3 +68,43 @@ def test_remove_mask_bad_inputs(inpaint_export, tmp_path, capsys):
     assert main(["--image", str(noise), "--checkpoint", str(inpaint_export), "--edit", "grin",
                  "--out", str(tmp_path / "o")]) == 2
     assert "unknown edit" in capsys.readouterr().err
+
+
+def test_prepare_images_resizes_resumes_and_rescales_landmarks(tmp_path, capsys):
+    import cv2
+
+    from data.io import read_image_uint8, write_image
+    from data.landmarks import load_landmarks_file, save_landmarks_file
+    from scripts.prepare_images import main
+
+    src, dst, lm_in, lm_out = (tmp_path / n for n in ("src", "dst", "lm", "lm_out"))
+    rng = np.random.default_rng(0)
+    square = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    write_image(src / "00000" / "00001.png", square)
+    wide = np.zeros((48, 80, 3), np.uint8)
+    wide[30:33, 60:63] = 255  # a bright 3x3 dot centred on pixel (x 61, y 31)
+    write_image(src / "00002.jpg", wide)
+    write_image(src / "small.png", square[:20, :20])
+    (src / "broken.png").write_bytes(b"not an image")
+    lm = np.tile(np.array([[61.0, 31.0]], np.float32), (68, 1))
+    save_landmarks_file(lm_in / "00002.txt", lm)
+    args = [str(src), str(dst), "--size", "32", "--workers", "1", "--landmarks-dir", str(lm_in),
+            "--landmarks-out", str(lm_out)]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "3 written, 0 already done, 1 unreadable" in out.out and "broken.png" in out.err
+    small = read_image_uint8(dst / "00000" / "00001.png")
+    assert small.shape == (32, 32, 3)
+    assert np.abs(small.astype(int) - cv2.resize(square, (32, 32), interpolation=cv2.INTER_AREA)).max() <= 1
+    assert read_image_uint8(dst / "00002.png").shape == (32, 53, 3)  # shorter side 32, aspect kept
+    assert read_image_uint8(dst / "small.png").shape == (20, 20, 3)  # never enlarged
+    # the rescaled landmark sits on the resized dot (pixel-centre convention)
+    moved = load_landmarks_file(lm_out / "00002.txt")[0]
+    dot = read_image_uint8(dst / "00002.png")[..., 0].astype(float)
+    ys, xs = np.mgrid[:32, :53]
+    centroid = np.array([(xs * dot).sum(), (ys * dot).sum()]) / dot.sum()
+    assert np.abs(moved - centroid).max() < 0.25
+    assert main(args) == 0  # resumable: nothing to do the second time
+    assert "0 written, 3 already done" in capsys.readouterr().out
+    assert main([str(src), str(src)]) == 2 and "must differ" in capsys.readouterr().err
+    assert main([str(tmp_path / "nothere"), str(dst)]) == 2 and "not found" in capsys.readouterr().err
