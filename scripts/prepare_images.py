@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 import time
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -112,11 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     counts = {"written": 0, "kept": 0, "corrupt": 0}
     t0 = time.perf_counter()
     workers = max(1, min(args.workers, len(jobs)))
-    with Pool(workers, initializer=_init_worker) as pool:
-        for (path, *_), (status, msg) in zip(jobs, pool.imap(prepare_one, jobs, chunksize=16)):
+    if workers == 1:
+        results = map(prepare_one, jobs)
+    else:  # spawn, not fork: forking a process whose OpenMP / cv2 thread pools have run can deadlock the children
+        pool = get_context("spawn").Pool(workers, initializer=_init_worker)
+        results = pool.imap(prepare_one, jobs, chunksize=16)
+    try:
+        for (path, *_), (status, msg) in zip(jobs, results):
             counts[status] += 1
             if status == "corrupt":
                 print(f"prepare_images: skipped {path}: {msg}", file=sys.stderr)
+    finally:
+        if workers > 1:
+            pool.terminate()
     dt = time.perf_counter() - t0
     print(f"prepare_images: {counts['written']} written, {counts['kept']} already done, {counts['corrupt']} "
           f"unreadable; {len(jobs) / max(dt, 1e-9):.0f} images/s with {workers} workers -> {dst}")
