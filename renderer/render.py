@@ -95,9 +95,10 @@ class FaceRenderer(nn.Module):
         skin = self.model.skin_mask.to(colors.dtype).view(1, -1, 1).expand(colors.shape[0], -1, 1)
         attrs = self.rasterizer.interpolate(torch.cat([colors, skin], dim=-1), frags)  # (N, H, W, 4)
         mask = frags.mask.unsqueeze(1).to(colors.dtype)
-        # both backends interpolate to exactly 0 on the background, so no multiplication by the mask is needed
         image = attrs[..., :3].clamp(0.0, 1.0).permute(0, 3, 1, 2)  # channels-last memory, (N, 3, H, W) shape
         skin_map = (attrs[..., 3:] > 0.5).to(colors.dtype).permute(0, 3, 1, 2)
+        if frags.compact is None:  # the torch backend's background is exactly 0 already; others: enforce it
+            image, skin_map = image * mask, skin_map * mask
         return RenderOutput(image=image, mask=mask, skin=skin_map, landmarks=pix[:, self.model.landmark_idx],
                             vertices=cam, triangles=self.model.triangles, colors=colors, albedo=albedo,
                             depth=frags.depth.unsqueeze(1), fragments=frags)
