@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prepare_images: landmarks folder not found: {lm_in}", file=sys.stderr)
             return 2
         lm_out.mkdir(parents=True, exist_ok=True)
-    images = list_images(src)
+    inside = dst.resolve()
+    images = [q for q in list_images(src) if inside not in q.resolve().parents]  # DST may sit inside SRC
     if not images:
         print(f"prepare_images: no images below {src}", file=sys.stderr)
         return 2

@@ -106,5 +106,8 @@ def test_prepare_images_resizes_resumes_and_rescales_landmarks(tmp_path, capsys)
     assert np.abs(moved - centroid).max() < 0.25
     assert main(args) == 0  # resumable: nothing to do the second time
     assert "0 written, 3 already done" in capsys.readouterr().out
+    assert main([str(src), str(src / "small"), "--size", "8", "--workers", "1"]) == 0  # DST inside SRC
+    assert main([str(src), str(src / "small"), "--size", "8", "--workers", "1"]) == 0
+    assert "0 written, 3 already done, 1 unreadable" in capsys.readouterr().out  # its own outputs are not inputs
     assert main([str(src), str(src)]) == 2 and "must differ" in capsys.readouterr().err
     assert main([str(tmp_path / "nothere"), str(dst)]) == 2 and "not found" in capsys.readouterr().err
