@@ -48,7 +48,7 @@ def test_train_step_alternates_d_and_g_and_overfits(n3d_export):
                     reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_generator_step_matches_eager(n3d_export):
     # train.compile compiles N_G in place (checkpoint keys unchanged), after its EMA copy, and not N_D (R1's
-    # double backward); one compiled training step gives the eager step's losses and weights
+    # double backward); one compiled training step gives the eager step's losses and N_G gradients
     eager = make_task(n3d_export)
     comp = make_task(n3d_export, train={"compile": True})
     assert comp.gen._compiled_call_impl is not None
