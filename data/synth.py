@@ -96,16 +96,16 @@ class MaskedPairSynthesizer:
         _, h_img, w_img = image.shape
         masked = image.copy()
         m = np.zeros((1, h_img, w_img), np.float32)
-        rng = np.random.default_rng(np.random.SeedSequence(_seed_words(seed) + [_SALT]))
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_words(seed) + [_SALT])))
         shape, texture = self.library.sample(rng)
         p = self._draw(rng, shape, texture)
 
         # template fit: a thin-plate spline from image pixels to template pixels through the anchor landmarks
         idx = list(shape.anchors)
-        canon = (CANONICAL_LANDMARKS[idx] * p["scale"]) @ _rot(p["rot"]).T + p["shift"]
-        raster = np.stack([(canon[:, 0] - FRAME.x0) * shape.ppu - shape.origin[0],
-                           (canon[:, 1] - FRAME.y0) * shape.ppu - shape.origin[1]], 1)
-        face = float(np.linalg.norm(lm[16] - lm[0]) + np.linalg.norm(lm[8] - lm[27]))
+        # the jittered canonical anchors in template pixels: ppu (scale R c + shift - frame origin) - raster origin
+        lin = (p["scale"] * shape.ppu) * _rot(p["rot"]).T
+        raster = CANONICAL_LANDMARKS[idx] @ lin + ((p["shift"] - (FRAME.x0, FRAME.y0)) * shape.ppu - shape.origin)
+        face = math.hypot(*(lm[16] - lm[0])) + math.hypot(*(lm[8] - lm[27]))
         if not face > 4:
             raise ValueError(f"MaskedPairSynthesizer: degenerate landmarks (face size {face:.2f} px)")
         try:
@@ -113,7 +113,8 @@ class MaskedPairSynthesizer:
         except np.linalg.LinAlgError:
             raise ValueError("MaskedPairSynthesizer: degenerate landmarks (thin-plate fit is singular)") from None
         step = int(min(24, max(3, round(face / 20))))
-        fit = _fit_map(inv, shape.size, step, w_img, h_img)
+        sigma = p["feather"] * face / 260 if p["feather"] > 0.3 else 0.0
+        fit = _fit_map(inv, shape.alpha_box, step, w_img, h_img, pad=4 * sigma + 1)  # cv2's blur reaches ~4 sigma
         if fit is None:
             return masked, m
         (x0, y0, x1, y1), sm = fit
@@ -122,76 +123,83 @@ class MaskedPairSynthesizer:
         planes = cv2.split(warped)
         alpha = planes[3].astype(np.float32)
         alpha *= 1 / 255
-        if p["feather"] > 0.3:
-            alpha = cv2.GaussianBlur(alpha, (0, 0), p["feather"] * face / 260)
-        alpha[alpha < 2.5 / 255] = 0.0  # invisible fringes would otherwise inflate m
+        if sigma:
+            alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
+        cv2.threshold(alpha, 2.5 / 255, 0.0, cv2.THRESH_TOZERO, dst=alpha)  # invisible fringes would inflate m
         inside = alpha > 0
-        if not inside.any():
+        bx, by, bw, bh = cv2.boundingRect(inside.view(np.uint8))
+        if not bw:
             return masked, m
-
+        # the rest of the work only where the mask is visible (the fit's box is a cell or two larger all round)
+        inside, alpha = inside[by:by + bh, bx:bx + bw], alpha[by:by + bh, bx:bx + bw]
+        planes = [c[by:by + bh, bx:bx + bw] for c in planes[:3]]
+        x0, y0, x1, y1 = x0 + bx, y0 + by, x0 + bx + bw, y0 + by + bh
         crop = image[:, y0:y1, x0:x1]
-        light = self._lighting(crop, alpha, p)
-        light *= _HEADROOM / 255
+        light = self._lighting(crop, alpha, p, unit=_HEADROOM / 255)  # template colours -> [0, 1]
         noise = _noise_crop(self._noise, alpha.shape, p["noise_off"]) if p["grain"] > 0 else None
         for c in range(3):
             col = cv2.multiply(planes[c], light, dtype=cv2.CV_32F)
             if noise is not None:
                 col = cv2.scaleAdd(noise, p["grain"], col)
-            np.clip(col, 0.0, 1.0, out=col)
+            cv2.threshold(col, 1.0, 0.0, cv2.THRESH_TRUNC, dst=col)  # clip to [0, 1] (cv2: one cheap call each)
+            cv2.threshold(col, 0.0, 0.0, cv2.THRESH_TOZERO, dst=col)
             col -= crop[c]
             col *= alpha
-            col += crop[c]  # alpha == 0 leaves the original value exactly
-            masked[c, y0:y1, x0:x1] = col
+            np.add(col, crop[c], out=masked[c, y0:y1, x0:x1])  # alpha == 0 leaves the original value exactly
         m[0, y0:y1, x0:x1] = inside
         return masked, m
 
     @staticmethod
     def _template_colour(shape: Shape, texture: Texture, p: dict) -> np.ndarray:
         """The mask before the face's light, in the template's raster: (h_t, w_t, 4) uint8 [rgb * 255 / _HEADROOM,
-        alpha]. Gains and saturation are one 3x3 colour matrix (``cv2.transform``); the texture is placed by one
-        affine warp and multiplied by the template's folds (shade 128 = 1); accessories keep their own colours."""
+        alpha]. Gains and saturation are one 3x3 colour matrix (``cv2.transform``, on 3 channels: cv2's 4-channel
+        path is ~7x slower); the texture is placed by one affine warp and multiplied by the template's folds
+        (shade 128 = 1); accessories keep their own colours."""
         h_t, w_t = shape.size
         sat = float(p["sat"])
         mat = sat * np.eye(3) + (1 - sat) * _LUMA[None].astype(np.float64)  # saturation about the luma
-        mat4 = np.zeros((4, 4))
-        mat4[:3, :3] = mat * (p["gain"] * p["chan"])[None, :] / _HEADROOM
+        mat *= (p["gain"] * p["chan"])[None, :] / _HEADROOM
         alpha, shade, weight, _ = cv2.split(shape.maps)
         if p["own"]:
-            out = cv2.transform(shape.colour, mat4)
+            rgb = cv2.transform(cv2.cvtColor(shape.colour, cv2.COLOR_RGBA2RGB), mat)
         else:
-            out = cv2.multiply(cv2.transform(_place_texture(texture, p["tex_affine"], w_t, h_t), mat4),
-                               cv2.cvtColor(shade, cv2.COLOR_GRAY2BGRA), scale=1 / 128)
+            tex = cv2.cvtColor(_place_texture(texture, p["tex_affine"], w_t, h_t), cv2.COLOR_RGBA2RGB)
+            rgb = cv2.multiply(cv2.transform(tex, mat), cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), scale=1 / 128)
             if shape.has_accessories:
-                weight = cv2.cvtColor(weight, cv2.COLOR_GRAY2BGRA)
-                own = cv2.transform(shape.colour, mat4)
-                out = cv2.add(cv2.multiply(out, weight, scale=1 / 255), cv2.multiply(own, 255 - weight, scale=1 / 255))
+                weight = cv2.cvtColor(weight, cv2.COLOR_GRAY2RGB)
+                own = cv2.transform(cv2.cvtColor(shape.colour, cv2.COLOR_RGBA2RGB), mat)
+                rgb = cv2.add(cv2.multiply(rgb, weight, scale=1 / 255), cv2.multiply(own, 255 - weight, scale=1 / 255))
+        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)  # cv2.remap is much faster on 4 channels than on 3
         out[..., 3] = alpha
         return out
 
     # -- per-pair randomness ------------------------------------------------------------------------------------
     def _draw(self, rng: np.random.Generator, shape: Shape, texture: Texture) -> dict:
         """All random choices of one pair, in a fixed order (so a seed always means the same pair)."""
-        own = bool(rng.random() < shape.own_prob)
-        scale = math.exp(min(max(float(rng.normal(0, self.shape_jitter)), -0.06), 0.06))
-        rot = float(rng.normal(0, 1.2))
-        shift = np.clip(rng.normal(0, self.shape_jitter, 2), -0.04, 0.04)
+        # two vectorised draws (a call per value costs more than the rest of this function)
+        u = rng.random(15)
+        z = rng.standard_normal(8)
+        own = bool(u[0] < shape.own_prob)
+        scale = math.exp(min(max(float(z[0]) * self.shape_jitter, -0.06), 0.06))
+        rot = float(z[1]) * 1.2
+        shift = np.clip(z[2:4] * self.shape_jitter, -0.04, 0.04)
         # texture placement: texture pixels per canonical unit, rotation, offset (canonical units -> texture pixels)
         th, tw = texture.rgb.shape[:2]
         if texture.tileable:
-            ppu = float(rng.uniform(40, 110)) * th / 128
-            ang = (0.0, 0.0, 90.0)[int(rng.integers(3))] + (float(rng.uniform(-35, 35)) if rng.random() < 0.4 else 0.0)
+            ppu = (40 + 70 * float(u[1])) * th / 128
+            ang = (0.0, 0.0, 90.0)[int(u[2] * 3)] + ((70 * float(u[3]) - 35) if u[4] < 0.4 else 0.0)
         else:
-            ppu = float(rng.uniform(0.28, 0.45)) * min(th, tw)
-            ang = float(rng.uniform(-10, 10))
-        off = rng.uniform(0, 1, 2) * np.array([tw, th])
-        gain = float(np.exp(rng.normal(0, self.colour_jitter)))
-        chan = np.exp(rng.normal(0, self.colour_jitter / 3, 3))
-        sat = float(rng.uniform(0.8, 1.15))
-        light = float(rng.uniform(*self.lighting))
-        expo = float(rng.uniform(0.2, 0.6))
-        grain = float(rng.uniform(0, self.grain))
-        noise_off = rng.integers(0, 512, 2)
-        feather = float(rng.uniform(0, self.feather)) if rng.random() < 0.5 else 0.0
+            ppu = (0.28 + 0.17 * float(u[1])) * min(th, tw)
+            ang = 20 * float(u[2]) - 10
+        off = u[5:7] * (tw, th)
+        gain = math.exp(float(z[4]) * self.colour_jitter)
+        chan = np.exp(z[5:8] * (self.colour_jitter / 3))
+        sat = 0.8 + 0.35 * float(u[7])
+        light = self.lighting[0] + (self.lighting[1] - self.lighting[0]) * float(u[8])
+        expo = 0.2 + 0.4 * float(u[9])
+        grain = self.grain * float(u[10])
+        noise_off = (u[11:13] * 512).astype(np.int64)
+        feather = self.feather * float(u[14]) if u[13] < 0.5 else 0.0
         # texture pixel t = ppu * R(ang) (x, y) + off of canonical (x, y), composed with template pixel -> canonical
         c, s = math.cos(math.radians(ang)), math.sin(math.radians(ang))
         lin = ppu * np.array([[c, -s], [s, c]]) / shape.ppu  # per template pixel
@@ -203,10 +211,10 @@ class MaskedPairSynthesizer:
 
     # -- light ---------------------------------------------------------------------------------------------------
     @staticmethod
-    def _lighting(crop: np.ndarray, alpha: np.ndarray, p: dict) -> np.ndarray:
+    def _lighting(crop: np.ndarray, alpha: np.ndarray, p: dict, unit: float = 1.0) -> np.ndarray:
         """(h, w) float32 multiplicative light taken from the face under the mask: a planar fit of its luminance
         over the brighter 70 % of samples (skips mouth, nostrils, beard), relative to its mean, times an exposure
-        factor (a white mask in a dark photo is grey)."""
+        factor (a white mask in a dark photo is grey); times ``unit``."""
         h, w = alpha.shape
         stride = max(1, int(round(math.sqrt(h * w / 400))))
         sel = alpha[::stride, ::stride] > 0.5
@@ -214,22 +222,22 @@ class MaskedPairSynthesizer:
         lum = _LUMA[0] * sub[0] + _LUMA[1] * sub[1] + _LUMA[2] * sub[2]
         vals = lum[sel]
         if vals.size < 12:
-            return np.ones_like(alpha)
+            return np.full_like(alpha, unit)
         ys, xs = np.nonzero(sel)
         keep = vals >= np.partition(vals, int(vals.size * 0.3))[int(vals.size * 0.3)]
         xs = xs[keep] * (stride / w) - 0.5
         ys = ys[keep] * (stride / h) - 0.5
-        vals = vals[keep]
-        design = np.stack([np.ones_like(xs), xs, ys], 1)
-        try:
-            coef = np.linalg.solve(design.T @ design + 1e-6 * np.eye(3), design.T @ vals)
-        except np.linalg.LinAlgError:
-            coef = np.array([vals.mean(), 0.0, 0.0])
-        mean = max(float(vals.mean()), 0.02)
+        vals = vals[keep].astype(np.float64)
+        # least squares of vals ~ c0 + c1 x + c2 y through its 3x3 normal equations (sums, no design matrix)
+        sx, sy, sv, sxy = xs.sum(), ys.sum(), vals.sum(), xs @ ys
+        normal = np.array([[len(vals) + 1e-6, sx, sy], [sx, xs @ xs + 1e-6, sxy], [sy, sxy, ys @ ys + 1e-6]])
+        ok, coef = cv2.solve(normal, np.array([[sv], [xs @ vals], [ys @ vals]]), flags=cv2.DECOMP_LU)
+        mean = max(float(sv) / len(vals), 0.02)
+        coef = coef.ravel() if ok else np.array([mean, 0.0, 0.0])
         # the plane is linear: evaluate it (and the power) on a few points and resize instead of per pixel
         plane = (coef[0] + coef[1] * _PLANE_X + coef[2] * _PLANE_Y) / mean
-        expo = float(np.clip(mean / 0.5, 0.45, 1.3) ** p["expo"])
-        small = (np.clip(plane, 0.55, 1.45) ** p["light"] * expo).astype(np.float32)
+        expo = min(max(mean / 0.5, 0.45), 1.3) ** p["expo"]
+        small = (np.clip(plane, 0.55, 1.45) ** p["light"] * (expo * unit)).astype(np.float32)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -250,46 +258,67 @@ def _rot(deg: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _fit_map(inv: ThinPlateSpline, size: tuple[int, int], step: int, w_img: int, h_img: int):
+def _fit_map(inv: ThinPlateSpline, box: tuple[int, int, int, int], step: int, w_img: int, h_img: int,
+             pad: float = 0.0):
     """Where the template lands in the image and how to sample it.
 
-    The spline is evaluated on a coarse grid over the whole image to find the cells that reach into the template
-    rectangle, then at the centres of ``step`` x ``step`` cells over their bounding box; that grid is resized to
-    one map entry per pixel (cv2's half-pixel convention lines cell centres up with pixel centres).
+    ``box`` (x0, y0, x1, y1), end exclusive, holds the template pixels that are not transparent; ``pad`` is how
+    far (image pixels) the alpha may still spread afterwards (the feather blur). The spline is evaluated on a
+    coarse grid over the whole image to find the region that can reach the box, then at the centres of ``step`` x
+    ``step`` cells there; that grid is resized to one map entry per pixel (cv2's half-pixel convention lines cell
+    centres up with pixel centres). Between four neighbouring centres the map is their bilinear mix, so it stays
+    inside their bounding box: the pixels there can sample the template only if that box meets it. The returned
+    box is the union of those pixels (plus ``pad``), exact for the resized map, with no margin to guess.
 
-    Returns ((x0, y0, x1, y1) exclusive box, template map (h, w, 2) float32), or None if the mask misses the image.
+    Returns ((x0, y0, x1, y1) exclusive image box, template map (h, w, 2) float32), or None if the mask misses.
     """
-    h_t, w_t = size
+    lo_u, lo_v, hi_u, hi_v = box[0] - 1.0, box[1] - 1.0, float(box[2]), float(box[3])  # + the bilinear neighbour
+    # coarse pass: cells whose centre maps within reach of the box, reach = (the cell's half diagonal + the fine
+    # centres around a pixel + pad) x the largest stretch (template pixels per image pixel) of the affine part,
+    # the singular value of a 2 x 2 matrix in closed form; the margins leave slack for bending
     n = len(inv.ctrl)
-    # template pixels per image pixel (largest stretch of the affine part, with slack for local bending)
-    stretch = float(np.sqrt((inv.coef[n + 1:] ** 2).sum())) * inv.scale  # Frobenius >= spectral norm: a bound
+    (a, b), (c, d) = inv.coef[n + 1:] * inv.scale
+    fro2, det = a * a + b * b + c * c + d * d, a * d - b * c
+    stretch = math.sqrt(0.5 * (fro2 + math.sqrt(max(fro2 * fro2 - 4 * det * det, 0.0))))
     coarse = 3 * step
+    margin = (coarse + step + pad) * stretch + 2.0
     gw, gh = -(-w_img // coarse), -(-h_img // coarse)
-    uv = inv(_grid_points(np.arange(gw) * coarse + (coarse - 1) / 2.0,
-                          np.arange(gh) * coarse + (coarse - 1) / 2.0)).reshape(gh, gw, 2)
-    margin = coarse * stretch + 2.0  # > a cell's half-diagonal in template pixels
-    hit = ((uv[..., 0] > -margin) & (uv[..., 0] < w_t - 1 + margin) &
-           (uv[..., 1] > -margin) & (uv[..., 1] < h_t - 1 + margin))
-    if not hit.any():
+    uv = inv.grid(np.arange(gw) * coarse + (coarse - 1) / 2.0, np.arange(gh) * coarse + (coarse - 1) / 2.0)
+    hit = ((uv[..., 0] > lo_u - margin) & (uv[..., 0] < hi_u + margin) &
+           (uv[..., 1] > lo_v - margin) & (uv[..., 1] < hi_v + margin))
+    rows, cols = np.flatnonzero(hit.any(1)), np.flatnonzero(hit.any(0))
+    if not rows.size:
         return None
-    rows, cols = np.nonzero(hit.any(1))[0], np.nonzero(hit.any(0))[0]
     x0, y0 = int(cols[0]) * coarse, int(rows[0]) * coarse
     x1, y1 = min((int(cols[-1]) + 1) * coarse, w_img), min((int(rows[-1]) + 1) * coarse, h_img)
-    w, h = x1 - x0, y1 - y0
-    # one extra cell on every side: cv2.resize clamps in the outer half cell, the crop drops that part
-    fw, fh = -(-w // step) + 2, -(-h // step) + 2
-    sub = inv(_grid_points(x0 + np.arange(-1, fw - 1) * step + (step - 1) / 2.0,
-                           y0 + np.arange(-1, fh - 1) * step + (step - 1) / 2.0)).reshape(fh, fw, 2)
-    sm = cv2.resize(sub.astype(np.float32), (fw * step, fh * step), interpolation=cv2.INTER_LINEAR)
-    return (x0, y0, x1, y1), sm[step:step + h, step:step + w]
+    # fine pass over that region, one extra cell on every side (cv2.resize clamps in the outer half cell)
+    fw, fh = -(-(x1 - x0) // step) + 2, -(-(y1 - y0) // step) + 2
+    sub = inv.grid(x0 + np.arange(-1, fw - 1) * step + (step - 1) / 2.0,
+                   y0 + np.arange(-1, fh - 1) * step + (step - 1) / 2.0).astype(np.float32)
+    k2 = np.ones((2, 2), np.uint8)  # [i + 1, j + 1] of a 2 x 2 erosion / dilation = min / max of centres i..i+1, j..j+1
+    meets = cv2.bitwise_and(cv2.inRange(cv2.dilate(sub, k2), (lo_u, lo_v), (np.inf, np.inf)),
+                            cv2.inRange(cv2.erode(sub, k2), (-np.inf, -np.inf), (hi_u, hi_v)))
+    bx, by, bw, bh = cv2.boundingRect(meets[1:, 1:])  # dual cells (between centres) that can sample the template
+    if not bw:
+        return None
+    px0, px1 = _between_centres(bx, bx + bw - 1, x0, x1, step, pad)
+    py0, py1 = _between_centres(by, by + bh - 1, y0, y1, step, pad)
+    j0, j1 = (px0 - x0) // step, (px1 - 1 - x0) // step  # the cells of the box, + one each side for the resize
+    i0, i1 = (py0 - y0) // step, (py1 - 1 - y0) // step
+    sub = sub[i0:i1 + 3, j0:j1 + 3]
+    sm = cv2.resize(sub, (sub.shape[1] * step, sub.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+    ox, oy = x0 + (j0 - 1) * step, y0 + (i0 - 1) * step  # the resized grid's first pixel
+    return (px0, py0, px1, py1), sm[py0 - oy:py1 - oy, px0 - ox:px1 - ox]
 
 
-def _grid_points(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """(len(ys) * len(xs), 2) points (x, y) of the grid, row-major (a cheaper meshgrid + stack)."""
-    pts = np.empty((len(ys), len(xs), 2))
-    pts[..., 0] = xs
-    pts[..., 1] = ys[:, None]
-    return pts.reshape(-1, 2)
+def _between_centres(first: int, last: int, start: int, end: int, step: int, pad: float) -> tuple[int, int]:
+    """Pixel range [lo, hi) between the centre before dual cell ``first`` and the one after dual cell ``last`` (dual
+    cell i lies between fine centres i and i + 1; centre r is at start + (r - 1) step + (step - 1) / 2), widened by
+    ``pad`` and clipped to [start, end)."""
+    widen = int(math.ceil(pad))
+    lo = start + (first - 1) * step + (step - 1) // 2 - widen
+    hi = start + last * step + (step - 1) // 2 + 1 + widen
+    return max(lo, start), min(hi, end)
 
 
 def _place_texture(texture: Texture, tex_affine: np.ndarray, w_t: int, h_t: int) -> np.ndarray:

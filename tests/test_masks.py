@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from data.masks import MaskLibrary, TemplateError, make_shape, make_texture, posed_landmarks
-from data.masks.canonical import CANONICAL_LANDMARKS, CANONICAL_LANDMARKS_3D, CHIN, EYES, MOUTH, NOSE_TIP
+from data.masks.canonical import CANONICAL_LANDMARKS, CANONICAL_LANDMARKS_3D, CHIN, EYES, FRAME, MOUTH, NOSE_TIP
 from data.masks.shapes import SHAPE_KINDS, check_coverage, render_shape, shape_params
-from data.synth import MaskedPairSynthesizer
+from data.masks.warp import ThinPlateSpline
+from data.synth import MaskedPairSynthesizer, _fit_map
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,55 @@ def test_batch_matches_single(synth):
         single = synth.synth(imgs[i], lms[i], (9, i))
         assert torch.equal(single[0], masked[i]) and torch.equal(single[1], m[i])
 
+
+
+def test_thin_plate_grid_matches_points():
+    rng = np.random.default_rng(1)
+    src, dst = rng.uniform(0, 256, (15, 2)), rng.uniform(0, 120, (15, 2))
+    tps = ThinPlateSpline(src, dst, 0.03)
+    assert np.abs(ThinPlateSpline(src, dst, 0.0)(src) - dst).max() < 1e-6  # interpolates without the regulariser
+    xs, ys = np.arange(21) * 12 + 5.5, np.arange(17) * 12 + 3.5
+    xs[4], ys[6] = src[0]  # a grid point on a control point (r = 0 in the kernel)
+    grid = tps.grid(xs, ys)
+    pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    assert grid.shape == (17, 21, 2) and np.abs(grid.reshape(-1, 2) - tps(pts)).max() < 1e-9
+
+
+@pytest.mark.parametrize("size,pad", [(96, 1.0), (256, 1.0), (256, 4.2), (512, 3.0)])
+def test_fit_map_box_holds_every_pixel_that_samples_the_template(synth, size, pad):
+    """The box is exact for the resized map: every pixel whose map entry can sample a non-transparent template
+    pixel (bilinearly) lies inside it, ``pad`` away from its edges, and the box is at most two cells + pad larger."""
+    rng = np.random.default_rng(size)
+    for trial in range(6):
+        shape = synth.library.shape(trial * 7)
+        x0a, y0a, x1a, y1a = shape.alpha_box
+        alpha = shape.maps[..., 0]
+        assert alpha[y0a:y1a, x0a:x1a].sum() == alpha.sum() > 0  # alpha_box holds all of alpha
+        lm = posed_landmarks(yaw=rng.uniform(-30, 30), roll=rng.uniform(-15, 15), mouth_open=rng.uniform(0, 0.3),
+                             size=size) + rng.uniform(-0.1, 0.1, 2) * size
+        idx = list(shape.anchors)
+        raster = (CANONICAL_LANDMARKS[idx] - (FRAME.x0, FRAME.y0)) * shape.ppu - shape.origin
+        inv = ThinPlateSpline(lm[idx], raster, 0.03)
+        face = np.linalg.norm(lm[16] - lm[0]) + np.linalg.norm(lm[8] - lm[27])
+        step = int(min(24, max(3, round(face / 20))))
+        (x0, y0, x1, y1), sm = _fit_map(inv, shape.alpha_box, step, size, size, pad)
+        assert sm.shape == (y1 - y0, x1 - x0, 2) and sm.dtype == np.float32
+        # reference: the same fine grid over the whole image, resized
+        n = -(-size // step) + 2
+        sub = inv.grid(np.arange(-1, n - 1) * step + (step - 1) / 2.0,
+                       np.arange(-1, n - 1) * step + (step - 1) / 2.0).astype(np.float32)
+        full = cv2.resize(sub, (n * step, n * step), interpolation=cv2.INTER_LINEAR)[step:step + size, step:step + size]
+        assert np.abs(sm - full[y0:y1, x0:x1]).max() < 1e-3
+        reach = ((full[..., 0] > x0a - 1) & (full[..., 0] < x1a) & (full[..., 1] > y0a - 1) & (full[..., 1] < y1a))
+        ys, xs = np.nonzero(reach)
+        assert len(xs) > 100
+        w = int(np.ceil(pad))
+        assert xs.min() - w >= x0 or x0 == 0
+        assert ys.min() - w >= y0 or y0 == 0
+        assert xs.max() + w < x1 or x1 == size
+        assert ys.max() + w < y1 or y1 == size
+        slack = w + 2 * step + 1  # a dual cell whose corners' bounding box meets the template, no pixel sampling it
+        assert x0 >= xs.min() - slack and x1 <= xs.max() + slack and y0 >= ys.min() - slack and y1 <= ys.max() + slack
 
 def test_procedural_shapes_distinct_and_covering():
     shapes = [make_shape(0, i) for i in range(24)]

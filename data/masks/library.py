@@ -163,7 +163,7 @@ class MaskLibrary:
             if progress:
                 progress(i + 1, total)
         for j in range(self.n_textures):
-            self.texture(j)
+            _ = self.texture(j).rgbx  # builds the cached 4-channel copy the synthesiser samples
             if progress:
                 progress(self.n_shapes + j + 1, total)
         return self

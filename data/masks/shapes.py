@@ -67,6 +67,9 @@ class Shape:
     def __post_init__(self):
         # accessories (texture weight < 1) need the own colours even when a texture is painted
         self.has_accessories = bool(self.maps[..., 2].min() < 255)
+        # (x0, y0, x1, y1), end exclusive: the template pixels with alpha > 0 (the synthesiser fits only these)
+        x, y, w, h = cv2.boundingRect(np.ascontiguousarray(self.maps[..., 0]))
+        self.alpha_box = (x, y, x + w, y + h)
 
     @property
     def size(self) -> tuple[int, int]:

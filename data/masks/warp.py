@@ -8,6 +8,7 @@ it, so a fit costs a few hundred kernel evaluations instead of one per pixel.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -20,7 +21,10 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _kernel(d2: np.ndarray) -> np.ndarray:
     """TPS radial basis U = r^2 log r^2 from squared distances (0 at r = 0)."""
-    return d2 * np.log(np.maximum(d2, 1e-20))
+    out = np.maximum(d2, 1e-20)
+    np.log(out, out=out)
+    out *= d2
+    return out
 
 
 class ThinPlateSpline:
@@ -33,10 +37,11 @@ class ThinPlateSpline:
     def __init__(self, src: np.ndarray, dst: np.ndarray, reg: float = 1e-3):
         src = np.asarray(src, dtype=np.float64)
         dst = np.asarray(dst, dtype=np.float64)
-        self.mean = src.mean(0)
-        self.scale = 1.0 / max(float(np.sqrt(((src - self.mean) ** 2).sum(1).mean())), 1e-9)
-        self.ctrl = (src - self.mean) * self.scale
         n = len(src)
+        self.mean = src.mean(0)
+        centred = src - self.mean
+        self.scale = 1.0 / max(float(np.sqrt(np.vdot(centred, centred) / n)), 1e-9)
+        self.ctrl = centred * self.scale
         d2 = _sqdist(self.ctrl, self.ctrl)
         a = np.zeros((n + 3, n + 3))
         a[:n, :n] = _kernel(d2) + reg * np.eye(n)
@@ -46,10 +51,29 @@ class ThinPlateSpline:
         a[n + 1:, :n] = self.ctrl.T
         b = np.zeros((n + 3, 2))
         b[:n] = dst
-        self.coef = np.linalg.solve(a, b)
+        ok, self.coef = cv2.solve(a, b, flags=cv2.DECOMP_LU)  # same LU as numpy's, a fraction of the call cost
+        if not ok:
+            raise np.linalg.LinAlgError("thin-plate system is singular")
 
     def __call__(self, pts: np.ndarray) -> np.ndarray:
         """Map (M, 2) points -> (M, 2) float64."""
         p = (np.asarray(pts, dtype=np.float64).reshape(-1, 2) - self.mean) * self.scale
         n = len(self.ctrl)
         return _kernel(_sqdist(p, self.ctrl)) @ self.coef[:n] + self.coef[n] + p @ self.coef[n + 1:]
+
+    def grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Map the grid of points (x, y) for x in ``xs``, y in ``ys`` -> (len(ys), len(xs), 2) float64.
+
+        Same values as ``__call__`` on the grid's points, cheaper: squared distances split into an x and a y part
+        (one broadcast add per grid point and control point instead of five operations), the affine part likewise.
+        """
+        px = (np.asarray(xs, dtype=np.float64) - self.mean[0]) * self.scale
+        py = (np.asarray(ys, dtype=np.float64) - self.mean[1]) * self.scale
+        n = len(self.ctrl)
+        dx = px[:, None] - self.ctrl[:, 0]
+        dy = py[:, None] - self.ctrl[:, 1]
+        d2 = (dy * dy)[:, None, :] + (dx * dx)[None, :, :]  # (H, W, N)
+        out = (_kernel(d2).reshape(-1, n) @ self.coef[:n]).reshape(len(py), len(px), 2)
+        out += self.coef[n] + px[:, None] * self.coef[n + 1]
+        out += (py[:, None] * self.coef[n + 2])[:, None]
+        return out
