@@ -30,7 +30,9 @@ from data.masks.warp import ThinPlateSpline
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _HEADROOM = 2.0  # template colours are uint8 with 1.0 = 255 / _HEADROOM (gains above 1 survive until the light)
 _SALT = 0x3A5C
-_PLANE_X, _PLANE_Y = np.meshgrid(np.linspace(-0.5, 0.5, 5), np.linspace(-0.5, 0.5, 5))  # lighting plane samples
+# the light plane is evaluated at 5 x 5 points (rows 1, x, y of a (3, 25) design) and resized
+_PLANE = np.stack([np.ones(25), *(g.ravel() for g in np.meshgrid(*[np.linspace(-0.5, 0.5, 5)] * 2))])
+_PTS_SHIFT = np.array([[0.5], [0.5], [0.0]])
 
 
 class MaskedPairSynthesizer:
@@ -137,15 +139,17 @@ class MaskedPairSynthesizer:
         crop = image[:, y0:y1, x0:x1]
         light = self._lighting(crop, alpha, p, unit=_HEADROOM / 255)  # template colours -> [0, 1]
         noise = _noise_crop(self._noise, alpha.shape, p["noise_off"]) if p["grain"] > 0 else None
+        col = np.empty((3, *alpha.shape), np.float32)
         for c in range(3):
-            col = cv2.multiply(planes[c], light, dtype=cv2.CV_32F)
-            if noise is not None:
-                col = cv2.scaleAdd(noise, p["grain"], col)
-            cv2.threshold(col, 1.0, 0.0, cv2.THRESH_TRUNC, dst=col)  # clip to [0, 1] (cv2: one cheap call each)
-            cv2.threshold(col, 0.0, 0.0, cv2.THRESH_TOZERO, dst=col)
-            col -= crop[c]
-            col *= alpha
-            np.add(col, crop[c], out=masked[c, y0:y1, x0:x1])  # alpha == 0 leaves the original value exactly
+            cv2.multiply(planes[c], light, dst=col[c], dtype=cv2.CV_32F)
+        if noise is not None:
+            col += noise * p["grain"]
+        flat = col.reshape(-1, col.shape[2])  # the three planes as one image: one cv2 call each for the clip
+        cv2.threshold(flat, 1.0, 0.0, cv2.THRESH_TRUNC, dst=flat)
+        cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
+        col -= crop
+        col *= alpha
+        np.add(col, crop, out=masked[:, y0:y1, x0:x1])  # alpha == 0 leaves the original value exactly
         m[0, y0:y1, x0:x1] = inside
         return masked, m
 
@@ -218,26 +222,28 @@ class MaskedPairSynthesizer:
         h, w = alpha.shape
         stride = max(1, int(round(math.sqrt(h * w / 400))))
         sel = alpha[::stride, ::stride] > 0.5
-        sub = crop[:, ::stride, ::stride]
-        lum = _LUMA[0] * sub[0] + _LUMA[1] * sub[1] + _LUMA[2] * sub[2]
-        vals = lum[sel]
+        vals = _LUMA @ crop[:, ::stride, ::stride][:, sel]
         if vals.size < 12:
             return np.full_like(alpha, unit)
         ys, xs = np.nonzero(sel)
-        keep = vals >= np.partition(vals, int(vals.size * 0.3))[int(vals.size * 0.3)]
-        xs = xs[keep] * (stride / w) - 0.5
-        ys = ys[keep] * (stride / h) - 0.5
-        vals = vals[keep].astype(np.float64)
-        # least squares of vals ~ c0 + c1 x + c2 y through its 3x3 normal equations (sums, no design matrix)
-        sx, sy, sv, sxy = xs.sum(), ys.sum(), vals.sum(), xs @ ys
-        normal = np.array([[len(vals) + 1e-6, sx, sy], [sx, xs @ xs + 1e-6, sxy], [sy, sxy, ys @ ys + 1e-6]])
-        ok, coef = cv2.solve(normal, np.array([[sv], [xs @ vals], [ys @ vals]]), flags=cv2.DECOMP_LU)
-        mean = max(float(sv) / len(vals), 0.02)
-        coef = coef.ravel() if ok else np.array([mean, 0.0, 0.0])
+        k = int(vals.size * 0.3)
+        pts = np.stack([xs, ys, vals])[:, vals >= np.partition(vals, k)[k]]  # (3, n): x, y, luminance
+        pts *= np.array([[stride / w], [stride / h], [1.0]])
+        pts -= _PTS_SHIFT  # x, y in [-0.5, 0.5]
+        # least squares of lum ~ c0 + c1 x + c2 y through its 3x3 normal equations (one Gram product)
+        g = pts @ pts[:2].T  # rows x, y, lum; columns x, y
+        gxx, gxy, gyy, gxv, gyv = g[0, 0], g[0, 1], g[1, 1], g[2, 0], g[2, 1]
+        sx, sy, sv = pts.sum(1)
+        n = pts.shape[1]
+        normal = np.array([[n + 1e-6, sx, sy], [sx, gxx + 1e-6, gxy], [sy, gxy, gyy + 1e-6]])
+        ok, coef = cv2.solve(normal, np.array([[sv], [gxv], [gyv]]), flags=cv2.DECOMP_LU)
+        mean = max(float(sv) / n, 0.02)
+        coef = coef.ravel() / mean if ok else np.array([1.0, 0.0, 0.0])
         # the plane is linear: evaluate it (and the power) on a few points and resize instead of per pixel
-        plane = (coef[0] + coef[1] * _PLANE_X + coef[2] * _PLANE_Y) / mean
         expo = min(max(mean / 0.5, 0.45), 1.3) ** p["expo"]
-        small = (np.clip(plane, 0.55, 1.45) ** p["light"] * (expo * unit)).astype(np.float32)
+        small = np.minimum(np.maximum((coef @ _PLANE).reshape(5, 5), 0.55), 1.45)
+        np.power(small, p["light"], out=small)
+        small = (small * (expo * unit)).astype(np.float32)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 

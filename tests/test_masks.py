@@ -172,6 +172,35 @@ def test_fit_map_box_holds_every_pixel_that_samples_the_template(synth, size, pa
         slack = w + 2 * step + 1  # a dual cell whose corners' bounding box meets the template, no pixel sampling it
         assert x0 >= xs.min() - slack and x1 <= xs.max() + slack and y0 >= ys.min() - slack and y1 <= ys.max() + slack
 
+
+def test_lighting_is_the_trimmed_plane_fit():
+    """The light map is the least-squares plane through the brighter 70 % of the subsampled luminance under the
+    mask, over its mean, clipped, to the power ``light``, times the exposure and ``unit`` (checked against a
+    design-matrix lstsq evaluated at the 5 x 5 points that are resized to the crop)."""
+    rng = np.random.default_rng(3)
+    for h, w in [(90, 120), (151, 97)]:
+        yy, xx = np.mgrid[0:h, 0:w]
+        lum = 0.45 + 0.3 * (xx / w - 0.5) - 0.2 * (yy / h - 0.5) + 0.05 * rng.standard_normal((h, w))
+        crop = np.repeat(lum[None], 3, 0).astype(np.float32)
+        alpha = (rng.uniform(0, 1, (h, w)) > 0.2).astype(np.float32)
+        p = {"light": 0.7, "expo": 0.4}
+        out = MaskedPairSynthesizer._lighting(crop, alpha, p, unit=0.5)
+        assert out.shape == (h, w) and out.dtype == np.float32
+        stride = max(1, int(round(np.sqrt(h * w / 400))))
+        sel = alpha[::stride, ::stride] > 0.5
+        vals = crop[0, ::stride, ::stride][sel].astype(np.float64)
+        ys, xs = np.nonzero(sel)
+        keep = vals >= np.sort(vals)[int(vals.size * 0.3)]
+        design = np.stack([np.ones(keep.sum()), xs[keep] * stride / w - 0.5, ys[keep] * stride / h - 0.5], 1)
+        coef = np.linalg.lstsq(design, vals[keep], rcond=None)[0]
+        mean = vals[keep].mean()
+        gx, gy = np.meshgrid(np.linspace(-0.5, 0.5, 5), np.linspace(-0.5, 0.5, 5))
+        small = (np.clip((coef[0] + coef[1] * gx + coef[2] * gy) / mean, 0.55, 1.45) ** 0.7
+                 * np.clip(mean / 0.5, 0.45, 1.3) ** 0.4 * 0.5)
+        expected = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        assert np.abs(out - expected).max() < 1e-5
+        assert out[0, -1] > out[0, 0] and out[-1, 0] < out[0, 0]  # brighter to the right, darker downwards
+
 def test_procedural_shapes_distinct_and_covering():
     shapes = [make_shape(0, i) for i in range(24)]
     assert len({s.kind for s in shapes}) >= 4
