@@ -312,6 +312,19 @@ def test_raster_perspective_correct_and_batched():
     assert torch.equal(small.rasterize(pix, depth, torch.tensor([[0, 1, 2]]), 16).tri_id, frags.tri_id)
 
 
+def test_raster_int32_and_int64_bookkeeping_agree(small_model, monkeypatch):
+    """The resolve step indexes candidates in int32 when it can; the int64 path gives the same triangles."""
+    import renderer.raster as raster
+
+    coeffs = small_model.sample_coeffs(3, generator=torch.Generator().manual_seed(4))
+    out = FaceRenderer(small_model, 96)(coeffs)
+    assert out.fragments.mask.float().mean() > 0.2
+    pix = project(out.vertices, FaceRenderer(small_model, 96).focal, 96)
+    monkeypatch.setattr(raster, "_INT32_LIMIT", 0)
+    wide = TorchRasterizer().rasterize(pix, out.vertices[..., 2], small_model.triangles, 96)
+    assert torch.equal(wide.tri_id, out.fragments.tri_id)
+
+
 def test_interpolation_gradcheck():
     pix = torch.tensor([[[0.31, 0.22], [7.63, 0.47], [7.29, 7.71], [0.43, 7.38]]], dtype=torch.float64)
     depth = torch.tensor([[2.0, 2.5, 3.0, 2.2]], dtype=torch.float64)
