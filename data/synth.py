@@ -289,7 +289,8 @@ def _fit_map(inv: ThinPlateSpline, box: tuple[int, int, int, int], step: int, w_
     coarse = 3 * step
     margin = (coarse + step + pad) * stretch + 2.0
     gw, gh = -(-w_img // coarse), -(-h_img // coarse)
-    uv = inv.grid(np.arange(gw) * coarse + (coarse - 1) / 2.0, np.arange(gh) * coarse + (coarse - 1) / 2.0)
+    uv = inv.grid(np.arange(gw) * coarse + (coarse - 1) / 2.0, np.arange(gh) * coarse + (coarse - 1) / 2.0,
+                  dtype=np.float32)
     hit = ((uv[..., 0] > lo_u - margin) & (uv[..., 0] < hi_u + margin) &
            (uv[..., 1] > lo_v - margin) & (uv[..., 1] < hi_v + margin))
     rows, cols = np.flatnonzero(hit.any(1)), np.flatnonzero(hit.any(0))
@@ -300,7 +301,7 @@ def _fit_map(inv: ThinPlateSpline, box: tuple[int, int, int, int], step: int, w_
     # fine pass over that region, one extra cell on every side (cv2.resize clamps in the outer half cell)
     fw, fh = -(-(x1 - x0) // step) + 2, -(-(y1 - y0) // step) + 2
     sub = inv.grid(x0 + np.arange(-1, fw - 1) * step + (step - 1) / 2.0,
-                   y0 + np.arange(-1, fh - 1) * step + (step - 1) / 2.0).astype(np.float32)
+                   y0 + np.arange(-1, fh - 1) * step + (step - 1) / 2.0, dtype=np.float32)
     k2 = np.ones((2, 2), np.uint8)  # [i + 1, j + 1] of a 2 x 2 erosion / dilation = min / max of centres i..i+1, j..j+1
     meets = cv2.bitwise_and(cv2.inRange(cv2.dilate(sub, k2), (lo_u, lo_v), (np.inf, np.inf)),
                             cv2.inRange(cv2.erode(sub, k2), (-np.inf, -np.inf), (hi_u, hi_v)))

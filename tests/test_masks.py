@@ -134,6 +134,8 @@ def test_thin_plate_grid_matches_points():
     grid = tps.grid(xs, ys)
     pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
     assert grid.shape == (17, 21, 2) and np.abs(grid.reshape(-1, 2) - tps(pts)).max() < 1e-9
+    single = tps.grid(xs, ys, dtype=np.float32)
+    assert single.dtype == np.float32 and np.abs(single - grid).max() < 1e-2  # template pixels
 
 
 @pytest.mark.parametrize("size,pad", [(96, 1.0), (256, 1.0), (256, 4.2), (512, 3.0)])
@@ -160,7 +162,7 @@ def test_fit_map_box_holds_every_pixel_that_samples_the_template(synth, size, pa
         sub = inv.grid(np.arange(-1, n - 1) * step + (step - 1) / 2.0,
                        np.arange(-1, n - 1) * step + (step - 1) / 2.0).astype(np.float32)
         full = cv2.resize(sub, (n * step, n * step), interpolation=cv2.INTER_LINEAR)[step:step + size, step:step + size]
-        assert np.abs(sm - full[y0:y1, x0:x1]).max() < 1e-3
+        assert np.abs(sm - full[y0:y1, x0:x1]).max() < 2e-2  # the fit's grid is single precision
         reach = ((full[..., 0] > x0a - 1) & (full[..., 0] < x1a) & (full[..., 1] > y0a - 1) & (full[..., 1] < y1a))
         ys, xs = np.nonzero(reach)
         assert len(xs) > 100

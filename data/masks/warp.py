@@ -61,19 +61,21 @@ class ThinPlateSpline:
         n = len(self.ctrl)
         return _kernel(_sqdist(p, self.ctrl)) @ self.coef[:n] + self.coef[n] + p @ self.coef[n + 1:]
 
-    def grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """Map the grid of points (x, y) for x in ``xs``, y in ``ys`` -> (len(ys), len(xs), 2) float64.
+    def grid(self, xs: np.ndarray, ys: np.ndarray, dtype=np.float64) -> np.ndarray:
+        """Map the grid of points (x, y) for x in ``xs``, y in ``ys`` -> (len(ys), len(xs), 2) of ``dtype``.
 
         Same values as ``__call__`` on the grid's points, cheaper: squared distances split into an x and a y part
         (one broadcast add per grid point and control point instead of five operations), the affine part likewise.
+        ``dtype=np.float32`` does the (grid x control points) part in single precision: ~1.4x faster, errors of
+        ~1e-2 template pixels, well below what a float32 sampling map resolves anyway.
         """
         px = (np.asarray(xs, dtype=np.float64) - self.mean[0]) * self.scale
         py = (np.asarray(ys, dtype=np.float64) - self.mean[1]) * self.scale
         n = len(self.ctrl)
         dx = px[:, None] - self.ctrl[:, 0]
         dy = py[:, None] - self.ctrl[:, 1]
-        d2 = (dy * dy)[:, None, :] + (dx * dx)[None, :, :]  # (H, W, N)
-        out = (_kernel(d2).reshape(-1, n) @ self.coef[:n]).reshape(len(py), len(px), 2)
-        out += self.coef[n] + px[:, None] * self.coef[n + 1]
-        out += (py[:, None] * self.coef[n + 2])[:, None]
+        d2 = (dy * dy).astype(dtype, copy=False)[:, None, :] + (dx * dx).astype(dtype, copy=False)[None, :, :]
+        out = (_kernel(d2).reshape(-1, n) @ self.coef[:n].astype(dtype, copy=False)).reshape(len(py), len(px), 2)
+        out += (self.coef[n] + px[:, None] * self.coef[n + 1]).astype(dtype, copy=False)  # (W, 2) affine part
+        out += (py[:, None] * self.coef[n + 2]).astype(dtype, copy=False)[:, None]
         return out
