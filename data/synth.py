@@ -279,9 +279,9 @@ def _fit_map(inv: ThinPlateSpline, box: tuple[int, int, int, int], step: int, w_
     Returns ((x0, y0, x1, y1) exclusive image box, template map (h, w, 2) float32), or None if the mask misses.
     """
     lo_u, lo_v, hi_u, hi_v = box[0] - 1.0, box[1] - 1.0, float(box[2]), float(box[3])  # + the bilinear neighbour
-    # coarse pass: cells whose centre maps within reach of the box, reach = (the cell's half diagonal + the fine
-    # centres around a pixel + pad) x the largest stretch (template pixels per image pixel) of the affine part,
-    # the singular value of a 2 x 2 matrix in closed form; the margins leave slack for bending
+    # coarse pass: cells whose centre maps within reach of the box, reach = (a cell + a fine cell + pad) x the
+    # largest stretch (template pixels per image pixel) of the affine part, the singular value of a 2 x 2 matrix in
+    # closed form; a cell's half diagonal would do for an affine map, the rest is slack for bending
     n = len(inv.ctrl)
     (a, b), (c, d) = inv.coef[n + 1:] * inv.scale
     fro2, det = a * a + b * b + c * c + d * d, a * d - b * c
@@ -310,6 +310,8 @@ def _fit_map(inv: ThinPlateSpline, box: tuple[int, int, int, int], step: int, w_
         return None
     px0, px1 = _between_centres(bx, bx + bw - 1, x0, x1, step, pad)
     py0, py1 = _between_centres(by, by + bh - 1, y0, y1, step, pad)
+    if px0 >= px1 or py0 >= py1:  # only blocks past the last pixel centre of a region that ends at the image edge
+        return None
     j0, j1 = (px0 - x0) // step, (px1 - 1 - x0) // step  # the cells of the box, + one each side for the resize
     i0, i1 = (py0 - y0) // step, (py1 - 1 - y0) // step
     sub = sub[i0:i1 + 3, j0:j1 + 3]

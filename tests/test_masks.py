@@ -109,6 +109,10 @@ def test_face_partly_or_fully_outside(synth):
     assert 0 < m.sum() and torch.equal(masked[:, m[0] == 0], img[:, m[0] == 0])
     masked, m = synth.synth(img, lm + 1000.0, 3)
     assert m.sum() == 0 and torch.equal(masked, img)
+    for k, shift in enumerate(range(40, 160, 3)):  # the mask slides off the bottom-right corner, cell by cell
+        for d in ((shift, shift), (shift, 0), (0, shift), (-shift, 0), (0, -shift)):
+            masked, m = synth.synth(img, lm + np.array(d, np.float32), k)
+            assert torch.equal(masked[:, m[0] == 0], img[:, m[0] == 0])
     with pytest.raises(ValueError, match="degenerate landmarks"):
         synth.synth(img, np.zeros((68, 2), np.float32), 3)
 
