@@ -111,3 +111,13 @@ def test_prepare_images_resizes_resumes_and_rescales_landmarks(tmp_path, capsys)
     assert "0 written, 3 already done, 1 unreadable" in capsys.readouterr().out  # its own outputs are not inputs
     assert main([str(src), str(src)]) == 2 and "must differ" in capsys.readouterr().err
     assert main([str(tmp_path / "nothere"), str(dst)]) == 2 and "not found" in capsys.readouterr().err
+
+
+def test_bench_synth_reports_median_and_best():
+    from data.masks import MaskLibrary
+    from scripts.bench_synth import run
+
+    res = run(quick=True, size=64, library=MaskLibrary.procedural(0, 8, 8))
+    assert res["pairs"] == 200 and res["rounds"] == 2 and res["threads"] == 1
+    assert 0 < res["pairs_per_s"] <= res["best_pairs_per_s"]
+    assert abs(res["ms_per_pair"] - 1000 / res["pairs_per_s"]) < 0.01
