@@ -93,7 +93,7 @@ class MaskedPairSynthesizer:
         """NumPy core of ``synth``: image (3, H, W) float32 [0, 1], landmarks (68, 2) -> (masked, m) arrays."""
         image = np.ascontiguousarray(image, dtype=np.float32)
         lm = np.asarray(landmarks, dtype=np.float64).reshape(68, 2)
-        if not np.isfinite(lm).all():
+        if not math.isfinite(float(lm.sum())):  # any NaN / inf (one reduction, no boolean array)
             raise ValueError("MaskedPairSynthesizer: landmarks contain NaN/inf")
         _, h_img, w_img = image.shape
         masked = image.copy()
@@ -123,8 +123,7 @@ class MaskedPairSynthesizer:
         warped = cv2.remap(self._template_colour(shape, texture, p), sm, None, cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         planes = cv2.split(warped)
-        alpha = planes[3].astype(np.float32)
-        alpha *= 1 / 255
+        alpha = np.multiply(planes[3], np.float32(1 / 255), dtype=np.float32)
         if sigma:
             alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
         cv2.threshold(alpha, 2.5 / 255, 0.0, cv2.THRESH_TOZERO, dst=alpha)  # invisible fringes would inflate m
@@ -163,18 +162,18 @@ class MaskedPairSynthesizer:
         sat = float(p["sat"])
         mat = sat * np.eye(3) + (1 - sat) * _LUMA[None].astype(np.float64)  # saturation about the luma
         mat *= (p["gain"] * p["chan"])[None, :] / _HEADROOM
-        alpha, shade, weight, _ = cv2.split(shape.maps)
         if p["own"]:
             rgb = cv2.transform(cv2.cvtColor(shape.colour, cv2.COLOR_RGBA2RGB), mat)
         else:
             tex = cv2.cvtColor(_place_texture(texture, p["tex_affine"], w_t, h_t), cv2.COLOR_RGBA2RGB)
-            rgb = cv2.multiply(cv2.transform(tex, mat), cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB), scale=1 / 128)
+            shade = cv2.cvtColor(cv2.extractChannel(shape.maps, 1), cv2.COLOR_GRAY2RGB)
+            rgb = cv2.multiply(cv2.transform(tex, mat), shade, scale=1 / 128)
             if shape.has_accessories:
-                weight = cv2.cvtColor(weight, cv2.COLOR_GRAY2RGB)
+                weight = cv2.cvtColor(cv2.extractChannel(shape.maps, 2), cv2.COLOR_GRAY2RGB)
                 own = cv2.transform(cv2.cvtColor(shape.colour, cv2.COLOR_RGBA2RGB), mat)
                 rgb = cv2.add(cv2.multiply(rgb, weight, scale=1 / 255), cv2.multiply(own, 255 - weight, scale=1 / 255))
         out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)  # cv2.remap is much faster on 4 channels than on 3
-        out[..., 3] = alpha
+        cv2.mixChannels([shape.maps], [out], [0, 3])  # alpha
         return out
 
     # -- per-pair randomness ------------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ class MaskedPairSynthesizer:
         else:
             ppu = (0.28 + 0.17 * float(u[1])) * min(th, tw)
             ang = 20 * float(u[2]) - 10
-        off = u[5:7] * (tw, th)
+        off_x, off_y = float(u[5]) * tw, float(u[6]) * th
         gain = math.exp(float(z[4]) * self.colour_jitter)
         chan = np.exp(z[5:8] * (self.colour_jitter / 3))
         sat = 0.8 + 0.35 * float(u[7])
@@ -205,10 +204,11 @@ class MaskedPairSynthesizer:
         noise_off = (u[11:13] * 512).astype(np.int64)
         feather = self.feather * float(u[14]) if u[13] < 0.5 else 0.0
         # texture pixel t = ppu * R(ang) (x, y) + off of canonical (x, y), composed with template pixel -> canonical
-        c, s = math.cos(math.radians(ang)), math.sin(math.radians(ang))
-        lin = ppu * np.array([[c, -s], [s, c]]) / shape.ppu  # per template pixel
-        origin_canon = np.array([FRAME.x0 + shape.origin[0] / shape.ppu, FRAME.y0 + shape.origin[1] / shape.ppu])
-        tex_affine = np.concatenate([lin, (ppu * np.array([[c, -s], [s, c]]) @ origin_canon + off)[:, None]], 1)
+        # (scalar arithmetic: a few small numpy arrays would cost more than the rest of the draw)
+        c, s = ppu * math.cos(math.radians(ang)), ppu * math.sin(math.radians(ang))
+        ox, oy = FRAME.x0 + shape.origin[0] / shape.ppu, FRAME.y0 + shape.origin[1] / shape.ppu  # canonical
+        k = 1.0 / shape.ppu  # canonical units per template pixel
+        tex_affine = np.array([[c * k, -s * k, c * ox - s * oy + off_x], [s * k, c * k, s * ox + c * oy + off_y]])
         return {"own": own, "scale": scale, "rot": rot, "shift": shift, "tex_affine": tex_affine, "gain": gain,
                 "chan": chan, "sat": sat, "light": light, "expo": expo, "grain": grain, "noise_off": noise_off,
                 "feather": feather}
