@@ -42,9 +42,14 @@ class ThinPlateSpline:
         centred = src - self.mean
         self.scale = 1.0 / max(float(np.sqrt(np.vdot(centred, centred) / n)), 1e-9)
         self.ctrl = centred * self.scale
-        d2 = _sqdist(self.ctrl, self.ctrl)
+        # [[K + reg I, 1, P], [1^T, 0, 0], [P^T, 0, 0]] written in place (each block one operation)
         a = np.zeros((n + 3, n + 3))
-        a[:n, :n] = _kernel(d2) + reg * np.eye(n)
+        d2 = _sqdist(self.ctrl, self.ctrl)
+        kern = a[:n, :n]
+        np.maximum(d2, 1e-20, out=kern)
+        np.log(kern, out=kern)
+        kern *= d2
+        a.flat[:n * (n + 4):n + 4] = reg  # the diagonal (U(0) = 0)
         a[:n, n] = 1.0
         a[:n, n + 1:] = self.ctrl
         a[n, :n] = 1.0
