@@ -29,6 +29,8 @@ from engine import dist
 from engine.checkpoint import CheckpointManager, rng_state, set_rng_state
 from engine.logging import RunLogger, Throughput
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 @dataclass
 class TrainConfig:
@@ -47,6 +49,9 @@ class TrainConfig:
     # torch.compile the trained networks in place (nn.Module.compile: checkpoint keys unchanged). Not N_D: R1's
     # double backward does not go through compiled graphs. Off by default: unmeasured on a GPU so far (BENCHMARKS.md)
     compile: bool = False
+    # torch.compile's mode: "reduce-overhead" also captures CUDA graphs (against launch overhead at the paper's
+    # small batches), "max-autotune" searches kernels; unmeasured on a GPU so far
+    compile_mode: str = "default"
     seed: int = 0
     deterministic: bool = False
     num_workers: int = 0
@@ -64,6 +69,8 @@ class TrainConfig:
             raise ValueError("lr_drop_at must be a fraction in [0, 1]")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
 
 
 class NonFiniteLossError(RuntimeError):

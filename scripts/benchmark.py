@@ -1,6 +1,6 @@
 """Where the time goes: data, rendering, N_3D and N_G/N_D training, inference; FLOPs and projected hours.
 
-    python scripts/benchmark.py [--device cpu|cuda] [--quick] [--out benchmarks.json]
+    python scripts/benchmark.py [--device cpu|cuda] [--quick] [--batch N] [--compile [MODE]] [--out benchmarks.json]
 
 Sections (each also a function):
   synth       masked-pair synthesis, pairs/s per CPU core at 256 px (image decoded, landmarks given)
@@ -29,6 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from engine.loop import COMPILE_MODES  # noqa: E402
 
 PAPER_STEPS = {"n3d": 500_000, "inpaint": 200_000}
 PAPER_BATCH = 8
@@ -92,7 +94,7 @@ def bench_renderer(device: torch.device) -> dict:
     return run(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
 
 
-def _n3d_task(device, size=224, batch=8, compile_nets=False):
+def _n3d_task(device, size=224, batch=8, compile_mode=None):
     from engine.config import build_dataclass
     from models.arcface import ArcFace
     from tasks.recon3d import Recon3DExperiment, Recon3DTask
@@ -102,7 +104,7 @@ def _n3d_task(device, size=224, batch=8, compile_nets=False):
                  "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
         "model": {"backbone": "resnet50"}, "loss": {"w_id": 0.0},
         "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda",
-                  "compile": compile_nets}})
+                  "compile": compile_mode is not None, "compile_mode": compile_mode or "default"}})
     task = Recon3DTask(cfg, device)
     task.arcface = ArcFace("r50").to(device)  # random weights: the identity loss costs the same
     cfg.loss.w_id = 0.1
@@ -116,25 +118,26 @@ def _batch(task, batch: int, device):
 
 
 def bench_train(stage: str, device: torch.device, quick: bool, batch: int = PAPER_BATCH,
-                compile_nets: bool = False) -> dict:
-    """Training images/s and FLOPs per image of one stage at the paper's settings (``compile_nets``: train.compile;
-    the FLOPs are then not counted, FlopCounterMode does not see inside compiled graphs)."""
+                compile_mode: str | None = None) -> dict:
+    """Training images/s and FLOPs per image of one stage at the paper's settings (``compile_mode``: train.compile
+    with that torch.compile mode; the FLOPs are then not counted, FlopCounterMode does not see inside compiled
+    graphs)."""
     from engine.loop import StepContext
 
     if stage == "n3d":
-        task = _n3d_task(device, 224, batch, compile_nets)
+        task = _n3d_task(device, 224, batch, compile_mode)
     else:
-        task = _inpaint_task(device, batch, compile_nets=compile_nets)
+        task = _inpaint_task(device, batch, compile_mode=compile_mode)
     b = _batch(task, batch, device)
     ctx = StepContext(task.cfg.train, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sec = timed(lambda: task.train_step(b, ctx), device, iters=2 if quick else 5, warmup=3 if compile_nets else 1)
-    out = {"batch": batch, "s_per_step": sec, "images_per_s": batch / sec, "compiled": compile_nets,
+    sec = timed(lambda: task.train_step(b, ctx), device, iters=2 if quick else 5, warmup=3 if compile_mode else 1)
+    out = {"batch": batch, "s_per_step": sec, "images_per_s": batch / sec, "compiled": compile_mode or False,
            "paper_hours": PAPER_STEPS[stage] * PAPER_BATCH / (batch / sec) / 3600}
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    if compile_nets:
+    if compile_mode:
         return out
     r1 = getattr(task.cfg.loss, "w_r1", 0.0)
     if r1:  # FlopCounterMode cannot follow autograd.grad: the R1 double backward is left out of the count
@@ -147,7 +150,7 @@ def bench_train(stage: str, device: torch.device, quick: bool, batch: int = PAPE
     return out
 
 
-def _inpaint_task(device, batch=8, size=256, compile_nets=False):
+def _inpaint_task(device, batch=8, size=256, compile_mode=None):
     import tempfile
 
     from engine.config import build_dataclass
@@ -160,7 +163,7 @@ def _inpaint_task(device, batch=8, size=256, compile_nets=False):
                  "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
         "prior": {"n3d_checkpoint": str(path)}, "loss": {"w_id": 0.0},
         "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda",
-                  "compile": compile_nets}})
+                  "compile": compile_mode is not None, "compile_mode": compile_mode or "default"}})
     return InpaintTask(cfg, device)
 
 
@@ -195,7 +198,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="sections to run (default all)")
     p.add_argument("--batch", type=int, default=None,
                    help="training/inference batch (default: the paper's 8 on CUDA, 2 on CPU to keep it short)")
-    p.add_argument("--compile", action="store_true", help="train.compile for the two training sections")
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
+                   help="train.compile for the two training sections, with torch.compile's MODE (default: "
+                        "default; reduce-overhead adds CUDA graphs)")
     p.add_argument("--out", default="benchmarks.json")
     args = p.parse_args(argv)
     device = torch.device(args.device)

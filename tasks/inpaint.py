@@ -174,7 +174,7 @@ class InpaintTask:
         # after DDP has broadcast rank 0's initial weights, so every rank's EMA starts from the same G
         self.g_ema = copy.deepcopy(self.gen).eval().requires_grad_(False)
         if cfg.train.compile:  # after the copy: a compiled module's deep copy would still call the original
-            self.gen.compile()
+            self.gen.compile(mode=cfg.train.compile_mode)
         self.modules = {"gen": self.gen, "disc": self.disc, "g_ema": self.g_ema}
         self.optimizers = {"gen": make_adam(self.gen.parameters(), cfg.train),
                            "disc": make_adam(self.disc.parameters(), cfg.train)}

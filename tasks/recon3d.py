@@ -86,7 +86,7 @@ class Recon3DTask:
         if cfg.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if cfg.train.compile:
-            self.net.compile()
+            self.net.compile(mode=cfg.train.compile_mode)
         self.ddp = dist.wrap_ddp(self.net, device)
         self.modules = {"n3d": self.net}
         self.optimizers = {"n3d": make_adam(self.net.parameters(), cfg.train)}

@@ -68,6 +68,16 @@ def test_compiled_generator_step_matches_eager(n3d_export):
         assert a.grad is not None and torch.allclose(a.grad, b.grad, rtol=1e-2, atol=1e-2 * a.grad.abs().max())
 
 
+def test_compile_mode_reaches_torch_compile(n3d_export, monkeypatch):
+    # train.compile_mode is handed to torch.compile (reduce-overhead = CUDA graphs); unknown modes fail at load
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append((type(self).__name__, kw)))
+    task = make_task(n3d_export, train={"compile": True, "compile_mode": "reduce-overhead"})
+    assert seen == [(type(task.gen).__name__, {"mode": "reduce-overhead"})]
+    with pytest.raises(ValueError, match="compile_mode must be one of default, reduce-overhead"):
+        make_task(n3d_export, train={"compile": True, "compile_mode": "fast"})
+
+
 def test_validation_reports_model_and_telea(n3d_export):
     val = make_task(n3d_export).validate(0)
     assert set(val) == {"l1_hole", "psnr", "telea_l1_hole", "telea_psnr"}
