@@ -126,19 +126,21 @@ def _screen_barycentrics(pix, depth, faces, tri_id, h, w):
     py = torch.div(rem, w, rounding_mode="floor")
     px = rem - py * w
     vid = faces.index_select(0, tri) + (bidx * n_vert).unsqueeze(1)  # (P, 3) flat vertex ids
-    p = pix.reshape(b * n_vert, 2).index_select(0, vid.reshape(-1)).view(-1, 3, 2)
-    z = depth.reshape(b * n_vert).index_select(0, vid.reshape(-1)).view(-1, 3)
-    dx = px.to(pix.dtype) - p[:, 0, 0]
-    dy = py.to(pix.dtype) - p[:, 0, 1]
-    e1 = p[:, 1] - p[:, 0]
-    e2 = p[:, 2] - p[:, 0]
-    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    s = (dx * e2[:, 1] - dy * e2[:, 0]) / area
-    t = (e1[:, 0] * dy - e1[:, 1] * dx) / area
-    wts = torch.stack([1.0 - s - t, s, t], dim=-1) / z
-    zinv = wts.sum(-1, keepdim=True)
-    bary_c = wts / zinv
-    zbuf_c = 1.0 / zinv.squeeze(-1)
+    # one gather of (x, y, depth) per corner instead of one for positions and one for depths
+    pz = torch.cat([pix, depth.unsqueeze(-1).to(pix.dtype)], -1).reshape(b * n_vert, 3)
+    g = pz.index_select(0, vid.reshape(-1)).view(-1, 3, 3)  # (P, corner, x / y / depth)
+    x0, y0 = g[:, 0, 0], g[:, 0, 1]
+    e1x, e1y = g[:, 1, 0] - x0, g[:, 1, 1] - y0
+    e2x, e2y = g[:, 2, 0] - x0, g[:, 2, 1] - y0
+    dx = px.to(pix.dtype) - x0
+    dy = py.to(pix.dtype) - y0
+    inv_area = 1.0 / (e1x * e2y - e1y * e2x)
+    s = (dx * e2y - dy * e2x) * inv_area
+    t = (e1x * dy - e1y * dx) * inv_area
+    # perspective correction: screen-space weights over depth, renormalised; their sum is 1 / depth
+    w0, w1, w2 = (1.0 - s - t) / g[:, 0, 2], s / g[:, 1, 2], t / g[:, 2, 2]
+    zbuf_c = 1.0 / (w0 + w1 + w2)
+    bary_c = torch.stack([w0, w1, w2], dim=-1) * zbuf_c.unsqueeze(-1)
     zbuf = zbuf_c.new_zeros(b * h * w).index_copy(0, pidx, zbuf_c).view(b, h, w)
     return zbuf, (pidx, vid, bary_c)
 
