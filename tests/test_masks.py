@@ -127,7 +127,6 @@ def test_batch_matches_single(synth):
         assert torch.equal(single[0], masked[i]) and torch.equal(single[1], m[i])
 
 
-
 def test_thin_plate_grid_matches_points():
     rng = np.random.default_rng(1)
     src, dst = rng.uniform(0, 256, (15, 2)), rng.uniform(0, 120, (15, 2))
@@ -206,6 +205,7 @@ def test_lighting_is_the_trimmed_plane_fit():
         expected = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         assert np.abs(out - expected).max() < 1e-5
         assert out[0, -1] > out[0, 0] and out[-1, 0] < out[0, 0]  # brighter to the right, darker downwards
+
 
 def test_procedural_shapes_distinct_and_covering():
     shapes = [make_shape(0, i) for i in range(24)]
