@@ -97,6 +97,12 @@ def bench_renderer(device: torch.device) -> dict:
     return run(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
 
 
+def _train_settings(device, batch: int, compile_mode: str | None) -> dict:
+    """The `train` section both training benchmarks share (compile_mode None = eager)."""
+    return {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda",
+            "compile": compile_mode is not None, "compile_mode": compile_mode or "default"}
+
+
 def _n3d_task(device, size=224, batch=8, compile_mode=None):
     from engine.config import build_dataclass
     from models.arcface import ArcFace
@@ -106,8 +112,7 @@ def _n3d_task(device, size=224, batch=8, compile_mode=None):
         "data": {"image_size": size, "train": [{"kind": "synthetic", "num": batch}],
                  "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
         "model": {"backbone": "resnet50"}, "loss": {"w_id": 0.0},
-        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda",
-                  "compile": compile_mode is not None, "compile_mode": compile_mode or "default"}})
+        "train": _train_settings(device, batch, compile_mode)})
     task = Recon3DTask(cfg, device)
     task.arcface = ArcFace("r50").to(device)  # random weights: the identity loss costs the same
     cfg.loss.w_id = 0.1
@@ -165,8 +170,7 @@ def _inpaint_task(device, batch=8, size=256, compile_mode=None):
         "data": {"image_size": size, "train": [{"kind": "synthetic", "num": batch}],
                  "val": [{"kind": "synthetic", "num": batch, "offset": 10**6}]},
         "prior": {"n3d_checkpoint": str(path)}, "loss": {"w_id": 0.0},
-        "train": {"batch_size": batch, "device": device.type, "channels_last": device.type == "cuda",
-                  "compile": compile_mode is not None, "compile_mode": compile_mode or "default"}})
+        "train": _train_settings(device, batch, compile_mode)})
     return InpaintTask(cfg, device)
 
 
