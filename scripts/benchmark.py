@@ -1,6 +1,7 @@
 """Where the time goes: data, rendering, N_3D and N_G/N_D training, inference; FLOPs and projected hours.
 
-    python scripts/benchmark.py [--device cpu|cuda] [--quick] [--batch N] [--compile [MODE]] [--out benchmarks.json]
+    python scripts/benchmark.py [--device cpu|cuda] [--quick] [--batch N] [--max-batch] [--workers N]
+                                [--compile [MODE]] [--only SECTION ...] [--out benchmarks.json]
 
 Sections (each also a function):
   synth       masked-pair synthesis, pairs/s per CPU core at 256 px (image decoded, landmarks given)
@@ -9,6 +10,10 @@ Sections (each also a function):
   n3d         N_3D training step at the paper's settings (ResNet-50, 224 px, batch 8, renderer + ArcFace)
   inpaint     N_G + N_D training step (256 px, batch 8, base 64, 6 residual blocks, R1, frozen N_3D prior)
   inference   mask removal (N_3D + render + N_G) images/s at 256 px
+  evaluation  evaluate.py's loop (test-set masking, removal, every metric, FID features, N_3D metrics) images/s,
+              its fixed part (FID statistics, edits) timed apart, and the projected time of a 1000-image test set
+--max-batch adds n3d_max / inpaint_max (CUDA only): the training sections again at the largest batch that fits,
+doubling from 16 until the GPU runs out of memory.
 FLOPs per training image are counted from the executed operators' shapes (torch.utils.flop_counter), and divided
 by a GPU's bf16 rate to give the floor next to the measured time. Figures go to BENCHMARKS.md by hand, with machine,
 date and commit. Networks have random weights (speed does not depend on them).
@@ -17,7 +22,9 @@ date and commit. Networks have random weights (speed does not depend on them).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -34,6 +41,7 @@ from engine.loop import COMPILE_MODES  # noqa: E402
 
 PAPER_STEPS = {"n3d": 500_000, "inpaint": 200_000}
 PAPER_BATCH = 8
+PAPER_TEST_IMAGES = 1000
 BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 spec figures; the measured rate is what counts
 
 
@@ -72,6 +80,7 @@ def bench_synth(quick: bool) -> dict:
 
 
 def bench_loader(quick: bool, workers: int = 2) -> dict:
+    """Masked pairs per second through a DataLoader with 0 and ``workers`` worker processes, cold and warm."""
     from data.faces import MaskedPairs, SyntheticFaces
     from data.synth import MaskedPairSynthesizer
 
@@ -184,6 +193,76 @@ def bench_inference(device: torch.device, quick: bool, batch: int = 8) -> dict:
     return {"batch": batch, "images_per_s": batch / sec}
 
 
+def bench_evaluation(device: torch.device, quick: bool, batch: int = 8, n_images: int | None = None,
+                     checkpoint: str | Path | None = None, metrics: list[str] | None = None) -> dict:
+    """evaluate.py's whole run on synthetic 256 px test faces with random weights everywhere (N_3D, N_G, ArcFace,
+    Inception, LPIPS: speed does not depend on them) -> images/s of the per-image loop (masking the test image,
+    removal, L1 / PSNR / SSIM / LPIPS / ArcFace / FID features, mask IoU and landmarks), the seconds of the fixed
+    part (FID's matrix square roots, the diversity and controllability edits on one batch) and the projected
+    minutes of the paper's 1000-image test set. ``checkpoint``: an inpainting export to use instead of a random
+    paper-sized one; ``metrics``: evaluate.py's metrics setting (default: all)."""
+    import tempfile
+    import warnings
+
+    from engine.config import build_dataclass
+    from tasks.evaluation import EvalExperiment, Evaluator
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    ckpt = checkpoint or _inpaint_task(device, batch).export(tmp / "inpaint.pt")
+    n = n_images or (2 if quick else 4) * batch
+    cfg = build_dataclass(EvalExperiment, {
+        "test": {"image_size": 256, "faces": [{"kind": "synthetic", "num": n, "offset": 10**6}]},
+        "checkpoint": str(ckpt), "baselines": [], "extra_images": batch, "batch_size": batch,
+        "device": str(device), "fid_cache_dir": str(tmp / "fid"), "grid_images": 0,
+        **({"metrics": list(metrics)} if metrics else {})})
+    t = time.perf_counter()
+    evaluator = Evaluator(cfg, tmp / "eval")
+    setup = time.perf_counter() - t
+    fixed = [0.0]
+    collect = evaluator._collect
+
+    def timed_collect():  # run() ends with the fixed part: time it apart from the per-image loop
+        t0 = time.perf_counter()
+        out = collect()
+        sync(device)
+        fixed[0] += time.perf_counter() - t0
+        return out
+
+    evaluator._collect = timed_collect
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FID of a handful of images: singular covariances, expected here
+        evaluator.run()
+    sync(device)
+    loop = time.perf_counter() - t - fixed[0]
+    return {"batch": batch, "images": n, "images_per_s": n / loop, "fixed_s": fixed[0], "setup_s": setup,
+            "paper_test_set_min": (PAPER_TEST_IMAGES * loop / n + fixed[0]) / 60}
+
+
+def largest_batch(run, start: int = 2 * PAPER_BATCH, limit: int = 4096) -> dict:
+    """``run(batch) -> dict`` at the largest of start, 2 start, 4 start, ... (<= ``limit``) that fits in GPU memory.
+
+    The result gets ``oom_at``: the first batch that ran out of memory (None if ``limit`` was reached). Raises the
+    out-of-memory error if even ``start`` does not fit.
+    """
+    best, b = None, start
+    while b <= limit:
+        try:
+            res = run(b)
+        except torch.OutOfMemoryError:
+            if best is None:
+                raise
+            best["oom_at"] = b
+            return best
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        best, b = res, 2 * b
+    best["oom_at"] = None
+    return best
+
+
 # ----------------------------------------------------------------------------------------------------------- main
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
@@ -205,37 +284,61 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="sections to run (default all)")
     p.add_argument("--batch", type=int, default=None,
                    help="training/inference batch (default: the paper's 8 on CUDA, 2 on CPU to keep it short)")
+    p.add_argument("--max-batch", action="store_true",
+                   help="CUDA: also run the training sections at the largest batch that fits (n3d_max, inpaint_max)")
+    p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1),
+                   help="loader workers to measure besides 0 (default: the cores, at most 16)")
     p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
                    help="train.compile for the two training sections, with torch.compile's MODE (default: "
                         "default; reduce-overhead adds CUDA graphs)")
     p.add_argument("--out", default="benchmarks.json")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.max_batch and device.type != "cuda":
+        p.error("--max-batch needs --device cuda (on a CPU, running out of memory means swapping, not an error)")
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1 (got {args.workers})")
     batch = args.batch or (PAPER_BATCH if device.type == "cuda" else 2)
     sections = {
         "synth": lambda: bench_synth(args.quick),
-        "loader": lambda: bench_loader(args.quick),
+        "loader": lambda: bench_loader(args.quick, args.workers),
         "renderer": lambda: bench_renderer(device),
         "n3d": lambda: bench_train("n3d", device, args.quick, batch, args.compile),
         "inpaint": lambda: bench_train("inpaint", device, args.quick, batch, args.compile),
         "inference": lambda: bench_inference(device, args.quick, batch),
+        "evaluation": lambda: bench_evaluation(device, args.quick, batch),
     }
+    if args.max_batch:
+        for stage in ("n3d", "inpaint"):
+            sections[f"{stage}_max"] = (lambda st: lambda: largest_batch(
+                lambda b: bench_train(st, device, True, b, args.compile)))(stage)
+    unknown = sorted(set(args.only or ()) - set(sections))
+    if unknown:
+        p.error(f"--only: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sections)}")
     results = {"machine": machine(), "device": str(device)}
+    out, failed = Path(args.out), []
     for name, fn in sections.items():
         if args.only and name not in args.only:
             continue
         print(f"[{name}] ...", flush=True)
         t = time.perf_counter()
-        results[name] = fn()
+        try:
+            results[name] = fn()
+        except Exception as e:  # one broken section (a backend, a compile mode) must not cost the others' figures
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+            failed.append(name)
         print(f"[{name}] {json.dumps(results[name], default=float)} ({time.perf_counter() - t:.0f} s)", flush=True)
-    results["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+        results["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        out.write_text(json.dumps(results, indent=2, default=float) + "\n")  # a run cut off keeps what it measured
     print_table(results)
-    return 0
+    if failed:
+        print(f"benchmark: section(s) failed: {', '.join(failed)} (errors in {out})", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def print_table(r: dict) -> None:
-    rows = []
+def print_table(results: dict) -> None:
+    rows = [(f"{k} FAILED", v["error"]) for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    r = {k: v for k, v in results.items() if isinstance(v, dict) and "error" not in v}
     if "synth" in r:
         rows.append(("pair synthesis, 256 px", f"{r['synth'].get('pairs_per_s', 0):.0f} pairs/s/core"))
     if "loader" in r:
@@ -246,14 +349,19 @@ def print_table(r: dict) -> None:
             text = b.get("skipped") or (f"{b['forward_ms_per_face']:.1f} ms/face forward, "
                                         f"{b['forward_backward_ms_per_face']:.1f} ms/face forward+backward")
             rows.append((f"renderer {name} ({rr.get('triangles')} tris, {rr.get('image_size')} px)", text))
-    for stage in ("n3d", "inpaint"):
+    for stage in ("n3d", "inpaint", "n3d_max", "inpaint_max"):
         if stage in r:
             s = r[stage]
             flops = f"{s['gflops_per_image']:.1f} GFLOP/img, " if "gflops_per_image" in s else "compiled, "
+            mem = f", peak {s['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in s else ""
             rows.append((f"{stage} training (batch {s['batch']})", f"{s['images_per_s']:.2f} img/s, {flops}"
-                         f"paper schedule {s['paper_hours']:.1f} h"))
+                         f"paper schedule {s['paper_hours']:.1f} h{mem}"))
     if "inference" in r:
         rows.append(("inference 256 px", f"{r['inference']['images_per_s']:.2f} img/s"))
+    if "evaluation" in r:
+        e = r["evaluation"]
+        rows.append(("evaluation 256 px", f"{e['images_per_s']:.2f} img/s + {e['fixed_s']:.0f} s fixed (FID, edits); "
+                                          f"{PAPER_TEST_IMAGES} test images: {e['paper_test_set_min']:.1f} min"))
     width = max(len(a) for a, _ in rows) if rows else 10
     print("\n".join(f"{a:<{width}}  {b}" for a, b in rows))
 

@@ -104,10 +104,11 @@ class ModelMethod:
 
     def __init__(self, remover):
         self.remover = remover
+        self.last = None  # the last batch's Removal: its N_3D outputs feed the mask and landmark metrics
 
     def __call__(self, batch: dict, index: int) -> torch.Tensor:
-        out = self.remover(batch["masked_image"], ["keep"], seed=index)
-        return resize(out.images[:, 0], batch["image"].shape[-1])
+        self.last = self.remover(batch["masked_image"], ["keep"], seed=index)
+        return resize(self.last.images[:, 0], batch["image"].shape[-1])
 
 
 class OpenCVMethod:
@@ -228,7 +229,7 @@ class Evaluator:
                 if take:
                     grid_rows[name].append(out[:take].cpu())
             for name, remover in self.removers.items():
-                self._n3d_metrics(name, remover, batch)
+                self._n3d_metrics(name, remover, self.methods[name].last, batch)
             n_grid += take
             if progress:
                 progress(gt.shape[0])
@@ -236,13 +237,11 @@ class Evaluator:
         self._write(results, grid_rows)
         return results
 
-    def _n3d_metrics(self, name: str, remover, batch: dict) -> None:
-        size = remover.image_size
-        masked = resize(batch["masked_image"], size)
-        coeffs, m_pred = remover.analyze(masked)
-        scale = batch["image"].shape[-1] / size
-        self.n3d_metrics[name]["mask_iou"].update(resize(m_pred, batch["image"].shape[-1]).round(), batch["mask"])
-        lm = remover.prior.renderer.landmarks(coeffs) * scale
+    def _n3d_metrics(self, name: str, remover, removal, batch: dict) -> None:
+        """Mask IoU and landmark NME of N_3D's outputs for this batch (taken from the removal, not run again)."""
+        scale = batch["image"].shape[-1] / remover.image_size
+        self.n3d_metrics[name]["mask_iou"].update(resize(removal.m, batch["image"].shape[-1]).round(), batch["mask"])
+        lm = remover.prior.renderer.landmarks(removal.base_coeffs) * scale
         self.n3d_metrics[name]["landmark_nme"].update(lm, batch["landmarks"])
 
     @torch.no_grad()
@@ -259,7 +258,7 @@ class Evaluator:
             div.update(res.images)
             if not cfg.control_edits:
                 continue
-            ctrl = remover(masked, cfg.control_edits, seed=bi)
+            ctrl = remover(masked, cfg.control_edits, seed=bi, coeffs=res.base_coeffs, m=res.m)  # N_3D ran once
             r = remover.prior.renderer
             base_lm = r.landmarks(ctrl.base_coeffs)
             for k in range(len(cfg.control_edits)):

@@ -138,7 +138,8 @@ class MaskRemover:
         masked = masked.to(self.device).float()
         masked = resize_square(masked, self.image_size)
         edits = list(edits or ["keep"])
-        base, m_pred = self.analyze(masked)
+        if coeffs is None or m is None:  # N_3D only for what is not given
+            base, m_pred = self.analyze(masked)
         base = base if coeffs is None else coeffs.to(self.device).float()
         m = m_pred if m is None else m.to(self.device).float()
         n, k = masked.shape[0], len(edits)

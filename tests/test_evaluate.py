@@ -37,6 +37,34 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
     assert (tmp_path / "a" / "grid.png").is_file() and b == a
 
 
+def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_export, tmp_path):
+    from metrics import get_metric
+    from tasks.common import iterate
+    from tasks.evaluation import resize
+
+    ev = Evaluator(eval_cfg(inpaint_export, metrics=("l1",), baselines=[], test={
+        "image_size": 48, "faces": [{"kind": "synthetic", "num": 6, "offset": 2_000_000}]}), tmp_path / "e")
+    remover = ev.removers["ours"]
+    calls, analyze = [], remover.analyze
+    remover.analyze = lambda x: calls.append(len(x)) or analyze(x)
+    row = ev.run()["methods"]["ours"]
+    remover.analyze = analyze
+    # N_3D once per test batch (2) and, for the one batch of edits, once plus once per re-fitted control edit
+    assert calls == [4, 2, 2, 2]
+    iou, nme = get_metric("mask_iou"), get_metric("landmark_nme")
+    for batch in iterate(ev.testset, 4, device=torch.device("cpu")):  # N_3D run afresh on the test images
+        coeffs, m = remover.analyze(resize(batch["masked_image"], remover.image_size))
+        iou.update(resize(m, 48).round(), batch["mask"])
+        nme.update(remover.prior.renderer.landmarks(coeffs) * (48 / remover.image_size), batch["landmarks"])
+    assert row["mask_iou"] == pytest.approx(iou.compute()["mask_iou"], abs=1e-5)
+    assert row["landmark_nme"] == pytest.approx(nme.compute()["landmark_nme"], abs=1e-5)
+    # given N_3D's outputs, the removal skips N_3D and gives the same images
+    x = resize(batch["masked_image"], remover.image_size)
+    full = remover(x, ["smile"], seed=3)
+    given = remover(x, ["smile"], seed=3, coeffs=full.base_coeffs, m=full.m)
+    assert torch.equal(given.images, full.images)
+
+
 def test_predictions_of_the_ground_truth_score_perfectly(tmp_path):
     from scripts.export_testset import main as export_main
 

@@ -1,6 +1,9 @@
-"""Command-line scripts: extract_coeffs.py and remove_mask.py on real and bad inputs."""
+"""Command-line scripts: extract_coeffs.py and remove_mask.py on real and bad inputs; the benchmark scripts."""
+
+import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -121,3 +124,54 @@ def test_bench_synth_reports_median_and_best():
     assert res["pairs"] == 200 and res["rounds"] == 2 and res["threads"] == 1
     assert 0 < res["pairs_per_s"] <= res["best_pairs_per_s"]
     assert abs(res["ms_per_pair"] - 1000 / res["pairs_per_s"]) < 0.01
+
+
+def test_largest_batch_doubles_until_out_of_memory():
+    from scripts.benchmark import largest_batch
+
+    tried = []
+
+    def run(batch):
+        tried.append(batch)
+        if batch > 48:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return {"batch": batch, "images_per_s": 10.0 * batch}
+
+    assert largest_batch(run, 8) == {"batch": 32, "images_per_s": 320.0, "oom_at": 64}
+    assert tried == [8, 16, 32, 64]
+    assert largest_batch(run, 8, limit=16)["oom_at"] is None  # the limit, not the memory, ended the search
+    with pytest.raises(torch.OutOfMemoryError):
+        largest_batch(run, 64)  # not even the first batch fits: the error, not an empty result
+
+
+def test_benchmark_cli_keeps_each_section_and_reports_failures(tmp_path, monkeypatch, capsys):
+    import scripts.benchmark as bench
+
+    def broken(quick):
+        raise RuntimeError("no such backend")
+
+    monkeypatch.setattr(bench, "bench_synth", broken)
+    monkeypatch.setattr(bench, "bench_renderer", lambda device: {"triangles": 70984, "image_size": 224, "backends": {
+        "torch": {"forward_ms_per_face": 9.0, "forward_backward_ms_per_face": 19.0}}})
+    out = tmp_path / "b.json"
+    assert bench.main(["--device", "cpu", "--only", "synth", "renderer", "--out", str(out)]) == 1
+    res = json.loads(out.read_text())
+    assert res["synth"] == {"error": "RuntimeError: no such backend"}  # the failure is recorded, the rest still ran
+    assert res["renderer"]["backends"]["torch"]["forward_ms_per_face"] == 9.0 and res["peak_rss_gib"] > 0
+    printed = capsys.readouterr()
+    assert "synth FAILED" in printed.out and "9.0 ms/face forward" in printed.out and "synth" in printed.err
+    for bad, why in ((["--only", "sinth"], "unknown section"), (["--max-batch"], "needs --device cuda"),
+                     (["--workers", "0"], "--workers")):
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cpu", *bad, "--out", str(out)])
+        assert why in capsys.readouterr().err
+
+
+def test_bench_evaluation_times_the_loop_and_the_fixed_part(inpaint_export):
+    from scripts.benchmark import bench_evaluation
+
+    res = bench_evaluation(torch.device("cpu"), True, batch=2, n_images=3, checkpoint=inpaint_export,
+                           metrics=["l1", "psnr", "lpips"])
+    assert res["images"] == 3 and res["images_per_s"] > 0 and res["fixed_s"] > 0
+    # 1000 images at the measured rate plus the fixed part once
+    assert res["paper_test_set_min"] == pytest.approx((1000 / res["images_per_s"] + res["fixed_s"]) / 60)
