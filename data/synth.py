@@ -32,7 +32,6 @@ _HEADROOM = 2.0  # template colours are uint8 with 1.0 = 255 / _HEADROOM (gains 
 _SALT = 0x3A5C
 # the light plane is evaluated at 5 x 5 points (rows 1, x, y of a (3, 25) design) and resized
 _PLANE = np.stack([np.ones(25), *(g.ravel() for g in np.meshgrid(*[np.linspace(-0.5, 0.5, 5)] * 2))])
-_PTS_SHIFT = np.array([[0.5], [0.5], [0.0]])
 
 
 class MaskedPairSynthesizer:
@@ -138,17 +137,21 @@ class MaskedPairSynthesizer:
         crop = image[:, y0:y1, x0:x1]
         light = self._lighting(crop, alpha, p, unit=_HEADROOM / 255)  # template colours -> [0, 1]
         noise = _noise_crop(self._noise, alpha.shape, p["noise_off"]) if p["grain"] > 0 else None
+        if noise is not None:
+            noise = noise * np.float32(p["grain"])
         col = np.empty((3, *alpha.shape), np.float32)
         for c in range(3):
             cv2.multiply(planes[c], light, dst=col[c], dtype=cv2.CV_32F)
-        if noise is not None:
-            col += noise * p["grain"]
+            if noise is not None:
+                cv2.add(col[c], noise, dst=col[c])
         flat = col.reshape(-1, col.shape[2])  # the three planes as one image: one cv2 call each for the clip
         cv2.threshold(flat, 1.0, 0.0, cv2.THRESH_TRUNC, dst=flat)
         cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
-        col -= crop
-        col *= alpha
-        np.add(col, crop, out=masked[:, y0:y1, x0:x1])  # alpha == 0 leaves the original value exactly
+        out = masked[:, y0:y1, x0:x1]
+        for c in range(3):  # (col - crop) alpha + crop: alpha == 0 leaves the original value exactly
+            cv2.subtract(col[c], crop[c], dst=col[c])
+            cv2.multiply(col[c], alpha, dst=col[c])
+            cv2.add(col[c], crop[c], dst=out[c])
         m[0, y0:y1, x0:x1] = inside
         return masked, m
 
@@ -221,23 +224,30 @@ class MaskedPairSynthesizer:
         factor (a white mask in a dark photo is grey); times ``unit``."""
         h, w = alpha.shape
         stride = max(1, int(round(math.sqrt(h * w / 400))))
+        sub = crop[:, ::stride, ::stride]
+        lum = _LUMA[0] * sub[0] + _LUMA[1] * sub[1] + _LUMA[2] * sub[2]  # (h', w') on a ~20 x 20 grid
         sel = alpha[::stride, ::stride] > 0.5
-        vals = _LUMA @ crop[:, ::stride, ::stride][:, sel]
+        vals = lum[sel]
         if vals.size < 12:
             return np.full_like(alpha, unit)
-        ys, xs = np.nonzero(sel)
         k = int(vals.size * 0.3)
-        pts = np.stack([xs, ys, vals])[:, vals >= np.partition(vals, k)[k]]  # (3, n): x, y, luminance
-        pts *= np.array([[stride / w], [stride / h], [1.0]])
-        pts -= _PTS_SHIFT  # x, y in [-0.5, 0.5]
-        # least squares of lum ~ c0 + c1 x + c2 y through its 3x3 normal equations (one Gram product)
-        g = pts @ pts[:2].T  # rows x, y, lum; columns x, y
-        gxx, gxy, gyy, gxv, gyv = g[0, 0], g[0, 1], g[1, 1], g[2, 0], g[2, 1]
-        sx, sy, sv = pts.sum(1)
-        n = pts.shape[1]
+        keep = lum >= np.partition(vals, k)[k]
+        keep &= sel
+        weight = keep.astype(np.float32)
+        # the sums of the normal equations as image moments on the grid (x = column, y = row): two cv2 calls
+        mw, mv = cv2.moments(weight), cv2.moments(np.multiply(lum, weight, out=weight))
+        n, sv = mw["m00"], mv["m00"]
+        # ... then in coordinates x, y in [-0.5, 0.5]: X = ax x - 0.5, Y = ay y - 0.5
+        ax, ay = stride / w, stride / h
+        sx, sy = ax * mw["m10"] - 0.5 * n, ay * mw["m01"] - 0.5 * n
+        gxx = ax * ax * mw["m20"] - ax * mw["m10"] + 0.25 * n
+        gyy = ay * ay * mw["m02"] - ay * mw["m01"] + 0.25 * n
+        gxy = ax * ay * mw["m11"] - 0.5 * (ax * mw["m10"] + ay * mw["m01"]) + 0.25 * n
+        gxv, gyv = ax * mv["m10"] - 0.5 * sv, ay * mv["m01"] - 0.5 * sv
+        # least squares of lum ~ c0 + c1 X + c2 Y through its 3x3 normal equations
         normal = np.array([[n + 1e-6, sx, sy], [sx, gxx + 1e-6, gxy], [sy, gxy, gyy + 1e-6]])
         ok, coef = cv2.solve(normal, np.array([[sv], [gxv], [gyv]]), flags=cv2.DECOMP_LU)
-        mean = max(float(sv) / n, 0.02)
+        mean = max(sv / n, 0.02)
         coef = coef.ravel() / mean if ok else np.array([1.0, 0.0, 0.0])
         # the plane is linear: evaluate it (and the power) on a few points and resize instead of per pixel
         expo = min(max(mean / 0.5, 0.45), 1.3) ** p["expo"]
