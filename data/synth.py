@@ -73,11 +73,9 @@ class MaskedPairSynthesizer:
             masked (3, H, W) float32 in [0, 1], equal to ``image`` wherever m == 0;
             m (1, H, W) float32 in {0, 1}, 1 wherever the mask changed the image (soft edges included).
         """
-        dev = image.device
-        img = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        lm = landmarks.detach().cpu().numpy() if isinstance(landmarks, torch.Tensor) else np.asarray(landmarks)
-        masked, m = self.synth_numpy(img, lm, seed)
-        return torch.from_numpy(masked).to(dev), torch.from_numpy(m).to(dev)
+        masked, m = self.synth_numpy(_numpy(image), _numpy(landmarks), seed)
+        masked, m = torch.from_numpy(masked), torch.from_numpy(m)
+        return (masked, m) if image.is_cpu else (masked.to(image.device), m.to(image.device))
 
     def synth_batch(self, images: torch.Tensor, landmarks: torch.Tensor | np.ndarray,
                     seeds: int | Sequence) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,8 +93,6 @@ class MaskedPairSynthesizer:
         if not math.isfinite(float(lm.sum())):  # any NaN / inf (one reduction, no boolean array)
             raise ValueError("MaskedPairSynthesizer: landmarks contain NaN/inf")
         _, h_img, w_img = image.shape
-        masked = image.copy()
-        m = np.zeros((1, h_img, w_img), np.float32)
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_words(seed) + [_SALT])))
         shape, texture = self.library.sample(rng)
         p = self._draw(rng, shape, texture)
@@ -117,7 +113,7 @@ class MaskedPairSynthesizer:
         sigma = p["feather"] * face / 260 if p["feather"] > 0.3 else 0.0
         fit = _fit_map(inv, shape.alpha_box, step, w_img, h_img, pad=4 * sigma + 1)  # cv2's blur reaches ~4 sigma
         if fit is None:
-            return masked, m
+            return image.copy(), np.zeros((1, h_img, w_img), np.float32)
         (x0, y0, x1, y1), sm = fit
         warped = cv2.remap(self._template_colour(shape, texture, p), sm, None, cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -129,7 +125,7 @@ class MaskedPairSynthesizer:
         inside = alpha > 0
         bx, by, bw, bh = cv2.boundingRect(inside.view(np.uint8))
         if not bw:
-            return masked, m
+            return image.copy(), np.zeros((1, h_img, w_img), np.float32)
         # the rest of the work only where the mask is visible (the fit's box is a cell or two larger all round)
         inside, alpha = inside[by:by + bh, bx:bx + bw], alpha[by:by + bh, bx:bx + bw]
         planes = [c[by:by + bh, bx:bx + bw] for c in planes[:3]]
@@ -147,6 +143,8 @@ class MaskedPairSynthesizer:
         flat = col.reshape(-1, col.shape[2])  # the three planes as one image: one cv2 call each for the clip
         cv2.threshold(flat, 1.0, 0.0, cv2.THRESH_TRUNC, dst=flat)
         cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
+        masked = image.copy()  # the full-size arrays last: their traffic would evict what the steps above reuse
+        m = np.zeros((1, h_img, w_img), np.float32)
         out = masked[:, y0:y1, x0:x1]
         for c in range(3):  # (col - crop) alpha + crop: alpha == 0 leaves the original value exactly
             cv2.subtract(col[c], crop[c], dst=col[c])
@@ -258,6 +256,17 @@ class MaskedPairSynthesizer:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+
+def _numpy(x) -> np.ndarray:
+    """An ndarray of a tensor (a view of a CPU tensor: one torch call, which counts at ~1 ms a pair; torch's
+    attribute checks cost as much) or of anything array-like; ``synth_numpy`` converts dtype and layout."""
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    try:
+        return x.numpy()
+    except (RuntimeError, TypeError):  # requires grad, not on the CPU, or a dtype numpy lacks (bfloat16)
+        return x.detach().to("cpu", torch.float32 if x.is_floating_point() else x.dtype).numpy()
+
 
 def _seed_words(seed) -> list[int]:
     if isinstance(seed, (int, np.integer)):

@@ -55,6 +55,12 @@ def test_synth_deterministic(synth):
     assert torch.equal(a[0], fresh[0]) and torch.equal(a[1], fresh[1])
     others = [synth.synth(img, lm, s) for s in (6, 7, (5, 1))]
     assert all(not torch.equal(a[1], o[1]) or not torch.equal(a[0], o[0]) for o in others)
+    # inputs numpy cannot view (grad, a non-contiguous view, float64 landmarks with grad) give the same pair
+    c = synth.synth(img.clone().requires_grad_(), torch.from_numpy(lm).double().requires_grad_(), 5)
+    d = synth.synth(img.permute(0, 2, 1).contiguous().permute(0, 2, 1), lm, 5)
+    assert all(torch.equal(a[k], c[k]) and torch.equal(a[k], d[k]) for k in (0, 1))
+    e = synth.synth(img.bfloat16(), lm, 5)  # computed from the float32 value of the bfloat16 image
+    assert torch.equal(e[0], synth.synth(img.bfloat16().float(), lm, 5)[0]) and e[0].dtype == torch.float32
 
 
 def test_m_is_exact_composite_region(synth):
