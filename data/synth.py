@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from data.masks.canonical import CANONICAL_LANDMARKS, FRAME
+from data.masks.canonical import FRAME
 from data.masks.library import MaskLibrary
 from data.masks.shapes import Shape
 from data.masks.textures import Texture
@@ -98,10 +98,10 @@ class MaskedPairSynthesizer:
         p = self._draw(rng, shape, texture)
 
         # template fit: a thin-plate spline from image pixels to template pixels through the anchor landmarks
-        idx = list(shape.anchors)
+        idx = shape.anchor_index
         # the jittered canonical anchors in template pixels: ppu (scale R c + shift - frame origin) - raster origin
         lin = (p["scale"] * shape.ppu) * _rot(p["rot"]).T
-        raster = CANONICAL_LANDMARKS[idx] @ lin + ((p["shift"] - (FRAME.x0, FRAME.y0)) * shape.ppu - shape.origin)
+        raster = shape.anchor_canonical @ lin + ((p["shift"] - (FRAME.x0, FRAME.y0)) * shape.ppu - shape.origin)
         face = math.hypot(*(lm[16] - lm[0])) + math.hypot(*(lm[8] - lm[27]))
         if not face > 4:
             raise ValueError(f"MaskedPairSynthesizer: degenerate landmarks (face size {face:.2f} px)")

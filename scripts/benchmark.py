@@ -13,7 +13,7 @@ Sections (each also a function):
   evaluation  evaluate.py's loop (test-set masking, removal, every metric, FID features, N_3D metrics) images/s,
               its fixed part (FID statistics, edits) timed apart, and the projected time of a 1000-image test set
 --max-batch adds n3d_max / inpaint_max (CUDA only): the training sections again at the largest batch that fits,
-doubling from 16 until the GPU runs out of memory.
+doubling from 16 until the GPU runs out of memory (or 1024: the synthetic batch itself is built on the CPU).
 FLOPs per training image are counted from the executed operators' shapes (torch.utils.flop_counter), and divided
 by a GPU's bf16 rate to give the floor next to the measured time. Figures go to BENCHMARKS.md by hand, with machine,
 date and commit. Networks have random weights (speed does not depend on them).
@@ -239,7 +239,7 @@ def bench_evaluation(device: torch.device, quick: bool, batch: int = 8, n_images
             "paper_test_set_min": (PAPER_TEST_IMAGES * loop / n + fixed[0]) / 60}
 
 
-def largest_batch(run, start: int = 2 * PAPER_BATCH, limit: int = 4096) -> dict:
+def largest_batch(run, start: int = 2 * PAPER_BATCH, limit: int = 1024) -> dict:
     """``run(batch) -> dict`` at the largest of start, 2 start, 4 start, ... (<= ``limit``) that fits in GPU memory.
 
     The result gets ``oom_at``: the first batch that ran out of memory (None if ``limit`` was reached). Raises the

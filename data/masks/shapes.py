@@ -70,6 +70,9 @@ class Shape:
         # (x0, y0, x1, y1), end exclusive: the template pixels with alpha > 0 (the synthesiser fits only these)
         x, y, w, h = cv2.boundingRect(np.ascontiguousarray(self.maps[..., 0]))
         self.alpha_box = (x, y, x + w, y + h)
+        # the anchors as an index array and their canonical positions (K, 2), looked up once, not once a pair
+        self.anchor_index = np.asarray(self.anchors, np.intp)
+        self.anchor_canonical = CANONICAL_LANDMARKS[self.anchor_index]
 
     @property
     def size(self) -> tuple[int, int]:
