@@ -279,7 +279,8 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda when there is one)")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a CPU run then takes a few minutes)")
     p.add_argument("--only", nargs="*", default=None, help="sections to run (default all)")
     p.add_argument("--batch", type=int, default=None,
@@ -293,7 +294,14 @@ def main(argv=None) -> int:
                         "default; reduce-overhead adds CUDA graphs)")
     p.add_argument("--out", default="benchmarks.json")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device: not a device: {args.device!r} (cpu, cuda or cuda:N)")
+    if device.type not in ("cpu", "cuda"):
+        p.error(f"--device: {args.device!r} is not benchmarked here (cpu, cuda or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device on this machine")
     if args.max_batch and device.type != "cuda":
         p.error("--max-batch needs --device cuda (on a CPU, running out of memory means swapping, not an error)")
     if args.workers < 1:

@@ -161,10 +161,15 @@ def test_benchmark_cli_keeps_each_section_and_reports_failures(tmp_path, monkeyp
     printed = capsys.readouterr()
     assert "synth FAILED" in printed.out and "9.0 ms/face forward" in printed.out and "synth" in printed.err
     for bad, why in ((["--only", "sinth"], "unknown section"), (["--max-batch"], "needs --device cuda"),
-                     (["--workers", "0"], "--workers")):
+                     (["--workers", "0"], "--workers"), (["--device", "gpu"], "not a device"),
+                     (["--device", "meta"], "not benchmarked")):
         with pytest.raises(SystemExit):
             bench.main(["--device", "cpu", *bad, "--out", str(out)])
         assert why in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda", "--out", str(out)])
+        assert "no CUDA device" in capsys.readouterr().err
 
 
 def test_bench_evaluation_times_the_loop_and_the_fixed_part(inpaint_export):
