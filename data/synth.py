@@ -113,7 +113,7 @@ class MaskedPairSynthesizer:
         sigma = p["feather"] * face / 260 if p["feather"] > 0.3 else 0.0
         fit = _fit_map(inv, shape.alpha_box, step, w_img, h_img, pad=4 * sigma + 1)  # cv2's blur reaches ~4 sigma
         if fit is None:
-            return image.copy(), np.zeros((1, h_img, w_img), np.float32)
+            return _unmasked(image)
         (x0, y0, x1, y1), sm = fit
         warped = cv2.remap(self._template_colour(shape, texture, p), sm, None, cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -125,7 +125,7 @@ class MaskedPairSynthesizer:
         inside = alpha > 0
         bx, by, bw, bh = cv2.boundingRect(inside.view(np.uint8))
         if not bw:
-            return image.copy(), np.zeros((1, h_img, w_img), np.float32)
+            return _unmasked(image)
         # the rest of the work only where the mask is visible (the fit's box is a cell or two larger all round)
         inside, alpha = inside[by:by + bh, bx:bx + bw], alpha[by:by + bh, bx:bx + bw]
         planes = [c[by:by + bh, bx:bx + bw] for c in planes[:3]]
@@ -143,8 +143,7 @@ class MaskedPairSynthesizer:
         flat = col.reshape(-1, col.shape[2])  # the three planes as one image: one cv2 call each for the clip
         cv2.threshold(flat, 1.0, 0.0, cv2.THRESH_TRUNC, dst=flat)
         cv2.threshold(flat, 0.0, 0.0, cv2.THRESH_TOZERO, dst=flat)
-        masked = image.copy()  # the full-size arrays last: their traffic would evict what the steps above reuse
-        m = np.zeros((1, h_img, w_img), np.float32)
+        masked, m = _unmasked(image)  # the full-size arrays last: their traffic would evict what the steps above reuse
         out = masked[:, y0:y1, x0:x1]
         for c in range(3):  # (col - crop) alpha + crop: alpha == 0 leaves the original value exactly
             cv2.subtract(col[c], crop[c], dst=col[c])
@@ -266,6 +265,11 @@ def _numpy(x) -> np.ndarray:
         return x.numpy()
     except (RuntimeError, TypeError):  # requires grad, not on the CPU, or a dtype numpy lacks (bfloat16)
         return x.detach().to("cpu", torch.float32 if x.is_floating_point() else x.dtype).numpy()
+
+
+def _unmasked(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(3, H, W) image -> (a copy of it, an all-zero (1, H, W) float32 map): the pair before any mask is drawn."""
+    return image.copy(), np.zeros((1, *image.shape[1:]), np.float32)
 
 
 def _seed_words(seed) -> list[int]:

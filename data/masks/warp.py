@@ -19,9 +19,9 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return dx * dx + dy * dy
 
 
-def _kernel(d2: np.ndarray) -> np.ndarray:
-    """TPS radial basis U = r^2 log r^2 from squared distances (0 at r = 0)."""
-    out = np.maximum(d2, 1e-20)
+def _kernel(d2: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """TPS radial basis U = r^2 log r^2 from squared distances (0 at r = 0), into ``out`` if given."""
+    out = np.maximum(d2, 1e-20, out=out)
     np.log(out, out=out)
     out *= d2
     return out
@@ -44,11 +44,7 @@ class ThinPlateSpline:
         self.ctrl = centred * self.scale
         # [[K + reg I, 1, P], [1^T, 0, 0], [P^T, 0, 0]] written in place (each block one operation)
         a = np.zeros((n + 3, n + 3))
-        d2 = _sqdist(self.ctrl, self.ctrl)
-        kern = a[:n, :n]
-        np.maximum(d2, 1e-20, out=kern)
-        np.log(kern, out=kern)
-        kern *= d2
+        _kernel(_sqdist(self.ctrl, self.ctrl), out=a[:n, :n])
         a.flat[:n * (n + 4):n + 4] = reg  # the diagonal (U(0) = 0)
         a[:n, n] = 1.0
         a[:n, n + 1:] = self.ctrl
