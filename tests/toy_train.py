@@ -83,8 +83,8 @@ def main():
         p.add_argument("--sigterm-at-step", type=int, default=-1)
         p.add_argument("--weights-out", default="")
 
-    cfg, args = cli_config(ToyConfig, description="toy", extra_args=add)
-    device = start_run(cfg, args.run_dir, cfg.train)
+    cfg, args = cli_config(ToyConfig, description="toy", extra_args=add, training=True)
+    device = start_run(cfg, args.run_dir, cfg.train, args.restart)
     task = ToyTask(cfg, device, nan_at=args.nan_at_step)
 
     if args.kill_at_step > 0 or args.sigterm_at_step > 0:
@@ -111,7 +111,7 @@ def main():
             orig_write(tmp, state)
 
         ckpt_mod._write_bytes = write_then_die
-    run_training(task, ToyData(), cfg.train, args.run_dir, to_dict(cfg), device)
+    run_training(task, ToyData(), cfg.train, args.run_dir, to_dict(cfg), device, restart=args.restart)
     if args.weights_out:
         torch.save({k: v.cpu() for k, v in task.net.state_dict().items()},
                    f"{args.weights_out}.rank{dist.get_rank()}.pt")
