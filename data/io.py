@@ -150,7 +150,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
         msg = getattr(e, "strerror", None) or str(e).split(". ")[0]
         if "pickled" in msg or "Object arrays" in msg:
             msg = "holds pickled objects or is not a .npy file (refused)"
-        elif "Failed to read all data" in msg:
+        elif "Failed to read all data" in msg or msg.startswith("EOF"):
             msg = f"truncated ({msg})"
         raise ValueError(f"cannot read {path}: {msg}") from None
 
