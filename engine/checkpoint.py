@@ -3,7 +3,9 @@
 A checkpoint is a plain dict of tensors / numbers / strings (models, EMA, optimizers, schedulers, step, RNG
 states, the resolved config) so it loads with `torch.load(weights_only=True)`: a checkpoint cannot run code.
 Writes go to a temporary file in the same directory, are fsync'ed, then `os.replace`d over the final name, so a
-kill during a write leaves the previous checkpoint readable.
+kill during a write leaves the previous checkpoint readable (the dead writer's temp file is removed by the next run,
+`remove_stale_tmp`), and a failed write (disk full) is one line. Nothing is deleted silently: pruning only removes
+readable checkpoints older than the one just written; unreadable ones are moved to `checkpoints/corrupt/`.
 """
 
 from __future__ import annotations

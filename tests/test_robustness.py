@@ -301,6 +301,10 @@ def test_weight_files_one_line_errors_and_numpy_metadata(tmp_path):
         with pytest.raises(ValueError, match=words) as e:
             load_state_dict_file(tmp_path / name, "model.arcface_weights")
         assert str(e.value).startswith("model.arcface_weights: ") and "\n" not in str(e.value)
+    from metrics.fid import FIDInception
+
+    with pytest.raises(ValueError, match=r"weights\.fid_inception: .*empty\.pth is empty"):
+        FIDInception(tmp_path / "empty.pth", key="weights.fid_inception")
 
 
 def test_yaml_syntax_error_names_line_and_column(tmp_path):
