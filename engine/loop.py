@@ -86,6 +86,8 @@ class TrainConfig:
             raise ValueError("lr_drop_at must be a fraction in [0, 1]")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if self.max_skipped_steps < 1:
+            raise ValueError(f"max_skipped_steps must be >= 1, got {self.max_skipped_steps}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
 

@@ -307,6 +307,15 @@ def test_weight_files_one_line_errors_and_numpy_metadata(tmp_path):
         FIDInception(tmp_path / "empty.pth", key="weights.fid_inception")
 
 
+def test_empty_weight_file_in_a_config_is_one_line(tmp_path):
+    (tmp_path / "resnet.pth").write_bytes(b"")
+    cfg = write_yaml(tmp_path / "c.yaml", {"data": tiny_data(), "loss": {"w_id": 0.0}, "train": tiny_train(),
+                                           "model": {"backbone": "resnet18",
+                                                     "imagenet_weights": str(tmp_path / "resnet.pth")}})
+    out = one_line_error(run_script("train_3d.py", "--config", cfg, "--run-dir", tmp_path / "r", check=False), 2)
+    assert f"imagenet_weights: {tmp_path / 'resnet.pth'} is empty" in out
+
+
 def test_yaml_syntax_error_names_line_and_column(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("train:\n  steps: 10\n  lr: [1e-4\n")
