@@ -110,7 +110,7 @@ class MaskRemover:
         p = Path(inpaint_ckpt)
         if not p.is_file():
             raise FileNotFoundError(f"{key}: inpainting checkpoint not found: {p} (train it with train_inpaint.py)")
-        state = load_inference(p)
+        state = load_inference(p, what=key, expect="g_ema")
         conf = state["config"]
         mc = build_dataclass(InpaintModelConfig, {**conf["model"], "arcface_weights": None})
         prior_cfg = build_dataclass(PriorConfig, {**conf["prior"], "source": "n3d", "n3d_config": None,
