@@ -140,10 +140,9 @@ class GTMaskMethod:
     Pluralistic are scored in the paper. N_3D's coefficients come from `source`'s removal of the same batch (the
     N_3D-mask row runs first), so N_3D is not run again; the noise seed is the same."""
 
-    mask_source = "ground truth"
-
     def __init__(self, source: ModelMethod):
         self.source = source
+        self.mask_source = "ground truth" if source.remover.composite else "none"
 
     def __call__(self, batch: dict, index: int) -> torch.Tensor:
         if self.source.last_index != index:

@@ -178,7 +178,12 @@ def test_fid_cache_key_covers_everything_that_shapes_the_reference(tmp_path, tin
     assert fid_b != pytest.approx(fid_a, rel=1e-6)  # the new reference images, not the first run's statistics
     st = os.stat(gt[2])
     os.utime(gt[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert evaluator().fid_ref.cache_path not in (key, second.fid_ref.cache_path)
+    third = evaluator().fid_ref.cache_path
+    assert third not in (key, second.fid_ref.cache_path)
+    (tmp_path / "ts" / "gt" / "extra.png").write_bytes(gt[1].read_bytes())  # a file added under the root
+    (tmp_path / "ts" / "landmarks" / "extra.txt").write_text((tmp_path / "ts" / "landmarks" / f"{gt[1].stem}.txt")
+                                                             .read_text())
+    assert evaluator().fid_ref.cache_path not in (key, second.fid_ref.cache_path, third)
     # synthetic faces: the morphable model that renders them (same test config, another model)
     synth = {"image_size": 32, "faces": [{"kind": "synthetic", "num": 4, "offset": 2_000_000}]}
     a = evaluator(test=synth).fid_ref.cache_path
