@@ -107,7 +107,10 @@ class ModelMethod:
         self.last = None  # the last batch's Removal: its N_3D outputs feed the mask and landmark metrics
 
     def __call__(self, batch: dict, index: int) -> torch.Tensor:
-        self.last = self.remover(batch["masked_image"], ["keep"], seed=index)
+        if self.remover.framing is not None:  # e.g. the authors' release: aligned into its own crop and back
+            self.last = self.remover.in_frame(batch["masked_image"], batch["landmarks"], ["keep"], seed=index)
+        else:
+            self.last = self.remover(batch["masked_image"], ["keep"], seed=index)
         return resize(self.last.images[:, 0], batch["image"].shape[-1])
 
 
@@ -239,10 +242,8 @@ class Evaluator:
 
     def _n3d_metrics(self, name: str, remover, removal, batch: dict) -> None:
         """Mask IoU and landmark NME of N_3D's outputs for this batch (taken from the removal, not run again)."""
-        scale = batch["image"].shape[-1] / remover.image_size
         self.n3d_metrics[name]["mask_iou"].update(resize(removal.m, batch["image"].shape[-1]).round(), batch["mask"])
-        lm = remover.prior.renderer.landmarks(removal.base_coeffs) * scale
-        self.n3d_metrics[name]["landmark_nme"].update(lm, batch["landmarks"])
+        self.n3d_metrics[name]["landmark_nme"].update(removal.landmarks, batch["landmarks"])
 
     @torch.no_grad()
     def edit_metrics(self, name: str, remover) -> dict:
