@@ -50,6 +50,8 @@ def parse_args(argv=None):
                    help="crop framing (data.align): default the model's own (the release's: release) or ffhq; "
                         "meanface = the morphable model's mean face as the renderer frames it (models trained on "
                         "SyntheticFaces)")
+    p.add_argument("--lm3d", default=None, help="BFM/similarity_Lm3D_all.mat for --align deng / release when the "
+                                                "export does not carry it (models trained in Deng's framing)")
     p.add_argument("--release-n3d", default=None, help="the authors' 3D_it_500000.pkl (with --release-gen)")
     p.add_argument("--release-gen", default=None, help="the authors' inpaint_it_200000.pkl (with --release-n3d)")
     p.add_argument("--release-config", default=None, help="release preset YAML (default: built-in, as "
@@ -110,11 +112,15 @@ def main(argv=None) -> int:
             _, inpaint = convert_release(cfg, tmp.name)
             remover = MaskRemover.from_checkpoints(inpaint, args.n3d_checkpoint, args.device, key="--release-gen")
         else:
+            inference = None
+            if args.lm3d:
+                inference = {"lm3d_path": args.lm3d, "framing": args.align if args.align != "meanface" else None}
             remover = MaskRemover.from_checkpoints(args.checkpoint, args.n3d_checkpoint, args.device,
-                                                   key="--checkpoint")
+                                                   key="--checkpoint", inference=inference)
         align = args.align or remover.framing or "ffhq"
         if align in ("deng", "release") and remover.lm3d is None:
-            raise ValueError(f"--align {align} needs a model whose export has inference.lm3d_path (the release's)")
+            raise ValueError(f"--align {align} needs --lm3d BFM/similarity_Lm3D_all.mat (or an export carrying "
+                             "inference.lm3d_path, as the release's)")
         edits = edit_list(args.variations, args.edit, remover.model)
         if remover.model.expression_names and align == "ffhq":
             print("note: this checkpoint was trained on the embedded synthetic faces (e.g. the demo's); real photos "
