@@ -85,6 +85,17 @@ def test_convert_release_keeps_the_functions_and_the_release_settings(release_fi
     assert prior.n3d_size == 256
 
 
+def test_release_n3d_fine_tunes_through_init_checkpoint(release_files, release_exports):
+    from tasks.recon3d import Recon3DModelConfig, build_n3d
+
+    net = build_n3d(Recon3DModelConfig(init_checkpoint=str(release_exports / "n3d.pt")), 257)
+    want = release_files["ref_n3d"].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="model.init_checkpoint") as e:
+        build_n3d(Recon3DModelConfig(backbone="resnet18", init_checkpoint=str(release_exports / "n3d.pt")), 257)
+    assert "\n" not in str(e.value)
+
+
 def test_release_conventions_noise_and_dilation():
     from tasks.inpaint import dilate
     from tasks.removal import noised_input
