@@ -303,12 +303,15 @@ def alignment_transform(
 ) -> np.ndarray:
     """(2, 3) forward transform (original -> crop pixels) of ``framing`` (module doc) for an out_size crop.
 
+    ``landmarks68``: (68, 2) landmarks, or (5, 2) points already in :func:`five_points` order.
+
     ``ffhq``: the similarity onto :func:`alignment_template` (``template`` replaces its points). ``deng`` /
     ``release``: scale ``pixels_per_unit / (s * scale)`` and no rotation, the POS centre t at the crop centre;
     ``lm3d`` (5, 3) from :func:`load_lm3d` is required.
     """
     lm = landmarks68.detach().cpu().numpy() if isinstance(landmarks68, torch.Tensor) else np.asarray(landmarks68)
-    five = five_points(lm.astype(np.float64))
+    lm = lm.astype(np.float64)
+    five = lm if lm.shape[-2] == 5 else five_points(lm)  # 5-point detections (eyes, nose, mouth corners) too
     fr = get_framing(framing)
     if not fr.needs_lm3d:
         return estimate_similarity(five, alignment_template(out_size, scale, template))
@@ -337,7 +340,7 @@ def align_face(
 
     Args:
         image: (C, H, W) float tensor in [0, 1], or (H, W, C) uint8 / float array.
-        landmarks68: (68, 2) landmarks in ``image`` pixel coordinates.
+        landmarks68: (68, 2) landmarks (or (5, 2) five points) in ``image`` pixel coordinates.
         out_size: side S of the square output.
         scale: crop side relative to the template's framing.
         template: (5, 2) canonical points as fractions of the crop side (default FFHQ_TEMPLATE).

@@ -36,9 +36,6 @@ from data.align import (  # noqa: F401  (re-exported)
 
 __all__ = [
     "N_LANDMARKS",
-    "ARCFACE_TEMPLATE_112",
-    "FFHQ_TEMPLATE",
-    "AlignResult",
     "LandmarkDetector",
     "DlibDetector",
     "InsightFaceDetector",
@@ -48,15 +45,6 @@ __all__ = [
     "load_landmarks_file",
     "save_landmarks_file",
     "find_landmarks_file",
-    "five_points",
-    "alignment_template",
-    "estimate_similarity",
-    "transform_points",
-    "invert_transform",
-    "alignment_transform",
-    "warp_affine",
-    "align_face",
-    "paste_back",
     "dlib_model_dir",
 ]
 

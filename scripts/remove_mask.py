@@ -84,8 +84,8 @@ def find_faces(args, image_u8: np.ndarray) -> list[np.ndarray]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from data.align import align_face, five_points, paste_back
     from data.io import CorruptImageError, read_image, write_image
-    from data.landmarks import align_face, five_points, paste_back
     from tasks.removal import MaskRemover
 
     try:

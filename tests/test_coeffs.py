@@ -134,6 +134,10 @@ def test_deng_and_release_framings_scale_translate_only():
         k = per_unit / 2.0
         np.testing.assert_allclose(t, [[k, 0, 111.5 - k * 300], [0, k, 111.5 - k * 200]], atol=1e-9)
     assert FRAMINGS["release"].pixels_per_unit(256) == 116.0 and FRAMINGS["deng"].pixels_per_unit(224) == 102.0
+    five = five_points(pts)  # a 5-point detection frames the same as its 68 landmarks
+    for name in ("deng", "ffhq"):
+        np.testing.assert_array_equal(alignment_transform(five, 224, framing=name, lm3d=five_points(lm3d)),
+                                      alignment_transform(pts, 224, framing=name, lm3d=five_points(lm3d)))
     with pytest.raises(ValueError, match="lm3d_path"):
         alignment_transform(pts, 224, framing="deng")
     with pytest.raises(ValueError, match="valid: ffhq, deng, release"):
