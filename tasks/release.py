@@ -54,12 +54,11 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
     that does not match the release's.
     """
     from engine.checkpoint import export_inference
-    from models.generator import Generator
     from models.generator import key_map_authors_release as gen_key_map
     from models.recon3d import ReconNet, load_authors_release
     from models.weights import load_state_dict_file
     from tasks.common import MorphableConfig
-    from tasks.inpaint import InpaintModelConfig, PriorConfig
+    from tasks.inpaint import InpaintModelConfig, PriorConfig, build_generator
     from tasks.recon3d import Recon3DModelConfig
 
     if not cfg.n3d or not cfg.gen:
@@ -79,7 +78,8 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
         "model": to_dict(Recon3DModelConfig(backbone="resnet50")), "morphable": morph,
         "image_size": cfg.image_size})
 
-    gen = Generator(cfg.base_channels, cfg.n_res, use_3d_prior=True)
+    model = InpaintModelConfig(base_channels=cfg.base_channels, n_res=cfg.n_res, use_3d_prior=True, composite=True)
+    gen = build_generator(model)  # the paper's / release's two stride-2 stages (model.n_down default)
     sd = load_state_dict_file(cfg.gen, "gen", inner_key="gen")
     n_enc = cfg.n_res // 2
     try:
@@ -89,7 +89,6 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
             from None
     prior = PriorConfig(source="n3d", n3d_checkpoint=str(n3d_path), mask_threshold=cfg.mask_threshold,
                         mask_dilate=cfg.mask_dilate)
-    model = InpaintModelConfig(base_channels=cfg.base_channels, n_res=cfg.n_res, use_3d_prior=True, composite=True)
     inpaint_path = export_inference(out / "inpaint.pt", {"g_ema": gen.state_dict()}, meta=meta, config={
         "model": to_dict(model), "prior": to_dict(prior), "morphable": morph, "image_size": cfg.image_size,
         "inference": {"noise": cfg.noise, "framing": cfg.framing, "lm3d_path": cfg.lm3d_path}})
