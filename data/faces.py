@@ -17,8 +17,9 @@ face_mask follow the same transform. Downscaling uses area averaging (no aliasin
 
 Optional coefficient files (``coeffs_dir``): ``<coeffs_dir>/<stem>.npy``, a (257,) float32 array in the
 CoeffLayout order (id 80 | exp 64 | tex 80 | angle 3 | gamma 27 | trans 3), e.g. predicted by Deng et al.'s network
-on the image exactly as this dataset delivers it (same framing / ``align`` setting; since the renderer's focal
-length scales with the image size, the coefficients do not depend on S).
+(scripts/extract_coeffs.py) on the image exactly as this dataset delivers it, which must then be in Deng's framing
+(``align: true``, ``framing: deng`` or ``release``); since the renderer's focal length scales with the image size,
+the coefficients do not depend on S.
 
 Bad data: a corrupt or unreadable image, a missing image, or an item without landmarks (or with a requested but
 missing coefficient file) is skipped: ``__getitem__`` returns the next valid item, ``dataset.skipped`` counts the
