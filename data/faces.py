@@ -10,14 +10,16 @@ Every face dataset returns dicts (S = the dataset's ``image_size``):
 
 Geometry: without ``align`` an image is centre-cropped to a square (a no-op for FFHQ / CelebA-HQ) and resized to S;
 with ``align=True`` the face is similarity-aligned from its landmarks onto a canonical 5-point template
-(data.landmarks.align_face: FFHQ framing by default; ``align_scale`` widens / narrows the crop, ``align_template``
-gives other (5, 2) template points as fractions of the crop side). Landmarks and face_mask follow the same
-transform. Downscaling uses area averaging (no aliasing).
+(data.align: ``framing`` ffhq (default), deng (Deng et al.'s align_img, 102/s at 224) or release (116/s at 256),
+the last two with ``lm3d_path`` = BFM/similarity_Lm3D_all.mat; ``align_scale`` widens / narrows the crop,
+``align_template`` gives other (5, 2) ffhq-framing template points as fractions of the crop side). Landmarks and
+face_mask follow the same transform. Downscaling uses area averaging (no aliasing).
 
 Optional coefficient files (``coeffs_dir``): ``<coeffs_dir>/<stem>.npy``, a (257,) float32 array in the
 CoeffLayout order (id 80 | exp 64 | tex 80 | angle 3 | gamma 27 | trans 3), e.g. predicted by Deng et al.'s network
-on the image exactly as this dataset delivers it (same framing / ``align`` setting; since the renderer's focal
-length scales with the image size, the coefficients do not depend on S).
+(scripts/extract_coeffs.py) on the image exactly as this dataset delivers it, which must then be in Deng's framing
+(``align: true``, ``framing: deng`` or ``release``); since the renderer's focal length scales with the image size,
+the coefficients do not depend on S.
 
 Bad data: a corrupt or unreadable image, a missing image, or an item without landmarks (or with a requested but
 missing coefficient file) is skipped: ``__getitem__`` returns the next valid item, ``dataset.skipped`` counts the
@@ -43,16 +45,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data.align import alignment_transform, get_framing, load_lm3d, transform_points, warp_affine
 from data.io import CorruptImageError, list_images, read_array, read_image_uint8
-from data.landmarks import (
-    LandmarkDetector,
-    alignment_transform,
-    find_landmarks_file,
-    get_detector,
-    load_landmarks_file,
-    transform_points,
-    warp_affine,
-)
+from data.landmarks import LandmarkDetector, find_landmarks_file, get_detector, load_landmarks_file
 from data.splits import ffhq_split
 
 __all__ = [
@@ -152,6 +147,8 @@ class FaceImageDataset(Dataset):
         align: bool = False,
         align_scale: float = 1.0,
         align_template: Sequence[Sequence[float]] | None = None,
+        framing: str = "ffhq",
+        lm3d_path: str | os.PathLike | None = None,
         coeffs_dir: str | os.PathLike | None = None,
         strict: bool = False,
         config_key: str = "data",
@@ -163,6 +160,16 @@ class FaceImageDataset(Dataset):
         self.align = bool(align)
         self.align_scale = float(align_scale)
         self.align_template = None if align_template is None else np.asarray(align_template, np.float64).reshape(5, 2)
+        try:
+            self.framing = get_framing(framing)
+        except ValueError as e:
+            raise ValueError(f"{config_key}.framing: {e}") from None
+        self.lm3d = None
+        if self.align and self.framing.needs_lm3d:
+            if lm3d_path is None:
+                raise ValueError(f"{config_key}.lm3d_path: framing {self.framing.name!r} needs Deng et al.'s "
+                                 "BFM/similarity_Lm3D_all.mat")
+            self.lm3d = load_lm3d(lm3d_path, f"{config_key}.lm3d_path")
         self.strict = bool(strict)
         self.config_key = config_key
         self.landmarks_dir = None if landmarks_dir is None else Path(landmarks_dir)
@@ -257,7 +264,7 @@ class FaceImageDataset(Dataset):
         lm = self._landmarks(j, rec, img)
         s = self.image_size
         if self.align:
-            transform = alignment_transform(lm, s, self.align_scale, self.align_template)
+            transform = alignment_transform(lm, s, self.align_scale, self.align_template, self.framing, self.lm3d)
             border = cv2.BORDER_REFLECT101
         else:
             transform = _centre_square_transform(h, w, s)
@@ -355,7 +362,7 @@ class FFHQ(FaceImageDataset):
         indices: image indices to use; or ``split``: 'train' / 'test' / 'all' (data.splits.ffhq_split). Requested
             images that do not exist are dropped with one summary warning and counted in ``skipped``.
         detector: landmark detector fallback (see FaceImageDataset).
-        align, align_scale, coeffs_dir, strict, config_key: see the module doc.
+        align, align_scale, framing, lm3d_path, coeffs_dir, strict, config_key: see the module doc.
     """
 
     def __init__(
@@ -370,6 +377,8 @@ class FFHQ(FaceImageDataset):
         align: bool = False,
         align_scale: float = 1.0,
         align_template: Sequence[Sequence[float]] | None = None,
+        framing: str = "ffhq",
+        lm3d_path: str | os.PathLike | None = None,
         coeffs_dir: str | os.PathLike | None = None,
         strict: bool = False,
         landmarks_cache: str | os.PathLike | None = None,
@@ -405,7 +414,8 @@ class FFHQ(FaceImageDataset):
                 raise FileNotFoundError(f"{config_key}.{e}") from None
         super().__init__(
             records, image_size, root=images_dir, landmarks_dir=landmarks_dir, detector=detector, align=align,
-            align_scale=align_scale, align_template=align_template, coeffs_dir=coeffs_dir, strict=strict,
+            align_scale=align_scale, align_template=align_template, framing=framing, lm3d_path=lm3d_path,
+            coeffs_dir=coeffs_dir, strict=strict,
             config_key=config_key,
             missing=len(missing),
         )
@@ -447,8 +457,8 @@ class CelebAMaskHQ(FaceImageDataset):
     ``detector`` (e.g. "dlib", run on the fly on the 1024 image, cached in memory).
 
     Args:
-        root, image_size, landmarks_dir, detector, align, align_scale, coeffs_dir, strict, config_key: see
-            FaceImageDataset / module doc.
+        root, image_size, landmarks_dir, detector, align, align_scale, framing, lm3d_path, coeffs_dir, strict,
+            config_key: see FaceImageDataset / module doc.
         indices: image numbers to use (default: all found).
         face_parts: part names forming M.
     """
@@ -466,6 +476,8 @@ class CelebAMaskHQ(FaceImageDataset):
         align: bool = False,
         align_scale: float = 1.0,
         align_template: Sequence[Sequence[float]] | None = None,
+        framing: str = "ffhq",
+        lm3d_path: str | os.PathLike | None = None,
         coeffs_dir: str | os.PathLike | None = None,
         strict: bool = False,
         config_key: str = "data",
@@ -496,7 +508,8 @@ class CelebAMaskHQ(FaceImageDataset):
                         len(missing), img_dir, missing[0])
         super().__init__(
             records, image_size, root=root, landmarks_dir=landmarks_dir, detector=detector, align=align,
-            align_scale=align_scale, align_template=align_template, coeffs_dir=coeffs_dir, strict=strict,
+            align_scale=align_scale, align_template=align_template, framing=framing, lm3d_path=lm3d_path,
+            coeffs_dir=coeffs_dir, strict=strict,
             config_key=config_key,
             missing=len(missing),
         )
@@ -541,6 +554,8 @@ class ImageFolderFaces(FaceImageDataset):
         align: bool = False,
         align_scale: float = 1.0,
         align_template: Sequence[Sequence[float]] | None = None,
+        framing: str = "ffhq",
+        lm3d_path: str | os.PathLike | None = None,
         coeffs_dir: str | os.PathLike | None = None,
         strict: bool = False,
         recursive: bool = True,
@@ -557,7 +572,8 @@ class ImageFolderFaces(FaceImageDataset):
             self.provides = self.provides | {"face_mask"}
         super().__init__(
             records, image_size, root=root, landmarks_dir=landmarks_dir, detector=detector, align=align,
-            align_scale=align_scale, align_template=align_template, coeffs_dir=coeffs_dir, strict=strict,
+            align_scale=align_scale, align_template=align_template, framing=framing, lm3d_path=lm3d_path,
+            coeffs_dir=coeffs_dir, strict=strict,
             config_key=config_key,
         )
 

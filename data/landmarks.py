@@ -1,4 +1,4 @@
-"""68-point face landmarks (files, dlib, insightface) and 5-point similarity alignment.
+"""68-point face landmarks: files, dlib, insightface.
 
 Landmarks are iBUG-68, 0-based, (68, 2) pixel coordinates (x right, y down) with pixel centres at integers (OpenCV
 convention).
@@ -7,32 +7,36 @@ Landmark files (one per image, named after the image's file stem):
     ``<stem>.npy``  float array (68, 2) [or (68, 3): the third column is ignored]
     ``<stem>.txt``  68 lines "x y" (whitespace or comma separated; more columns are ignored)
 
-Alignment: 5 points are taken from the 68 (left eye = mean(36, 39), right eye = mean(42, 45), nose tip 30, mouth
-corners 48 and 54; the 0-based form of Deng et al.'s extraction) and mapped by a least-squares similarity transform
-(rotation, uniform scale, translation; Umeyama) onto a canonical 5-point template. The template is the ArcFace
-112x112 template placed in the square crop that FFHQ's own alignment rule (NVlabs/ffhq-dataset: centre = eye
-midpoint + 0.1 * eye-to-mouth, side = 2 * max(2 * |eye-to-eye|, 1.8 * |eye-to-mouth|)) gives for those five points.
-So an aligned photo is framed like an FFHQ / CelebA-HQ training image: the whole head, brows to chin, with margin
-(for an average face the brows sit at ~0.39 and the chin at ~0.93 of the height). ``scale > 1`` widens the crop.
+Alignment (5 points, the FFHQ / Deng / release framings, paste-back) lives in ``data.align``; its names are
+re-exported here for the modules that import them from this one.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from data.align import (  # noqa: F401  (re-exported)
+    ARCFACE_TEMPLATE_112,
+    FFHQ_TEMPLATE,
+    AlignResult,
+    align_face,
+    alignment_template,
+    alignment_transform,
+    estimate_similarity,
+    five_points,
+    invert_transform,
+    paste_back,
+    transform_points,
+    warp_affine,
+)
 from data.io import read_array
 
 __all__ = [
     "N_LANDMARKS",
-    "ARCFACE_TEMPLATE_112",
-    "FFHQ_TEMPLATE",
-    "AlignResult",
     "LandmarkDetector",
     "DlibDetector",
     "InsightFaceDetector",
@@ -42,25 +46,10 @@ __all__ = [
     "load_landmarks_file",
     "save_landmarks_file",
     "find_landmarks_file",
-    "five_points",
-    "alignment_template",
-    "estimate_similarity",
-    "transform_points",
-    "invert_transform",
-    "alignment_transform",
-    "warp_affine",
-    "align_face",
-    "paste_back",
     "dlib_model_dir",
 ]
 
 N_LANDMARKS = 68
-
-# ArcFace 112x112 template (insightface / Deng et al.): left eye, right eye, nose tip, left and right mouth corner.
-ARCFACE_TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64,
-)
 
 _LANDMARK_SUFFIXES = (".npy", ".txt")
 
@@ -284,255 +273,3 @@ def get_detector(name: str, **kwargs) -> LandmarkDetector:
     if name not in DETECTORS:
         raise ValueError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# 5-point alignment
-
-
-def five_points(landmarks68: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """(..., 68, 2) -> (..., 5, 2): left eye, right eye, nose tip, left mouth corner, right mouth corner.
-
-    Eyes are the means of their corners (36, 39) and (42, 45); nose 30; mouth 48, 54 (0-based). Works on numpy
-    arrays and torch tensors (differentiable).
-    """
-    lm = landmarks68
-    pts = [
-        (lm[..., 36, :] + lm[..., 39, :]) / 2,
-        (lm[..., 42, :] + lm[..., 45, :]) / 2,
-        lm[..., 30, :],
-        lm[..., 48, :],
-        lm[..., 54, :],
-    ]
-    if isinstance(lm, torch.Tensor):
-        return torch.stack(pts, dim=-2)
-    return np.stack(pts, axis=-2)
-
-
-def _ffhq_square(five: np.ndarray) -> tuple[np.ndarray, float]:
-    """FFHQ's crop rule on 5 points: (centre (2,), side length) of the square crop."""
-    eye_avg = (five[0] + five[1]) / 2
-    eye_to_eye = five[1] - five[0]
-    eye_to_mouth = (five[3] + five[4]) / 2 - eye_avg
-    centre = eye_avg + 0.1 * eye_to_mouth
-    side = 2.0 * max(2.0 * np.hypot(*eye_to_eye), 1.8 * np.hypot(*eye_to_mouth))
-    return centre, float(side)
-
-
-def _ffhq_template_fractions() -> np.ndarray:
-    centre, side = _ffhq_square(ARCFACE_TEMPLATE_112)
-    return (ARCFACE_TEMPLATE_112 - centre) / side + 0.5
-
-
-# The default canonical 5 points as fractions of the crop side (x, y in [0, 1], pixel p = f * S - 0.5).
-FFHQ_TEMPLATE = _ffhq_template_fractions()
-
-
-def alignment_template(out_size: int, scale: float = 1.0, template: np.ndarray | None = None) -> np.ndarray:
-    """Canonical 5 points (5, 2) float64 in pixels of an ``out_size`` square crop.
-
-    Args:
-        scale: crop side relative to the template's framing (>1 shows more background, <1 zooms in).
-        template: (5, 2) fractions of the crop side (left eye, right eye, nose, mouth corners); default
-            FFHQ_TEMPLATE (module doc). E.g. a renderer-consistent framing: (five_points(renderer.landmarks(zero
-            coefficients))[0] + 0.5) / renderer.image_size.
-    """
-    if scale <= 0:
-        raise ValueError(f"alignment scale must be > 0, got {scale}")
-    frac = FFHQ_TEMPLATE if template is None else np.asarray(template, np.float64).reshape(5, 2)
-    return ((frac - 0.5) / scale + 0.5) * out_size - 0.5
-
-
-def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation + uniform scale + translation, no reflection) mapping src onto dst.
-
-    Args:
-        src, dst: (N, 2) corresponding points, N >= 2.
-    Returns:
-        (2, 3) float64 matrix A with dst ~= A[:, :2] @ src + A[:, 2].
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0**2).sum() / len(src)
-    if var_s < 1e-12:
-        raise ValueError("estimate_similarity: source points are degenerate (all equal)")
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    out = np.zeros((2, 3))
-    out[:, :2] = scale * rot
-    out[:, 2] = mu_d - scale * rot @ mu_s
-    return out
-
-
-def transform_points(points: np.ndarray | torch.Tensor, transform: np.ndarray) -> np.ndarray | torch.Tensor:
-    """Apply a (2, 3) affine transform to (..., 2) points (numpy or torch; output keeps the input's type)."""
-    t = np.asarray(transform, np.float64)
-    if isinstance(points, torch.Tensor):
-        tt = torch.as_tensor(t, dtype=points.dtype, device=points.device)
-        return points @ tt[:, :2].T + tt[:, 2]
-    pts = np.asarray(points)
-    return (pts.astype(np.float64) @ t[:, :2].T + t[:, 2]).astype(pts.dtype if pts.dtype.kind == "f" else np.float32)
-
-
-def invert_transform(transform: np.ndarray) -> np.ndarray:
-    """Inverse of a (2, 3) affine transform."""
-    return cv2.invertAffineTransform(np.asarray(transform, np.float64))
-
-
-def _as_hwc_float(image: np.ndarray | torch.Tensor) -> tuple[np.ndarray, str]:
-    """-> (H, W, C) float32 numpy and a tag to convert results back ("torch", "uint8", "float")."""
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3:
-            raise ValueError(f"expected a (C, H, W) tensor, got {tuple(image.shape)}")
-        return image.detach().cpu().float().permute(1, 2, 0).numpy(), "torch"
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0, "uint8"
-    return arr.astype(np.float32), "float"
-
-
-def _from_hwc_float(arr: np.ndarray, tag: str) -> np.ndarray | torch.Tensor:
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if tag == "torch":
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    if tag == "uint8":
-        return (np.clip(arr, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-    return arr
-
-
-def _pixel_scale_matrix(sx: float, sy: float) -> np.ndarray:
-    """3x3 map between two resolutions of one image with the pixel-centre convention: x' = (x + 0.5) * s - 0.5."""
-    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]], np.float64)
-
-
-def warp_affine(
-    image: np.ndarray, transform: np.ndarray, out_size: tuple[int, int], border: int = cv2.BORDER_REFLECT101,
-    interpolation: int = cv2.INTER_LINEAR,
-) -> np.ndarray:
-    """Warp an (H, W, C) float32 image with a (2, 3) forward transform into (out_h, out_w, C).
-
-    Strong downscaling first shrinks the source with area averaging so the result is not aliased.
-    """
-    out_h, out_w = out_size
-    t = np.asarray(transform, np.float64)
-    src = image
-    scale = np.sqrt(abs(np.linalg.det(t[:, :2])))
-    if interpolation != cv2.INTER_NEAREST and scale < 0.5:
-        f = 1.0 / int(np.floor(1.0 / scale))
-        h, w = image.shape[:2]
-        small_w, small_h = max(1, round(w * f)), max(1, round(h * f))
-        src = cv2.resize(image, (small_w, small_h), interpolation=cv2.INTER_AREA)
-        up = _pixel_scale_matrix(w / small_w, h / small_h)  # small -> original pixel coordinates
-        t = (np.vstack([t, [0, 0, 1]]) @ up)[:2]
-    out = cv2.warpAffine(src, t, (out_w, out_h), flags=interpolation, borderMode=border)
-    return out.reshape(out_h, out_w, -1)
-
-
-@dataclass
-class AlignResult:
-    """Output of :func:`align_face`.
-
-    image: the aligned crop, same type as the input ((C, S, S) float tensor, or (S, S, C) array).
-    landmarks: (68, 2) float32 landmarks in crop pixel coordinates (numpy, or torch if the input was a tensor).
-    transform: (2, 3) float64 forward transform, original pixel -> crop pixel coordinates.
-    """
-
-    image: np.ndarray | torch.Tensor
-    landmarks: np.ndarray | torch.Tensor
-    transform: np.ndarray
-
-
-def alignment_transform(
-    landmarks68: np.ndarray | torch.Tensor, out_size: int, scale: float = 1.0, template: np.ndarray | None = None
-) -> np.ndarray:
-    """(2, 3) similarity mapping the 5 points of ``landmarks68`` onto :func:`alignment_template`."""
-    lm = landmarks68.detach().cpu().numpy() if isinstance(landmarks68, torch.Tensor) else np.asarray(landmarks68)
-    return estimate_similarity(five_points(lm.astype(np.float64)), alignment_template(out_size, scale, template))
-
-
-def align_face(
-    image: np.ndarray | torch.Tensor,
-    landmarks68: np.ndarray | torch.Tensor,
-    out_size: int,
-    scale: float = 1.0,
-    border: str = "reflect",
-    template: np.ndarray | None = None,
-) -> AlignResult:
-    """Similarity-align a face onto the canonical 5-point template (module doc) in an out_size x out_size crop.
-
-    Args:
-        image: (C, H, W) float tensor in [0, 1], or (H, W, C) uint8 / float array.
-        landmarks68: (68, 2) landmarks in ``image`` pixel coordinates.
-        out_size: side S of the square output.
-        scale: crop side relative to the template's framing.
-        template: (5, 2) canonical points as fractions of the crop side (default FFHQ_TEMPLATE).
-        border: "reflect" (mirrored surroundings, as FFHQ pads), "replicate" or "constant" (black) outside the photo.
-    Returns:
-        AlignResult (crop image of the input's type, crop landmarks, forward transform).
-    """
-    borders = {"reflect": cv2.BORDER_REFLECT101, "replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
-    if border not in borders:
-        raise ValueError(f"align_face: unknown border {border!r}; valid: {', '.join(borders)}")
-    transform = alignment_transform(landmarks68, out_size, scale, template)
-    arr, tag = _as_hwc_float(image)
-    warped = warp_affine(arr, transform, (out_size, out_size), border=borders[border])
-    lm_out = transform_points(landmarks68, transform)
-    if isinstance(lm_out, torch.Tensor):
-        lm_out = lm_out.float()
-    else:
-        lm_out = np.asarray(lm_out, np.float32)
-    return AlignResult(image=_from_hwc_float(warped, tag), landmarks=lm_out, transform=transform)
-
-
-def paste_back(
-    original: np.ndarray | torch.Tensor,
-    aligned_result: np.ndarray | torch.Tensor,
-    transform: np.ndarray,
-    mask: np.ndarray | torch.Tensor | None = None,
-    feather: float | None = None,
-) -> np.ndarray | torch.Tensor:
-    """Inverse-warp an aligned-crop result into the original photo with a feathered blend.
-
-    Only pixels inside the region change: the region is ``mask`` (1 = replace, in crop coordinates) if given, else
-    the whole crop. The blend weight ramps from 0 at the region's border to 1 at ``feather`` pixels inside it, so
-    pixels outside the region are exactly the original.
-
-    Args:
-        original: the photo, (C, H, W) float tensor in [0, 1] or (H, W, C) array (uint8 or float).
-        aligned_result: the crop-space result, (C, S, S) tensor / (S, S, C) array (same kinds as ``original``).
-        transform: (2, 3) forward transform original -> crop (AlignResult.transform).
-        mask: optional (1, S, S) / (S, S) crop-space region, values in [0, 1] (> 0.5 counts as inside).
-        feather: ramp width in original pixels; default 2% of the crop side measured in the original photo.
-    Returns:
-        The blended photo, same type and size as ``original``.
-    """
-    orig, tag = _as_hwc_float(original)
-    res, _ = _as_hwc_float(aligned_result)
-    h, w = orig.shape[:2]
-    s = res.shape[0]
-    inv = invert_transform(transform)
-    back = warp_affine(res, inv, (h, w), border=cv2.BORDER_REPLICATE)
-    if mask is None:
-        region_crop = np.ones((s, s), np.float32)
-    else:
-        m, _ = _as_hwc_float(mask)
-        region_crop = (m[..., 0] > 0.5).astype(np.float32)
-    # Zero padding outside the crop: everything the crop does not cover keeps the original pixels.
-    region = warp_affine(region_crop[:, :, None], inv, (h, w), border=cv2.BORDER_CONSTANT)[..., 0] > 0.5
-    crop_side_orig = s / np.sqrt(abs(np.linalg.det(np.asarray(transform)[:, :2])))
-    if feather is None:
-        feather = max(1.0, 0.02 * crop_side_orig)
-    dist = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
-    weight = np.clip(dist / float(feather), 0.0, 1.0)[:, :, None].astype(np.float32)
-    out = orig * (1.0 - weight) + back * weight
-    return _from_hwc_float(out, tag)

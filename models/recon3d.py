@@ -26,8 +26,10 @@ from models.weights import load_state_dict_file, strip_prefix
 
 __all__ = [
     "BACKBONES",
+    "DengReconNet",
     "ReconNet",
     "SegHead",
+    "build_deng_recon",
     "build_recon3d",
     "load_imagenet_backbone",
     "load_deng_net_recon",
@@ -138,6 +140,29 @@ class ReconNet(nn.Module):
         return {"coeffs": coeffs, "seg_logits": seg, "aux_logits": aux}
 
 
+class DengReconNet(nn.Module):
+    """Deng et al.'s ReconNetWrapper as a network: ResNet (no fc) -> global mean -> 1x1 conv -> coefficients.
+
+    forward(x (B,3,224,224) in [0,1], Deng's align_img framing (data.align, framing "deng")) ->
+    {"coeffs": (B, n_coeffs)}. No gate and no segmentation head: Deng's network has neither, so nothing in it is
+    left at a fresh initialisation when its checkpoint is loaded (``build_deng_recon``). ``backbone`` and
+    ``coeff_head`` have ReconNet's names, so ``load_deng_net_recon`` fills either.
+    """
+
+    def __init__(self, backbone: str = "resnet50", n_coeffs: int = 257):
+        super().__init__()
+        spec = _backbone_spec(backbone)
+        self.backbone = spec.build(weights=None)
+        self.backbone.fc = nn.Identity()
+        self.coeff_head = nn.Conv2d(spec.widths[3], n_coeffs, 1)
+        nn.init.zeros_(self.coeff_head.weight)
+        nn.init.zeros_(self.coeff_head.bias)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feat = self.backbone(x)  # (B, w4): torchvision's average pool, flattened, fc = Identity
+        return {"coeffs": self.coeff_head(feat[:, :, None, None]).flatten(1)}
+
+
 def load_imagenet_backbone(model: ReconNet, path: str | os.PathLike, what: str = "imagenet_weights") -> None:
     """Load a torchvision ImageNet ResNet state dict file (``fc.*`` dropped) into ``model.backbone`` (strict)."""
     sd = load_state_dict_file(path, what)
@@ -145,11 +170,13 @@ def load_imagenet_backbone(model: ReconNet, path: str | os.PathLike, what: str =
     model.backbone.load_state_dict(sd, strict=True)
 
 
-def load_deng_net_recon(model: ReconNet, state_dict: Mapping[str, torch.Tensor]) -> None:
+def load_deng_net_recon(model: ReconNet | DengReconNet, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load Deng et al.'s ``net_recon`` weights: ``backbone.*`` -> backbone, ``final_layers.{0..6}`` -> coeff head.
 
     The seven final convs (out 80, 64, 80, 3, 27, 2, 1) are concatenated along the output channel, which is
-    exactly our coefficient order. The gate and segmentation head keep their current (fresh) weights.
+    exactly our coefficient order. Into a ReconNet (N_3D initialisation for training) the gate and segmentation
+    head keep their current weights (seeded by ``train.seed``; they are trained); into a ``DengReconNet`` nothing
+    is left over, which is what coefficient extraction needs.
     """
     sd = strip_prefix(state_dict)
     backbone_sd = {k[len("backbone."):]: v for k, v in sd.items()
@@ -172,9 +199,17 @@ def load_deng_net_recon(model: ReconNet, state_dict: Mapping[str, torch.Tensor])
         model.coeff_head.bias.copy_(bias)
 
 
-def load_deng_checkpoint(model: ReconNet, path: str | os.PathLike, what: str = "deng_checkpoint") -> None:
+def load_deng_checkpoint(model: ReconNet | DengReconNet, path: str | os.PathLike,
+                         what: str = "deng_checkpoint") -> None:
     """Load Deng et al.'s checkpoint file (dict with ``'net_recon'`` or a plain ``net_recon`` state dict)."""
     load_deng_net_recon(model, load_state_dict_file(path, what, inner_key="net_recon"))
+
+
+def build_deng_recon(path: str | os.PathLike, what: str = "deng_checkpoint") -> DengReconNet:
+    """Deng et al.'s network from their checkpoint (``epoch_20.pth``), in eval mode: the exact function they ship."""
+    model = DengReconNet("resnet50", 257)
+    load_deng_checkpoint(model, path, what)
+    return model.eval()
 
 
 # Authors' FaceEncoder key prefixes -> ours (first match wins; FORMATS.md sec. 5 and the release's module names).

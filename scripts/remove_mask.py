@@ -7,6 +7,14 @@ Every face is found (dlib 68-point landmarks by default, or `--detector insightf
 68 rows "x y"), aligned to the model's crop, run through N_3D and N_G with each edit (see tasks/removal.py for
 the edit syntax and presets), and pasted back into the original photo (only the occluded region changes).
 Writes OUT/<stem>_<k>_<edit>.png for each variation and OUT/<stem>_grid.png (input + all variations).
+
+The authors' released weights run as they are, with the release's settings (tasks/release.py; configs/release.yaml
+is the preset, every key overridable with --set KEY=VALUE):
+
+    python scripts/remove_mask.py --image PHOTO.jpg --release-n3d 3D_it_500000.pkl \
+        --release-gen inpaint_it_200000.pkl [--release-config configs/release.yaml] [--set mask_threshold=0.2] --out OUT
+
+(converted on the fly; scripts/convert_release.py writes the same exports once, for --checkpoint).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +46,18 @@ def parse_args(argv=None):
     p.add_argument("--insightface-root", default=None, help="insightface model-pack root (for --detector insightface)")
     p.add_argument("--det-threshold", type=float, default=0.3, help="dlib detection score threshold")
     p.add_argument("--landmarks", default=None, help="68x2 landmark file (.txt/.npy) instead of a detector")
-    p.add_argument("--align", choices=["ffhq", "meanface"], default="ffhq",
-                   help="crop framing: FFHQ's (real photos, models trained on FFHQ) or the morphable model's mean "
-                        "face as the renderer frames it (models trained on SyntheticFaces)")
+    p.add_argument("--align", choices=["ffhq", "meanface", "deng", "release"], default=None,
+                   help="crop framing (data.align): default the model's own (the release's: release) or ffhq; "
+                        "meanface = the morphable model's mean face as the renderer frames it (models trained on "
+                        "SyntheticFaces)")
+    p.add_argument("--lm3d", default=None, help="BFM/similarity_Lm3D_all.mat for --align deng / release when the "
+                                                "export does not carry it (models trained in Deng's framing)")
+    p.add_argument("--release-n3d", default=None, help="the authors' 3D_it_500000.pkl (with --release-gen)")
+    p.add_argument("--release-gen", default=None, help="the authors' inpaint_it_200000.pkl (with --release-n3d)")
+    p.add_argument("--release-config", default=None, help="release preset YAML (default: built-in, as "
+                                                          "configs/release.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a release-preset value, e.g. --set mask_threshold=0.2 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
@@ -66,8 +84,8 @@ def find_faces(args, image_u8: np.ndarray) -> list[np.ndarray]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from data.align import align_face, five_points, paste_back
     from data.io import CorruptImageError, read_image, write_image
-    from data.landmarks import align_face, five_points, paste_back
     from tasks.removal import MaskRemover
 
     try:
@@ -75,10 +93,36 @@ def main(argv=None) -> int:
     except (FileNotFoundError, CorruptImageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if bool(args.release_n3d) != bool(args.release_gen):
+        print("error: --release-n3d and --release-gen go together", file=sys.stderr)
+        return 2
+    if (args.overrides or args.release_config) and not args.release_n3d:
+        print("error: --set / --release-config change the release preset: give --release-n3d and --release-gen",
+              file=sys.stderr)
+        return 2
+    tmp = None
     try:
-        remover = MaskRemover.from_checkpoints(args.checkpoint, args.n3d_checkpoint, args.device, key="--checkpoint")
+        if args.release_n3d:
+            from scripts.convert_release import load_release_config
+            from tasks.release import convert_release
+
+            cfg = load_release_config(args.release_config, [*args.overrides, f"n3d={args.release_n3d}",
+                                                             f"gen={args.release_gen}"])
+            tmp = tempfile.TemporaryDirectory(prefix="release_")
+            _, inpaint = convert_release(cfg, tmp.name)
+            remover = MaskRemover.from_checkpoints(inpaint, args.n3d_checkpoint, args.device, key="--release-gen")
+        else:
+            inference = None
+            if args.lm3d:
+                inference = {"lm3d_path": args.lm3d, "framing": args.align if args.align != "meanface" else None}
+            remover = MaskRemover.from_checkpoints(args.checkpoint, args.n3d_checkpoint, args.device,
+                                                   key="--checkpoint", inference=inference)
+        align = args.align or remover.framing or "ffhq"
+        if align in ("deng", "release") and remover.lm3d is None:
+            raise ValueError(f"--align {align} needs --lm3d BFM/similarity_Lm3D_all.mat (or an export carrying "
+                             "inference.lm3d_path, as the release's)")
         edits = edit_list(args.variations, args.edit, remover.model)
-        if remover.model.expression_names and args.align == "ffhq":
+        if remover.model.expression_names and align == "ffhq":
             print("note: this checkpoint was trained on the embedded synthetic faces (e.g. the demo's); real photos "
                   "need a model trained on real faces (configs/*/paper.yaml)", flush=True)
         from tasks.removal import apply_edit
@@ -90,12 +134,15 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    finally:
+        if tmp is not None:  # the exports are loaded: the converted files are no longer needed
+            tmp.cleanup()
     if not faces:
         print(f"no face found in {args.image} (try --detector insightface, or give --landmarks FILE)",
               file=sys.stderr)
         return 1
-    template = None
-    if args.align == "meanface":
+    template, framing = None, align if align != "meanface" else "ffhq"
+    if align == "meanface":
         r = remover.prior.renderer
         mean_lm = r.landmarks(remover.model.layout.zeros(1, device=remover.device))[0].cpu().numpy()
         template = (five_points(mean_lm) + 0.5) / r.image_size
@@ -104,7 +151,7 @@ def main(argv=None) -> int:
     stem = Path(args.image).stem
     results = [image.clone() for _ in edits]
     for lm in faces:
-        al = align_face(image, lm, remover.image_size, template=template)
+        al = align_face(image, lm, remover.image_size, template=template, framing=framing, lm3d=remover.lm3d)
         res = remover(al.image[None], edits, seed=args.seed)
         for k in range(len(edits)):
             # the generator's region m (dilated a little) is what changes in the photo

@@ -28,6 +28,8 @@ class FaceDataConfig:
     split: str | None = None  # ffhq: train | test | all
     detector: str | None = None  # landmark detector fallback: dlib | insightface
     align: bool | None = None
+    framing: str | None = None  # with align: ffhq (default) | deng (Deng et al.'s align_img) | release (116/s at 256)
+    lm3d_path: str | None = path_field(kind="file")  # deng / release framing: BFM/similarity_Lm3D_all.mat
     strict: bool | None = None
     num: int | None = None  # synthetic: number of faces
     seed: int | None = None  # synthetic: sampling seed

@@ -131,7 +131,11 @@ class ModelMethod:
         self.last_index = None
 
     def __call__(self, batch: dict, index: int) -> torch.Tensor:
-        self.last, self.last_index = self.remover(batch["masked_image"], ["keep"], seed=index), index
+        if self.remover.framing is not None:  # e.g. the authors' release: aligned into its own crop and back
+            self.last = self.remover.in_frame(batch["masked_image"], batch["landmarks"], ["keep"], seed=index)
+        else:
+            self.last = self.remover(batch["masked_image"], ["keep"], seed=index)
+        self.last_index = index
         return resize(self.last.images[:, 0], batch["image"].shape[-1])
 
 
@@ -219,7 +223,7 @@ class Evaluator:
             self.removers[name] = MaskRemover.from_checkpoints(path, None, self.device, key=f"ablations.{name}")
         for name, r in self.removers.items():
             self.methods[name] = ModelMethod(r)
-            if name == "ours" and cfg.gt_mask_row:
+            if name == "ours" and cfg.gt_mask_row and r.framing is None:  # a re-framed model's crop differs
                 self.methods["ours_gt_mask"] = GTMaskMethod(self.methods["ours"])
         for b in cfg.baselines:
             if b not in ("telea", "navier_stokes"):
@@ -333,10 +337,8 @@ class Evaluator:
 
     def _n3d_metrics(self, name: str, remover, removal, batch: dict) -> None:
         """Mask IoU and landmark NME of N_3D's outputs for this batch (taken from the removal, not run again)."""
-        scale = batch["image"].shape[-1] / remover.image_size
         self.n3d_metrics[name]["mask_iou"].update(resize(removal.m, batch["image"].shape[-1]).round(), batch["mask"])
-        lm = remover.prior.renderer.landmarks(removal.base_coeffs) * scale
-        self.n3d_metrics[name]["landmark_nme"].update(lm, batch["landmarks"])
+        self.n3d_metrics[name]["landmark_nme"].update(removal.landmarks, batch["landmarks"])
 
     @torch.no_grad()
     def edit_metrics(self, name: str, remover) -> dict:

@@ -34,6 +34,7 @@ class Recon3DModelConfig:
     backbone: str = "resnet50"  # resnet50 | resnet34 | resnet18
     imagenet_weights: str | None = path_field(kind="file")  # torchvision ResNet state dict
     deng_checkpoint: str | None = path_field(kind="file")  # Deng et al.'s epoch_20.pth (net_recon)
+    init_checkpoint: str | None = path_field(kind="file")  # an N_3D export to fine-tune (e.g. the release's n3d.pt)
     arcface_weights: str | None = path_field(kind="file")  # insightface arcface_torch backbone.pth
     arcface_arch: str = "r50"
 
@@ -68,8 +69,22 @@ class Recon3DExperiment:
 def build_n3d(model_cfg: Recon3DModelConfig, n_coeffs: int):
     from models.recon3d import build_recon3d
 
-    return build_recon3d(model_cfg.backbone, n_coeffs, imagenet_weights=model_cfg.imagenet_weights,
-                         deng_checkpoint=model_cfg.deng_checkpoint)
+    net = build_recon3d(model_cfg.backbone, n_coeffs, imagenet_weights=model_cfg.imagenet_weights,
+                        deng_checkpoint=model_cfg.deng_checkpoint)
+    if model_cfg.init_checkpoint:  # fine-tuning: every weight from an export of the same architecture
+        from engine.checkpoint import CheckpointError, load_inference
+
+        try:
+            weights = load_inference(model_cfg.init_checkpoint)["modules"]["n3d"]
+        except (CheckpointError, KeyError) as e:
+            raise ValueError(f"model.init_checkpoint: not an N_3D export: {e}") from None
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as e:
+            raise ValueError(f"model.init_checkpoint: {model_cfg.init_checkpoint} does not fit backbone "
+                             f"{model_cfg.backbone!r} with {n_coeffs} coefficients: {str(e).splitlines()[0]}") \
+                from None
+    return net
 
 
 class Recon3DTask:
@@ -230,7 +245,7 @@ def load_n3d(path: str | Path, device: torch.device, key: str = "n3d_checkpoint"
     try:
         conf = state["config"]
         model_cfg = build_dataclass(Recon3DModelConfig, {**conf["model"], "imagenet_weights": None,
-                                                         "deng_checkpoint": None})
+                                                         "deng_checkpoint": None, "init_checkpoint": None})
         morph_cfg = build_dataclass(MorphableConfig, conf["morphable"])
         size = int(conf["image_size"])
         n_coeffs = weights["coeff_head.weight"].shape[0]  # the coefficient count is in the head's shape

@@ -11,6 +11,12 @@ Edit strings (comma-separated operations, applied left to right to N_3D's coeffi
 - `NAME[i]=v` sets coefficient i of the named block (id, exp, tex, angle, gamma, trans) to v; `NAME[i]=+v` or
   `NAME[i]=-v` adds v; `NAME=0` sets the whole block; `NAME*=s` scales the whole block.
 Identical inputs, edits and seed give identical outputs.
+
+Inference settings that belong to a model travel in its export (``config['inference']``, InferenceConfig): the
+noise convention its N_G was trained with and the framing its networks expect. Our train_inpaint.py exports have
+none (the defaults: 3-channel noise in the hole, input already framed); scripts/convert_release.py writes the
+authors' (one channel of U(0, 1) over the whole image, the release framing 116/s at 256). With a framing,
+``in_frame`` takes an image in any framing plus its landmarks, aligns it, and maps the results back.
 """
 
 from __future__ import annotations
@@ -19,11 +25,47 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from engine.config import path_field
 from models.generator import composite
 from tasks.common import resize_square
 from tasks.inpaint import noised
+
+NOISE_CONVENTIONS = ("hole", "release")
+
+
+@dataclass
+class InferenceConfig:
+    """How a model is fed at inference (the ``inference`` entry of an inpainting export).
+
+    noise: ``hole`` (ours: I_n = I_m (1 - m) + u m, u ~ U(0,1) per RGB channel) or ``release`` (the authors' test.py:
+        I_n = I_m (1 - m) + u, one channel u ~ U(0,1) over the whole image, broadcast to RGB).
+    framing: the crop the networks expect (data.align: ffhq, deng, release); None = the input is already framed
+        as the model was trained (our exports), so nothing is re-aligned.
+    lm3d_path: BFM/similarity_Lm3D_all.mat, needed by the deng / release framings.
+    """
+
+    noise: str = "hole"
+    framing: str | None = None
+    lm3d_path: str | None = path_field(kind="file")
+
+    def __post_init__(self):
+        if self.noise not in NOISE_CONVENTIONS:
+            raise ValueError(f"noise must be one of {', '.join(NOISE_CONVENTIONS)}, got {self.noise!r}")
+        if self.framing is not None:
+            from data.align import get_framing
+
+            get_framing(self.framing)
+
+
+def noised_input(masked: torch.Tensor, m: torch.Tensor, generator: torch.Generator, convention: str = "hole"):
+    """N_G's I_n for masked (N,3,H,W) [0,1] and m (N,1,H,W) {0,1}, noise from ``generator`` (InferenceConfig)."""
+    if convention == "hole":
+        return noised(masked, m, generator)
+    noise = torch.rand(m.shape, generator=generator).to(masked.device)
+    return masked * (1 - m) + noise
 
 _OP = re.compile(r"^(?P<name>[a-z_]+)(\[(?P<idx>\d+)\])?\s*(?P<op>\*=|=)\s*(?P<val>[+-]?\d*\.?\d+(e[+-]?\d+)?)$")
 
@@ -72,7 +114,8 @@ def apply_edit(coeffs: torch.Tensor, edit: str, model) -> torch.Tensor:
 @dataclass
 class Removal:
     """images (N,K,3,H,W) final results; raw (N,K,3,H,W) generator outputs; i3d (N,K,3,H,W) rendered priors;
-    m (N,1,H,W) occlusion map; coeffs (N,K,C) edited coefficients; base_coeffs (N,C) N_3D's prediction."""
+    m (N,1,H,W) occlusion map; coeffs (N,K,C) edited coefficients; base_coeffs (N,C) N_3D's prediction (in the
+    model's own crop)."""
 
     images: torch.Tensor
     raw: torch.Tensor
@@ -80,18 +123,31 @@ class Removal:
     m: torch.Tensor
     coeffs: torch.Tensor
     base_coeffs: torch.Tensor
+    landmarks: torch.Tensor | None = None  # (N,68,2) of base_coeffs, in pixels of the images given to the call
 
 
 class MaskRemover:
     """N_3D + renderer + N_G for inference, with coefficient edits and seeded noise."""
 
-    def __init__(self, prior, generator: torch.nn.Module, use_3d_prior: bool = True, composite: bool = True):
+    def __init__(self, prior, generator: torch.nn.Module, use_3d_prior: bool = True, composite: bool = True,
+                 inference: InferenceConfig | None = None):
         self.prior = prior  # tasks.inpaint.PriorModule with source n3d
         self.gen = generator.eval()
         self.use_3d_prior = use_3d_prior
         self.composite = composite
         self.device = prior.device
         self.image_size = prior.renderer.image_size
+        self.inference = inference or InferenceConfig()
+        self.framing = self.inference.framing
+        self.lm3d = None
+        if self.framing is not None:
+            from data.align import get_framing, load_lm3d
+
+            if get_framing(self.framing).needs_lm3d:
+                if not self.inference.lm3d_path:
+                    raise ValueError(f"inference.lm3d_path: framing {self.framing!r} needs "
+                                     "BFM/similarity_Lm3D_all.mat")
+                self.lm3d = load_lm3d(self.inference.lm3d_path, "inference.lm3d_path")
 
     @property
     def model(self):
@@ -99,8 +155,12 @@ class MaskRemover:
 
     @classmethod
     def from_checkpoints(cls, inpaint_ckpt: str | Path, n3d_ckpt: str | Path | None = None,
-                         device: str | torch.device = "cpu", key: str = "checkpoint") -> MaskRemover:
-        """Load RUN/inpaint.pt (EMA generator); N_3D from `n3d_ckpt` or the path recorded in the inpaint export."""
+                         device: str | torch.device = "cpu", key: str = "checkpoint",
+                         inference: dict | None = None) -> MaskRemover:
+        """Load RUN/inpaint.pt (EMA generator); N_3D from `n3d_ckpt` or the path recorded in the inpaint export.
+
+        ``inference``: entries overriding the export's InferenceConfig (e.g. ``{"noise": "hole"}``).
+        """
         from engine.checkpoint import load_inference
         from engine.config import build_dataclass
         from tasks.common import MorphableConfig
@@ -119,7 +179,8 @@ class MaskRemover:
                             int(conf["image_size"]), device)
         gen = build_generator(mc)
         gen.load_state_dict(state["modules"]["g_ema"])
-        return cls(prior, gen.to(device), mc.use_3d_prior, mc.composite)
+        inf = build_dataclass(InferenceConfig, {**conf.get("inference", {}), **(inference or {})}, "inference")
+        return cls(prior, gen.to(device), mc.use_3d_prior, mc.composite, inf)
 
     @torch.no_grad()
     def analyze(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +196,7 @@ class MaskRemover:
         `coeffs` / `m` override N_3D's predictions (e.g. ground truth, for ablations).
         """
         masked = masked.to(self.device).float()
+        in_size = masked.shape[-1]
         masked = resize_square(masked, self.image_size)
         edits = list(edits or ["keep"])
         if coeffs is None or m is None:  # N_3D only for what is not given
@@ -144,9 +206,46 @@ class MaskRemover:
         n, k = masked.shape[0], len(edits)
         edited = torch.stack([apply_edit(base, e, self.model) for e in edits], 1)  # (N,K,C)
         i3d = self.prior.render(edited.flatten(0, 1))  # (N*K,3,S,S)
-        i_n = noised(masked, m, torch.Generator().manual_seed(int(seed)))
+        i_n = noised_input(masked, m, torch.Generator().manual_seed(int(seed)), self.inference.noise)
         rep = lambda t: t.unsqueeze(1).expand(n, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731
         raw = self.gen(rep(m), i3d if self.use_3d_prior else None, rep(i_n)).float()
         final = composite(raw, rep(masked), rep(m)) if self.composite else raw
         shape = (n, k, 3, self.image_size, self.image_size)
-        return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base)
+        lm = self.prior.renderer.landmarks(base) * (in_size / self.image_size)
+        return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base, lm)
+
+    @torch.no_grad()
+    def in_frame(self, masked: torch.Tensor, landmarks: torch.Tensor, edits: list[str] | None = None,
+                 seed: int = 0) -> Removal:
+        """masked (N,3,H,W) [0,1] in any framing, landmarks (N,68,2) its pixels -> a Removal in that same frame.
+
+        Each image is aligned into the model's framing (``self.framing``; ffhq when the model has none), run, and
+        images / raw / i3d / m are warped back; outside the warped-back m the input is kept (feathered blend).
+        ``coeffs`` stay in the model's crop, ``landmarks`` are mapped back into the input's pixels.
+        """
+        from data.align import align_face, invert_transform, paste_back, transform_points, warp_affine
+
+        masked = masked.float().cpu()
+        size = self.image_size
+        aligned = [align_face(img, lm.cpu().numpy(), size, framing=self.framing or "ffhq", lm3d=self.lm3d)
+                   for img, lm in zip(masked, landmarks)]
+        res = self(torch.stack([a.image for a in aligned]), edits, seed=seed)
+        h, w = masked.shape[-2:]
+
+        def back(t: torch.Tensor, transform: np.ndarray) -> torch.Tensor:  # (C,S,S) crop -> (C,H,W) input frame
+            arr = warp_affine(t.cpu().permute(1, 2, 0).numpy(), invert_transform(transform), (h, w))
+            return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+        images, raw, i3d, m, lms = [], [], [], [], []
+        for i, a in enumerate(aligned):
+            m_i = (back(res.m[i], a.transform) > 0.5).float()
+            m.append(m_i)
+            images.append(torch.stack([paste_back(masked[i], res.images[i, k].cpu(), a.transform,
+                                                  mask=res.m[i].cpu()) for k in range(res.images.shape[1])]))
+            raw.append(torch.stack([back(x, a.transform) for x in res.raw[i]]))
+            i3d.append(torch.stack([back(x, a.transform) for x in res.i3d[i]]))
+            lm_crop = self.prior.renderer.landmarks(res.base_coeffs[i:i + 1])[0].cpu()
+            lms.append(transform_points(lm_crop, invert_transform(a.transform)))
+        dev = self.device
+        return Removal(torch.stack(images).to(dev), torch.stack(raw).to(dev), torch.stack(i3d).to(dev),
+                       torch.stack(m).to(dev), res.coeffs, res.base_coeffs, torch.stack(lms).to(dev))
