@@ -30,7 +30,6 @@ from tasks.common import (
 )
 from tasks.inpaint import telea
 
-MOUTH = list(range(48, 68))
 PAPER_TABLE2 = {  # published numbers (their FFHQ test set), for reference only
     "Zheng et al.": {"l1": 0.020, "psnr": 24.709, "ssim": 0.893, "arcface_cos": 0.506, "fid": 12.808},
     "LaFIn": {"l1": 0.018, "psnr": 25.569, "ssim": 0.897, "arcface_cos": 0.543, "fid": 12.465},
@@ -40,7 +39,7 @@ PAPER_TABLE2 = {  # published numbers (their FFHQ test set), for reference only
 COLUMNS = [  # (key, header, higher is better)
     ("l1", "L1", False), ("psnr", "PSNR", True), ("ssim", "SSIM", True), ("arcface_cos", "Cos ID", True),
     ("fid", "FID", False), ("lpips", "LPIPS", False), ("l1_hole", "L1 hole", False), ("mask_iou", "mask IoU", True),
-    ("landmark_nme", "LM NME", False), ("diversity", "Diversity", True), ("ctrl_ratio", "Ctrl err", False),
+    ("landmark_nme", "LM NME", False), ("diversity", "Diversity", True), ("prior_reliance", "Prior rel.", True),
 ]
 
 
@@ -246,34 +245,21 @@ class Evaluator:
 
     @torch.no_grad()
     def edit_metrics(self, name: str, remover) -> dict:
-        """Diversity (mean pairwise LPIPS over the K edits) and controllability on the first `extra_images`."""
+        """Diversity (mean pairwise LPIPS over the K edits) and controllability (tasks.control) on the first
+        `extra_images`."""
         from metrics import DiversityMetric
+        from tasks.control import build_control
 
         cfg = self.cfg
         div = DiversityMetric(lpips_metric=self.lpips)
-        err, mag = [], []
+        control = build_control(self.testset, cfg.edits, cfg.control_edits)
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
             masked = resize(batch["masked_image"], remover.image_size)
             res = remover(masked, cfg.edits, seed=bi)
             div.update(res.images)
-            if not cfg.control_edits:
-                continue
-            ctrl = remover(masked, cfg.control_edits, seed=bi, coeffs=res.base_coeffs, m=res.m)  # N_3D ran once
-            r = remover.prior.renderer
-            base_lm = r.landmarks(ctrl.base_coeffs)
-            for k in range(len(cfg.control_edits)):
-                asked = r.landmarks(ctrl.coeffs[:, k])
-                refit, _ = remover.analyze(ctrl.images[:, k])
-                got = r.landmarks(refit)
-                # mouth landmarks, normalised by the inter-ocular distance of the requested face
-                norm = (asked[:, 45] - asked[:, 36]).norm(dim=-1, keepdim=True)
-                err.append(((got[:, MOUTH] - asked[:, MOUTH]).norm(dim=-1) / norm).mean(1))
-                mag.append(((base_lm[:, MOUTH] - asked[:, MOUTH]).norm(dim=-1) / norm).mean(1))
-        out = {"diversity": div.compute()["diversity"]}
-        if err:
-            e, g = torch.cat(err).mean().item(), torch.cat(mag).mean().item()
-            out.update(ctrl_nme=e, ctrl_edit_size=g, ctrl_ratio=e / max(g, 1e-12))
-        return out
+            if control is not None:
+                control.update(remover, batch, seed=bi, base=(res.base_coeffs, res.m))  # N_3D ran once
+        return {"diversity": div.compute()["diversity"], **(control.compute() if control is not None else {})}
 
     def _collect(self) -> dict:
         from metrics import bin_metrics
@@ -351,6 +337,8 @@ def _fmt(v, key: str) -> str:
 
 def results_markdown(results: dict) -> str:
     """Table 2's layout plus the extra columns, one row per method; non-comparable metrics marked with †."""
+    from tasks.control import control_markdown
+
     comp = results["comparable"]
     cols = [(k, h, hib) for k, h, hib in COLUMNS if any(k in r for r in results["methods"].values())]
     head = [f"{h}{'†' if comp.get(k) is False else ''} {'↑' if hib else '↓'}" for k, h, hib in cols]
@@ -361,9 +349,8 @@ def results_markdown(results: dict) -> str:
     if any(v is False for v in comp.values()):
         lines += ["", "† computed with a feature network without its published weights (none were given): useful "
                       "to compare rows of this table, NOT comparable with published numbers."]
-    lines += ["", "Baselines (telea, navier_stokes) get the ground-truth occlusion map; our model uses N_3D's. "
-                  "Ctrl err: mouth-landmark error of N_3D re-fitted on edited outputs, relative to the edit's size "
-                  "(0 = perfect control, 1 = none)."]
+    lines += ["", "Baselines (telea, navier_stokes) get the ground-truth occlusion map; our model uses N_3D's."]
+    lines += control_markdown(results["methods"])
     if results.get("bins"):
         lines += ["", "## By mask area (fraction of the image occluded)", ""]
         for name, bins in results["bins"].items():
