@@ -22,13 +22,13 @@ PRIORS = ("gt", "n3d")  # ground-truth coefficients + occlusion map; N_3D's pred
 
 
 def synthetic_faces_of(dataset):
-    """The SyntheticFaces under a test set (through Subset / MaskedPairs), or None for any other face source."""
+    """The SyntheticFaces under a test set (through Subset / MaskedPairs), or None for any other face source
+    (a concatenation of several sets included: their items have no single renderer to edit)."""
     from data.faces import SyntheticFaces
 
-    while not isinstance(dataset, SyntheticFaces):
-        dataset = getattr(dataset, "dataset", None) or getattr(dataset, "faces", None)
-        if dataset is None:
-            return None
+    while dataset is not None and not isinstance(dataset, SyntheticFaces):
+        inner = getattr(dataset, "dataset", None)  # torch Subset
+        dataset = inner if inner is not None else getattr(dataset, "faces", None)  # MaskedPairs
     return dataset
 
 

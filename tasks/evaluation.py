@@ -172,6 +172,7 @@ class Evaluator:
     def _build_metrics(self):
         from metrics import FIDInception, LPIPSMetric, get_metric
         from models.arcface import ArcFace
+        from tasks.control import build_control
 
         cfg, w = self.cfg, self.cfg.weights
         valid = {"l1", "l1_hole", "psnr", "ssim", "arcface_cos", "fid", "lpips"}
@@ -204,6 +205,8 @@ class Evaluator:
         self.metrics = {m: {name: make(name) for name in cfg.metrics} for m in self.methods}
         self.n3d_metrics = {m: {"mask_iou": get_metric("mask_iou"), "landmark_nme": get_metric("landmark_nme")}
                             for m in self.removers}
+        # controllability: edit fidelity and prior reliance (synthetic test sets) or dlib mouth landmarks
+        self.control = {m: build_control(self.testset, cfg.edits, cfg.control_edits) for m in self.removers}
 
     # ---------------------------------------------------------------------------------------------- run
     @torch.no_grad()
@@ -248,11 +251,10 @@ class Evaluator:
         """Diversity (mean pairwise LPIPS over the K edits) and controllability (tasks.control) on the first
         `extra_images`."""
         from metrics import DiversityMetric
-        from tasks.control import build_control
 
         cfg = self.cfg
         div = DiversityMetric(lpips_metric=self.lpips)
-        control = build_control(self.testset, cfg.edits, cfg.control_edits)
+        control = self.control[name]
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
             masked = resize(batch["masked_image"], remover.image_size)
             res = remover(masked, cfg.edits, seed=bi)

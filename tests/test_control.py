@@ -170,3 +170,24 @@ def test_real_test_sets_get_the_landmark_measure_and_the_report_labels_both():
                                               "edit_fidelity_n3d/smile": 0.4}, "telea": {"l1": 0.1}}))
     assert "| prior reliance ↑ |" in md and "smile (GT prior) ↑" in md and "smile (N_3D prior) ↑" in md
     assert "| ours | 2.500 | 0.010 | 0.025 | 0.700 | 0.400 |" in md and "telea" not in md
+
+
+def test_evaluate_on_a_photo_folder_reports_the_dlib_mouth_measure(inpaint_export, tmp_path):
+    pytest.importorskip("dlib")
+    from scripts.export_testset import main as export_main
+    from tasks.evaluation import Evaluator
+
+    cfg_path = tmp_path / "eval.yaml"
+    cfg_path.write_text('{"test": {"image_size": 32, "faces": [{"kind": "synthetic", "num": 2, "offset": 2000000}]}}')
+    assert export_main(["--config", str(cfg_path), "--out", str(tmp_path / "ts")]) == 0
+    cfg = build_dataclass(EvalExperiment, {
+        "test": {"image_size": 32, "faces": [{"kind": "folder", "root": str(tmp_path / "ts" / "gt"),
+                                              "landmarks_dir": str(tmp_path / "ts" / "landmarks")}]},
+        "checkpoint": str(inpaint_export), "metrics": ["l1"], "baselines": [], "edits": ["smile", "neutral"],
+        "control_edits": ["open_mouth"], "extra_images": 2, "batch_size": 2})
+    ev = Evaluator(cfg, tmp_path / "e")
+    assert isinstance(ev.control["ours"], LandmarkControl)
+    row = ev.run()["methods"]["ours"]
+    assert "lm_edit_fidelity/open_mouth" in row and not any(k.startswith("edit_fidelity_") for k in row)
+    md = (tmp_path / "e" / "results.md").read_text()
+    assert "open_mouth (dlib mouth) ↑" in md and "prior reliance" not in md
