@@ -6,6 +6,10 @@ own denominator is near 0):
 - **edit fidelity** of an edit e (synthetic test sets, where the edited truth can be rendered exactly):
   1 - sum L1_hole(out_e, truth_e) / sum L1_hole(out_keep, truth_e). 1 = the output is the edited truth, 0 = the edit
   is ignored (out_e = out_keep), < 0 = worse than ignoring it.
+- **edit transfer** of an edit e (synthetic test sets; a diagnostic next to edit fidelity, which also counts how
+  well out_keep reconstructs the face): 1 - sum L1_hole(out_e - out_keep, truth_e - truth_keep) /
+  sum L1_hole(0, truth_e - truth_keep): how exactly the output *changes* as the truth changes, whatever the
+  reconstruction error of out_keep. 1 = exact change, 0 = no change.
 - **prior reliance**: sum L1_hole(out with a constant grey I_3D, gt) / sum L1_hole(out with the true I_3D, gt).
   ~1 = N_G ignores I_3D; > 1 = the prior helps.
 - **landmark edit fidelity** of an edit e (real test sets, no edited truth): mouth landmarks (iBUG 48-67) found by an
@@ -91,6 +95,22 @@ class EditFidelityMetric(RatioOfSums):
 
     def update(self, out_edit: Tensor, out_keep: Tensor, truth_edit: Tensor, hole: Tensor) -> None:
         super().update(l1_hole(out_edit, truth_edit, hole), l1_hole(out_keep, truth_edit, hole))
+
+
+class EditTransferMetric(RatioOfSums):
+    """Edit transfer of one edit (module doc). update(out_edit, out_keep, truth_edit, truth_keep, hole): images
+    (N,3,H,W) in [0,1], hole (N,1,H,W) {0,1}. num/den: mean L1_hole of the change's error and of the true change."""
+
+    higher_is_better = True
+
+    def __init__(self, name: str = "edit_transfer") -> None:
+        super().__init__(name, one_minus=True)
+
+    def update(self, out_edit: Tensor, out_keep: Tensor, truth_edit: Tensor, truth_keep: Tensor,
+               hole: Tensor) -> None:
+        change = truth_edit.double() - truth_keep.double()
+        super().update(l1_hole(out_edit.double() - out_keep.double(), change, hole),
+                       l1_hole(torch.zeros_like(change), change, hole))
 
 
 class PriorRelianceMetric(RatioOfSums):

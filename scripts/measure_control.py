@@ -1,5 +1,5 @@
-"""Controllability of a trained N_G on held-out SyntheticFaces: edit fidelity per edit (ground-truth and N_3D
-prior) and prior reliance (tasks/control.py, metrics/control.py).
+"""Controllability of a trained N_G on held-out SyntheticFaces: edit fidelity and edit transfer per edit
+(ground-truth and N_3D prior) and prior reliance (definitions: metrics/control.py).
 
     python scripts/measure_control.py --checkpoint runs/inpaint_demo/inpaint.pt --n 32 [--edits open_mouth,smile]
 
@@ -38,9 +38,11 @@ def main(argv=None) -> int:
     print(f"{args.checkpoint} on {args.n} held-out SyntheticFaces")
     print(f"prior reliance {res['prior_reliance']:.3f}  (L1 hole: GT I_3D {res['l1_hole_gt_prior']:.4f}, "
           f"grey I_3D {res['l1_hole_grey_prior']:.4f})")
-    print(f"{'edit fidelity':<14} {'GT prior':>9} {'N_3D prior':>11}")
+    print(f"{'':<14} {'edit fidelity':^21}   {'edit transfer':^21}")
+    print(f"{'edit':<14} {'GT prior':>10} {'N_3D prior':>10}   {'GT prior':>10} {'N_3D prior':>10}")
     for e in dict.fromkeys(e for e in edits if e != "keep"):
-        print(f"{e:<14} {res[f'edit_fidelity_gt/{e}']:>9.3f} {res[f'edit_fidelity_n3d/{e}']:>11.3f}")
+        print(f"{e:<14} " + " ".join(f"{res[f'edit_fidelity_{p}/{e}']:>10.3f}" for p in ("gt", "n3d")) + "   "
+              + " ".join(f"{res[f'edit_transfer_{p}/{e}']:>10.3f}" for p in ("gt", "n3d")))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
     return 0

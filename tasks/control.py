@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metrics.control import EditFidelityMetric, LandmarkEditFidelityMetric, PriorRelianceMetric
+from metrics.control import EditFidelityMetric, EditTransferMetric, LandmarkEditFidelityMetric, PriorRelianceMetric
 from tasks.evaluation import resize
 from tasks.removal import apply_edit
 
@@ -37,7 +37,8 @@ def _unique_edits(edits) -> list[str]:
 
 
 class SyntheticControl:
-    """Edit fidelity per edit and prior (keys ``edit_fidelity_{gt,n3d}/EDIT``) and ``prior_reliance``.
+    """Edit fidelity and edit transfer per edit and prior (keys ``edit_fidelity_{gt,n3d}/EDIT``,
+    ``edit_transfer_{gt,n3d}/EDIT``) and ``prior_reliance`` (with the two L1s behind it).
 
     ``update(remover, batch, seed, base=None)``: batch of test items at the test size S (image, masked_image, mask,
     coeffs, index from SyntheticFaces); base = (coeffs (N,C), m (N,1,s,s)) of N_3D when already computed at the
@@ -47,6 +48,7 @@ class SyntheticControl:
     def __init__(self, faces, edits) -> None:
         self.faces, self.edits = faces, _unique_edits(edits)
         self.fidelity = {(p, e): EditFidelityMetric(f"edit_fidelity_{p}/{e}") for p in PRIORS for e in self.edits}
+        self.transfer = {(p, e): EditTransferMetric(f"edit_transfer_{p}/{e}") for p in PRIORS for e in self.edits}
         self.reliance = PriorRelianceMetric()
 
     @torch.no_grad()
@@ -64,6 +66,7 @@ class SyntheticControl:
                          size).view(image.shape[0], 1 + len(self.edits), *image.shape[1:])
             for k, e in enumerate(self.edits, 1):
                 self.fidelity[p, e].update(out[:, k], out[:, 0], truth[e], hole)
+                self.transfer[p, e].update(out[:, k], out[:, 0], truth[e], image, hole)
             if p == "gt":
                 keep_gt = out[:, 0]
         grey = resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size)
@@ -71,7 +74,7 @@ class SyntheticControl:
 
     def compute(self) -> dict[str, float]:
         out = {}
-        for m in [self.reliance, *self.fidelity.values()]:
+        for m in [self.reliance, *self.fidelity.values(), *self.transfer.values()]:
             r = m.compute()
             out[m.name] = r[m.name]
             if m is self.reliance:  # the two L1s behind the ratio
@@ -141,36 +144,47 @@ def build_control(testset, edits, control_edits, detector=None):
     return LandmarkControl(control_edits, detector) if _unique_edits(control_edits) else None
 
 
-_PRIOR_LABEL = {"edit_fidelity_gt": "GT prior", "edit_fidelity_n3d": "N_3D prior", "lm_edit_fidelity": "dlib mouth"}
+_EDIT_COLUMNS = {  # key prefix -> header of the per-edit table
+    "edit_fidelity_gt": "fidelity, GT prior ↑", "edit_fidelity_n3d": "fidelity, N_3D prior ↑",
+    "edit_transfer_gt": "transfer, GT prior ↑", "edit_transfer_n3d": "transfer, N_3D prior ↑",
+    "lm_edit_fidelity": "fidelity, dlib mouth ↑",
+}
+_RELIANCE_COLUMNS = {"prior_reliance": "prior reliance ↑", "l1_hole_gt_prior": "L1 hole, GT I_3D ↓",
+                     "l1_hole_grey_prior": "L1 hole, grey I_3D ↓"}
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    cell = lambda v: v if isinstance(v, str) else "–" if v is None else f"{v:.3f}"  # noqa: E731
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|",
+            *("| " + " | ".join(cell(v) for v in r) + " |" for r in rows), ""]
 
 
 def control_markdown(row_by_method: dict[str, dict]) -> list[str]:
-    """The controllability section of results.md: one row per method that has control numbers."""
-    def is_fidelity(c):
-        return c.split("/")[0] in _PRIOR_LABEL and not c.endswith("/mouth_nme")
-
-    rows = {k: r for k, r in row_by_method.items() if any(is_fidelity(c) for c in r)}
-    if not rows:
+    """The controllability section of results.md: prior reliance per method, then one row per (method, edit)."""
+    edits = {name: list(dict.fromkeys(k.split("/")[1] for k in r if k.split("/")[0] in _EDIT_COLUMNS))
+             for name, r in row_by_method.items()}
+    edits = {name: e for name, e in edits.items() if e}
+    if not edits:
         return []
-    keys = sorted({c for r in rows.values() for c in r if is_fidelity(c)}, key=lambda c: (c.split("/")[1], c))
-    synthetic = any(c.startswith("edit_fidelity_") for c in keys)
-    heads = [("prior_reliance", "prior reliance ↑"), ("l1_hole_gt_prior", "L1 hole, GT I_3D ↓"),
-             ("l1_hole_grey_prior", "L1 hole, grey I_3D ↓")] if synthetic else []
-    heads += [(c, f"{c.split('/')[1]} ({_PRIOR_LABEL[c.split('/')[0]]}) ↑") for c in keys]
-    lines = ["", "## Controllability", "", "| Method | " + " | ".join(h for _, h in heads) + " |",
-             "|---" * (len(heads) + 1) + "|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join("–" if r.get(k) is None else f"{r[k]:.3f}" for k, _ in heads)
-                     + " |")
-    if synthetic:
-        lines += ["", "Edit fidelity of edit e (with the ground-truth prior, GT coefficients and occlusion map, and "
-                      "with N_3D's) = 1 - L1_hole(out_e, truth_e) / L1_hole(out_keep, truth_e), truth_e = the edited "
-                      "ground truth rendered exactly: 1 = exact, 0 = edit ignored. Prior reliance = L1_hole with a "
-                      "constant grey I_3D / L1_hole with the ground-truth I_3D (1 = the prior is ignored)."]
+    lines = ["", "## Controllability", ""]
+    reliance = [n for n in edits if "prior_reliance" in row_by_method[n]]
+    if reliance:
+        lines += _table(["Method", *_RELIANCE_COLUMNS.values()],
+                        [[n, *(row_by_method[n].get(k) for k in _RELIANCE_COLUMNS)] for n in reliance])
+    cols = [c for c in _EDIT_COLUMNS if any(f"{c}/{e}" in row_by_method[n] for n, es in edits.items() for e in es)]
+    lines += _table(["Method", "edit", *(_EDIT_COLUMNS[c] for c in cols)],
+                    [[n, e, *(row_by_method[n].get(f"{c}/{e}") for c in cols)] for n, es in edits.items() for e in es])
+    if reliance:
+        lines += ["Edit fidelity of edit e = 1 - L1_hole(out_e, truth_e) / L1_hole(out_keep, truth_e), truth_e = the "
+                  "edited ground truth rendered exactly (1 = exact, 0 = edit ignored); edit transfer = 1 - "
+                  "L1_hole(out_e - out_keep, truth_e - truth_keep) / L1_hole(0, truth_e - truth_keep) (the change "
+                  "alone, whatever the reconstruction error). GT prior: ground-truth coefficients and occlusion map; "
+                  "N_3D prior: N_3D's. Prior reliance = L1_hole with a constant grey I_3D / L1_hole with the "
+                  "ground-truth I_3D (1 = the prior is ignored)."]
     else:
-        lines += ["", "Edit fidelity from landmarks = 1 - sum|d_det - d_req| / sum|d_req| over the 20 mouth "
-                      "landmarks (d = edited - unedited; det = dlib on the outputs, req = the requested 3D faces): "
-                      "1 = exact, 0 = edit ignored."]
+        lines += ["Edit fidelity from landmarks = 1 - sum|d_det - d_req| / sum|d_req| over the 20 mouth landmarks "
+                  "(d = edited - unedited; det = dlib on the outputs, req = the requested 3D faces; N_3D prior): "
+                  "1 = exact, 0 = edit ignored."]
     return lines
 
 

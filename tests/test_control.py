@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from engine.config import build_dataclass
-from metrics.control import EditFidelityMetric, LandmarkEditFidelityMetric, PriorRelianceMetric, RatioOfSums
+from metrics.control import (
+    EditFidelityMetric,
+    EditTransferMetric,
+    LandmarkEditFidelityMetric,
+    PriorRelianceMetric,
+    RatioOfSums,
+)
 from tasks.common import iterate
 from tasks.control import LandmarkControl, SyntheticControl, build_control, control_markdown, synthetic_faces_of
 from tasks.evaluation import EvalExperiment, build_testset
@@ -73,6 +79,23 @@ def test_edit_fidelity_and_reliance_on_hand_made_images():
     assert rel.compute()["prior_reliance"] == pytest.approx(2.0)
 
 
+def test_edit_transfer_separates_following_the_edit_from_reconstructing_the_face():
+    g = torch.Generator().manual_seed(1)
+    truth_keep = torch.rand(2, 3, 8, 8, generator=g) * 0.5
+    truth_edit = truth_keep.clone()
+    truth_edit[..., 3:5, 3:5] += 0.3  # the edit changes a small part of the hole
+    hole = torch.ones(2, 1, 8, 8)
+    out_keep = (truth_keep + 0.2 * torch.rand(2, 3, 8, 8, generator=g)).clamp(0, 1)  # a blurry reconstruction
+    out_edit = out_keep + (truth_edit - truth_keep)  # ... that follows the edit exactly
+    fid, tr = EditFidelityMetric(), EditTransferMetric()
+    fid.update(out_edit, out_keep, truth_edit, hole)
+    tr.update(out_edit, out_keep, truth_edit, truth_keep, hole)
+    assert tr.compute()["edit_transfer"] == pytest.approx(1.0) and fid.compute()["edit_fidelity"] < 0.5
+    tr.reset()
+    tr.update(out_keep, out_keep, truth_edit, truth_keep, hole)  # no change at all
+    assert tr.compute()["edit_transfer"] == 0.0
+
+
 def test_an_n_g_without_the_prior_has_fidelity_0_and_reliance_1(inpaint_export):
     from models.generator import Generator
 
@@ -85,6 +108,7 @@ def test_an_n_g_without_the_prior_has_fidelity_0_and_reliance_1(inpaint_export):
     for p in ("gt", "n3d"):
         for e in EDITS:
             assert res[f"edit_fidelity_{p}/{e}"] == pytest.approx(0.0, abs=1e-9)
+            assert res[f"edit_transfer_{p}/{e}"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_an_n_g_that_pastes_the_prior_has_fidelity_1_and_high_reliance(inpaint_export):
@@ -96,6 +120,7 @@ def test_an_n_g_that_pastes_the_prior_has_fidelity_1_and_high_reliance(inpaint_e
     res = _measure(oracle, testset)
     for e in EDITS:  # the ground-truth prior: exact
         assert res[f"edit_fidelity_gt/{e}"] == pytest.approx(1.0, abs=1e-3)
+        assert res[f"edit_transfer_gt/{e}"] == pytest.approx(1.0, abs=1e-3)
     assert res["l1_hole_gt_prior"] < 1e-4 and res["prior_reliance"] > 100
     # an untrained N_3D's prior leads the oracle away from the truth: that is what the N_3D column shows
     assert all(res[f"edit_fidelity_n3d/{e}"] < res[f"edit_fidelity_gt/{e}"] for e in EDITS)
@@ -168,8 +193,10 @@ def test_real_test_sets_get_the_landmark_measure_and_the_report_labels_both():
     md = "\n".join(control_markdown({"ours": {"prior_reliance": 2.5, "l1_hole_gt_prior": 0.01,
                                               "l1_hole_grey_prior": 0.025, "edit_fidelity_gt/smile": 0.7,
                                               "edit_fidelity_n3d/smile": 0.4}, "telea": {"l1": 0.1}}))
-    assert "| prior reliance ↑ |" in md and "smile (GT prior) ↑" in md and "smile (N_3D prior) ↑" in md
-    assert "| ours | 2.500 | 0.010 | 0.025 | 0.700 | 0.400 |" in md and "telea" not in md
+    assert "| Method | prior reliance ↑ | L1 hole, GT I_3D ↓ | L1 hole, grey I_3D ↓ |" in md
+    assert "| Method | edit | fidelity, GT prior ↑ | fidelity, N_3D prior ↑ |" in md
+    assert "| ours | 2.500 | 0.010 | 0.025 |" in md and "| ours | smile | 0.700 | 0.400 |" in md
+    assert "telea" not in md
 
 
 def test_evaluate_on_a_photo_folder_reports_the_dlib_mouth_measure(inpaint_export, tmp_path):
@@ -190,4 +217,4 @@ def test_evaluate_on_a_photo_folder_reports_the_dlib_mouth_measure(inpaint_expor
     row = ev.run()["methods"]["ours"]
     assert "lm_edit_fidelity/open_mouth" in row and not any(k.startswith("edit_fidelity_") for k in row)
     md = (tmp_path / "e" / "results.md").read_text()
-    assert "open_mouth (dlib mouth) ↑" in md and "prior reliance" not in md
+    assert "| ours | open_mouth |" in md and "fidelity, dlib mouth ↑" in md and "prior reliance" not in md

@@ -34,7 +34,7 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
     assert a["comparable"]["psnr"] is True
     md = (tmp_path / "a" / "results.md").read_text()
     assert "| ours |" in md and "LPIPS†" in md and "NOT comparable" in md and "By mask area" in md
-    assert "## Controllability" in md and "open_mouth (GT prior) ↑" in md and "Ctrl err" not in md
+    assert "## Controllability" in md and "| ours | open_mouth |" in md and "Ctrl err" not in md
     assert (tmp_path / "a" / "grid.png").is_file() and b == a
 
 
