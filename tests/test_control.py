@@ -218,3 +218,23 @@ def test_evaluate_on_a_photo_folder_reports_the_dlib_mouth_measure(inpaint_expor
     assert "lm_edit_fidelity/open_mouth" in row and not any(k.startswith("edit_fidelity_") for k in row)
     md = (tmp_path / "e" / "results.md").read_text()
     assert "| ours | open_mouth |" in md and "fidelity, dlib mouth ↑" in md and "prior reliance" not in md
+
+
+def test_measure_control_cli(inpaint_export, tmp_path, capsys):
+    import json
+
+    from scripts.measure_control import main
+
+    out = tmp_path / "c.json"
+    assert main(["--checkpoint", str(inpaint_export), "--n", "2", "--edits", "open_mouth,smile",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "prior reliance" in text and "open_mouth" in text and "smile" in text
+    res = json.loads(out.read_text())
+    assert {"prior_reliance", "edit_fidelity_gt/smile", "edit_transfer_n3d/open_mouth"} <= set(res)
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "missing.pt")])
+    assert capsys.readouterr().out.startswith("error: --checkpoint: inpainting checkpoint not found")
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(inpaint_export), "--n", "2", "--edits", "grin"])
+    assert "unknown edit 'grin'" in capsys.readouterr().out
