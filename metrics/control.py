@@ -9,7 +9,7 @@ own denominator is near 0):
 - **edit transfer** of an edit e (synthetic test sets; a diagnostic next to edit fidelity, which also counts how
   well out_keep reconstructs the face): 1 - sum L1_hole(out_e - out_keep, truth_e - truth_keep) /
   sum L1_hole(0, truth_e - truth_keep): how exactly the output *changes* as the truth changes, whatever the
-  reconstruction error of out_keep. 1 = exact change, 0 = no change.
+  reconstruction error of out_keep. 1 = exact change, 0 = no change, < 0 = changes where the truth does not.
 - **prior reliance**: sum L1_hole(out with a constant grey I_3D, gt) / sum L1_hole(out with the true I_3D, gt).
   ~1 = N_G ignores I_3D; > 1 = the prior helps.
 - **landmark edit fidelity** of an edit e (real test sets, no edited truth): mouth landmarks (iBUG 48-67) found by an

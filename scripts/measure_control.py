@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     res = fail_fast(measure, args.checkpoint, args.n, edits, args.n3d_checkpoint, args.offset, args.batch_size,
                     args.device)
     print(f"{args.checkpoint} on {args.n} held-out SyntheticFaces")
-    print(f"prior reliance {res['prior_reliance']:.3f}  (L1 hole: GT I_3D {res['l1_hole_gt_prior']:.4f}, "
-          f"grey I_3D {res['l1_hole_grey_prior']:.4f})")
+    print(f"prior reliance {res['prior_reliance']:.3f}  (L1 hole: GT prior {res['l1_hole_gt_prior']:.4f}, "
+          f"grey I_3D {res['l1_hole_grey_prior']:.4f}; N_3D prior {res['l1_hole_n3d_prior']:.4f})")
     print(f"{'':<14} {'edit fidelity':^21}   {'edit transfer':^21}")
     print(f"{'edit':<14} {'GT prior':>10} {'N_3D prior':>10}   {'GT prior':>10} {'N_3D prior':>10}")
     for e in dict.fromkeys(e for e in edits if e != "keep"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from metrics import L1HoleMetric
 from metrics.control import EditFidelityMetric, EditTransferMetric, LandmarkEditFidelityMetric, PriorRelianceMetric
 from tasks.evaluation import resize
 from tasks.removal import apply_edit
@@ -38,7 +39,7 @@ def _unique_edits(edits) -> list[str]:
 
 class SyntheticControl:
     """Edit fidelity and edit transfer per edit and prior (keys ``edit_fidelity_{gt,n3d}/EDIT``,
-    ``edit_transfer_{gt,n3d}/EDIT``) and ``prior_reliance`` (with the two L1s behind it).
+    ``edit_transfer_{gt,n3d}/EDIT``), ``prior_reliance`` (with the two L1s behind it) and ``l1_hole_n3d_prior``.
 
     ``update(remover, batch, seed, base=None)``: batch of test items at the test size S (image, masked_image, mask,
     coeffs, index from SyntheticFaces); base = (coeffs (N,C), m (N,1,s,s)) of N_3D when already computed at the
@@ -50,6 +51,7 @@ class SyntheticControl:
         self.fidelity = {(p, e): EditFidelityMetric(f"edit_fidelity_{p}/{e}") for p in PRIORS for e in self.edits}
         self.transfer = {(p, e): EditTransferMetric(f"edit_transfer_{p}/{e}") for p in PRIORS for e in self.edits}
         self.reliance = PriorRelianceMetric()
+        self.l1_n3d = L1HoleMetric()  # the unedited output's error with N_3D's prior, beside the GT prior's
 
     @torch.no_grad()
     def update(self, remover, batch: dict, seed: int, base: tuple | None = None) -> None:
@@ -69,11 +71,13 @@ class SyntheticControl:
                 self.transfer[p, e].update(out[:, k], out[:, 0], truth[e], image, hole)
             if p == "gt":
                 keep_gt = out[:, 0]
+            else:
+                self.l1_n3d.update(out[:, 0], image, mask=hole)
         grey = resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size)
         self.reliance.update(grey, keep_gt, image, hole)
 
     def compute(self) -> dict[str, float]:
-        out = {}
+        out = {"l1_hole_n3d_prior": self.l1_n3d.compute()["l1_hole"]}
         for m in [self.reliance, *self.fidelity.values(), *self.transfer.values()]:
             r = m.compute()
             out[m.name] = r[m.name]
@@ -149,8 +153,8 @@ _EDIT_COLUMNS = {  # key prefix -> header of the per-edit table
     "edit_transfer_gt": "transfer, GT prior ↑", "edit_transfer_n3d": "transfer, N_3D prior ↑",
     "lm_edit_fidelity": "fidelity, dlib mouth ↑",
 }
-_RELIANCE_COLUMNS = {"prior_reliance": "prior reliance ↑", "l1_hole_gt_prior": "L1 hole, GT I_3D ↓",
-                     "l1_hole_grey_prior": "L1 hole, grey I_3D ↓"}
+_RELIANCE_COLUMNS = {"prior_reliance": "prior reliance ↑", "l1_hole_gt_prior": "L1 hole, GT prior ↓",
+                     "l1_hole_grey_prior": "L1 hole, grey I_3D ↓", "l1_hole_n3d_prior": "L1 hole, N_3D prior ↓"}
 
 
 def _table(head: list[str], rows: list[list]) -> list[str]:

@@ -191,11 +191,12 @@ def test_real_test_sets_get_the_landmark_measure_and_the_report_labels_both():
     assert build_control(Folder(), ["smile"], []) is None
     assert isinstance(build_control(Folder(), ["smile"], ["open_mouth"], detector=object()), LandmarkControl)
     md = "\n".join(control_markdown({"ours": {"prior_reliance": 2.5, "l1_hole_gt_prior": 0.01,
-                                              "l1_hole_grey_prior": 0.025, "edit_fidelity_gt/smile": 0.7,
-                                              "edit_fidelity_n3d/smile": 0.4}, "telea": {"l1": 0.1}}))
-    assert "| Method | prior reliance ↑ | L1 hole, GT I_3D ↓ | L1 hole, grey I_3D ↓ |" in md
+                                              "l1_hole_grey_prior": 0.025, "l1_hole_n3d_prior": 0.02,
+                                              "edit_fidelity_gt/smile": 0.7, "edit_fidelity_n3d/smile": 0.4},
+                                     "telea": {"l1": 0.1}}))
+    assert "| Method | prior reliance ↑ | L1 hole, GT prior ↓ | L1 hole, grey I_3D ↓ | L1 hole, N_3D prior ↓ |" in md
     assert "| Method | edit | fidelity, GT prior ↑ | fidelity, N_3D prior ↑ |" in md
-    assert "| ours | 2.500 | 0.010 | 0.025 |" in md and "| ours | smile | 0.700 | 0.400 |" in md
+    assert "| ours | 2.500 | 0.010 | 0.025 | 0.020 |" in md and "| ours | smile | 0.700 | 0.400 |" in md
     assert "telea" not in md
 
 
