@@ -2,6 +2,7 @@
 N_3D's mask IoU and landmark error, diversity and controllability, against OpenCV baselines and ablations.
 
     python evaluate.py --config configs/eval/demo.yaml [--checkpoint RUN/inpaint.pt] [--predictions DIR]
+        [--ssim-convention wang|skimage|edgeconnect]
 
 Writes RUN/results.json, RUN/results.md (one row per method, scores by mask-area bin) and RUN/grid.png
 (rows: input, each method, ground truth; RUN/grid_rows.txt names them). Same checkpoint + config -> same results.json.
@@ -18,12 +19,18 @@ def add_args(parser):
     parser.add_argument("--checkpoint", default=None, help="RUN/inpaint.pt (overrides the config's checkpoint)")
     parser.add_argument("--predictions", default=None,
                         help="folder of another method's outputs for the exported test set (DIR/<name>.png)")
+    parser.add_argument("--ssim-convention", default=None,
+                        help="SSIM setting (overrides ssim_convention): wang (Gaussian 11, sigma 1.5, RGB; default), "
+                             "skimage (uniform 7x7, RGB) or edgeconnect (grey, uniform 51x51), to match published "
+                             "tables")
 
 
 def main(argv=None) -> int:
     cfg, args = cli_config(EvalExperiment, argv, description=__doc__, extra_args=add_args)
     if args.checkpoint:
         cfg.checkpoint = args.checkpoint
+    if args.ssim_convention:
+        cfg.ssim_convention = args.ssim_convention
     evaluator = fail_fast(Evaluator, cfg, args.run_dir, args.predictions)
     from tqdm import tqdm
 

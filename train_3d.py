@@ -19,12 +19,12 @@ from tasks.recon3d import Recon3DExperiment, Recon3DTask
 
 
 def main(argv=None) -> int:
-    cfg, args = cli_config(Recon3DExperiment, argv, description=__doc__)
-    device = start_run(cfg, args.run_dir, cfg.train)
+    cfg, args = cli_config(Recon3DExperiment, argv, description=__doc__, training=True)
+    device = start_run(cfg, args.run_dir, cfg.train, args.restart)
     task = fail_fast(Recon3DTask, cfg, device)
     train_set = fail_fast(task.train_set)
     fail_fast(lambda: task.val_set)
-    run_training(task, train_set, cfg.train, args.run_dir, to_dict(cfg), device, collate_fn=None)
+    run_training(task, train_set, cfg.train, args.run_dir, to_dict(cfg), device, restart=args.restart)
     if dist.is_main():
         path = task.export(Path(args.run_dir) / "n3d.pt")
         print(f"N_3D exported to {path}", flush=True)

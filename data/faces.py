@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.io import CorruptImageError, list_images, read_image_uint8
+from data.io import CorruptImageError, list_images, read_array, read_image_uint8
 from data.landmarks import (
     LandmarkDetector,
     alignment_transform,
@@ -242,7 +242,7 @@ class FaceImageDataset(Dataset):
         if not p.is_file():
             raise SkippedItem(f"coefficient file not found: {p}")
         try:
-            c = np.load(p, allow_pickle=False).astype(np.float32).reshape(-1)
+            c = read_array(p).astype(np.float32).reshape(-1)
         except (OSError, ValueError) as e:
             raise SkippedItem(f"cannot read coefficient file {p}: {e}") from None
         if c.shape != (N_COEFFS,):

@@ -7,6 +7,9 @@ every failure to decode becomes one :class:`CorruptImageError` with a one-line m
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -20,6 +23,7 @@ __all__ = [
     "read_image_uint8",
     "write_image",
     "list_images",
+    "read_array",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -28,6 +32,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # file is the cheap tell. Some writers append a few bytes after the marker, hence a window, not the last 2 bytes.
 _JPEG_EOI = b"\xff\xd9"
 _JPEG_TAIL_WINDOW = 4096
+# Damaged data before an intact end marker also decodes; libjpeg's only sign is a warning it prints on stderr
+# (OpenCV gives no other way to see it), e.g. "Corrupt JPEG data: 1909 extraneous bytes before marker 0xd9".
+_JPEG_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG", "Invalid JPEG", "Bogus", "JPEG datastream")
 
 
 class CorruptImageError(OSError):
@@ -62,7 +69,12 @@ def read_image_uint8(path: str | os.PathLike) -> np.ndarray:
         raise CorruptImageError(path, "empty file")
     if data[:2].tobytes() == b"\xff\xd8" and _JPEG_EOI not in data[-_JPEG_TAIL_WINDOW:].tobytes():
         raise CorruptImageError(path, "truncated JPEG")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if data[:2].tobytes() == b"\xff\xd8":
+        img, warning = _decode_capturing_stderr(data)
+        if warning:
+            raise CorruptImageError(path, f"damaged JPEG data: {warning}")
+    else:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise CorruptImageError(path)
     if img.dtype == np.uint16:
@@ -78,6 +90,38 @@ def read_image_uint8(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, ::-1])  # BGR -> RGB
 
 
+def _decode_capturing_stderr(data: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """cv2.imdecode with file descriptor 2 redirected to a temporary file; returns (image, libjpeg's first damage
+    warning or ''). Whatever else was written to stderr meanwhile is passed on."""
+    global _stderr_sink, _stderr_sink_pid
+    with _stderr_lock:  # fd 2 is process-wide: one redirect at a time
+        if _stderr_sink is None or _stderr_sink_pid != os.getpid():  # forked workers must not share the file
+            _stderr_sink, _stderr_sink_pid = tempfile.TemporaryFile(), os.getpid()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(_stderr_sink.fileno(), 2)
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        _stderr_sink.seek(0)
+        text = _stderr_sink.read().decode("utf-8", "replace")
+        _stderr_sink.seek(0)
+        _stderr_sink.truncate()
+    lines = text.splitlines()
+    damage = [ln.strip() for ln in lines if ln.strip().startswith(_JPEG_WARNINGS)]
+    rest = [ln for ln in lines if not ln.strip().startswith(_JPEG_WARNINGS)]
+    if rest:
+        sys.stderr.write("\n".join(rest) + "\n")
+    return img, damage[0] if damage else ""
+
+
+_stderr_sink = None  # one temporary file per process, reused
+_stderr_sink_pid = -1
+_stderr_lock = threading.Lock()
+
+
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Read an image file as a float tensor.
 
@@ -88,6 +132,27 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     """
     img = read_image_uint8(path)
     return torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` array (coefficients, landmarks), never unpickling. Every failure is one ValueError line naming the
+    file and what is wrong (empty, truncated, pickled / not a .npy file); a missing file is a FileNotFoundError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"array file not found: {path}")
+    try:
+        if path.stat().st_size == 0:
+            raise ValueError("empty file (0 bytes)")
+        return np.load(path, allow_pickle=False)
+    except EOFError:
+        raise ValueError(f"cannot read {path}: truncated (no array data)") from None
+    except (OSError, ValueError) as e:
+        msg = getattr(e, "strerror", None) or str(e).split(". ")[0]
+        if "pickled" in msg or "Object arrays" in msg:
+            msg = "holds pickled objects or is not a .npy file (refused)"
+        elif "Failed to read all data" in msg or msg.startswith("EOF"):
+            msg = f"truncated ({msg})"
+        raise ValueError(f"cannot read {path}: {msg}") from None
 
 
 def _to_uint8_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:

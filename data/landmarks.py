@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import read_array
+
 __all__ = [
     "N_LANDMARKS",
     "ARCFACE_TEMPLATE_112",
@@ -72,7 +74,7 @@ def load_landmarks_file(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            arr = read_array(path)
         else:
             text = path.read_text().replace(",", " ")
             arr = np.array([[float(v) for v in line.split()] for line in text.splitlines() if line.strip()])

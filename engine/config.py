@@ -44,8 +44,7 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
     key = str(path.resolve())
     if key in _seen:
         raise ConfigError(f"circular 'base:' chain at {path}")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
@@ -56,6 +55,24 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
     for b in bases:
         merged = deep_merge(merged, load_yaml(path.parent / b, _seen + (key,)))
     return deep_merge(merged, data)
+
+
+def _yaml_error(e: yaml.YAMLError, where: str) -> ConfigError:
+    """One line for a YAML syntax error: file, line and column (1-based), and the problem."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return ConfigError(f"{where}{at}: YAML syntax error: {problem}")
+
+
+def _read_yaml(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config: {getattr(e, 'strerror', None) or e}") from None
 
 
 def deep_merge(a: dict, b: dict) -> dict:
@@ -74,7 +91,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set expects key=value, got {text!r}")
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, f"--set {text}") from None
+    return key.split("."), value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -218,6 +239,32 @@ def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
+# Sections whose change makes a run's checkpoints unusable (or a different experiment): compared on resume.
+RESUME_FIXED = ("model", "morphable", "data.image_size")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {dotted key: leaf value} (lists are leaves)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def resume_conflicts(saved: dict, current: dict, fixed: tuple[str, ...] = RESUME_FIXED) -> list[str]:
+    """'key: saved -> current' for every key under `fixed` that differs between a run's saved config.yaml and the
+    config it is being resumed with (`train.*`, e.g. a longer `train.steps`, may change)."""
+    old, new = flatten(saved), flatten(current)
+
+    def under(key: str) -> bool:
+        return any(key == f or key.startswith(f + ".") for f in fixed)
+
+    keys = sorted(k for k in set(old) | set(new) if under(k) and old.get(k, "<unset>") != new.get(k, "<unset>"))
+    return [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys]
+
+
 def iter_path_fields(cfg: Any, prefix: str = ""):
     """Yield (dotted key, value, kind, required) for every path field in a dataclass tree."""
     for f in dataclasses.fields(cfg):
@@ -269,13 +316,17 @@ def default_run_dir(config_path: str) -> str:
 
 
 def cli_config(cls: type[T], argv: list[str] | None = None, description: str = "",
-               extra_args=None) -> tuple[T, argparse.Namespace]:
+               extra_args=None, training: bool = False) -> tuple[T, argparse.Namespace]:
     """Parse the common entry-script arguments and return (config, args).
 
     Config errors print one line `config error: ...` and exit with status 2, before any work starts.
-    `--dry-run` prints the resolved config and exits 0.
+    `--dry-run` prints the resolved config and exits 0. training: also `--restart` (args.restart).
     """
     parser = add_common_args(argparse.ArgumentParser(description=description))
+    if training:
+        parser.add_argument("--restart", action="store_true",
+                            help="start the run over from step 0, ignoring its checkpoints and config.yaml (they "
+                                 "are moved to RUN/checkpoints/restarted_<n>/, nothing is deleted)")
     if extra_args:
         extra_args(parser)
     args = parser.parse_args(argv)

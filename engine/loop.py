@@ -13,6 +13,13 @@ The loop owns: data order (seeded, rank-sharded, resumable mid-epoch), the lr sc
 `lr_drop_at` of training, as the paper), bf16 autocast on CUDA, gradient clipping, non-finite detection (the run
 stops with a clear message and the last good checkpoint intact), periodic validation, images, checkpoints and
 auto-resume from the newest checkpoint in the run directory.
+
+Nothing is lost and no bad state is left behind: a checkpoint is written only from finite weights; unreadable
+checkpoints are moved to `checkpoints/corrupt/` at resume (all unreadable: stop, `--restart` starts over); temp files
+of killed writers are removed at start; a run stopped early (SIGTERM, Ctrl-C, `max_minutes`) saves a checkpoint and
+exits non-zero (`StoppedEarly`: 128 + the signal, 124 for the time limit), so no export is made from a partial model.
+Under AMP a step with non-finite gradients is skipped (as GradScaler would) and counted; `max_skipped_steps` such
+steps in a row stop the run.
 """
 
 from __future__ import annotations
@@ -21,12 +28,21 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from engine import dist
-from engine.checkpoint import CheckpointManager, rng_state, set_rng_state
+from engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_module_state,
+    nonfinite_tensors,
+    remove_stale_tmp,
+    rng_state,
+    set_rng_state,
+)
 from engine.logging import RunLogger, Throughput
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -61,6 +77,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 3
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    max_skipped_steps: int = 20  # AMP: this many non-finite steps in a row (each skipped) stop the run
 
     def __post_init__(self):
         if self.steps <= 0 or self.batch_size <= 0:
@@ -69,12 +86,23 @@ class TrainConfig:
             raise ValueError("lr_drop_at must be a fraction in [0, 1]")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if self.max_skipped_steps < 1:
+            raise ValueError(f"max_skipped_steps must be >= 1, got {self.max_skipped_steps}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
 
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class StoppedEarly(Exception):
+    """Training stopped before `steps` (signal or time limit) with a checkpoint saved; `code` is the exit status."""
+
+    def __init__(self, step: int, code: int, why: str):
+        super().__init__(f"stopped early at step {step} ({why}); checkpoint saved, nothing exported: re-run the same "
+                         "command to resume")
+        self.step, self.code = step, code
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -94,10 +122,16 @@ class StepContext:
     device: torch.device
     step: int = 0
     grad_norms: dict = field(default_factory=dict)
+    skip_nonfinite: bool | None = None  # skip optimiser steps with non-finite gradients; None = under AMP only
+    step_skipped: bool = False  # set by optimize() when it skipped; the loop resets it each step
 
     @property
     def use_amp(self) -> bool:
         return self.cfg.amp and self.device.type == "cuda"
+
+    def _grads_finite(self, optimizer: torch.optim.Optimizer) -> bool:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        return not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())
 
     def autocast(self):
         if self.use_amp:
@@ -105,9 +139,18 @@ class StepContext:
         return contextlib.nullcontext()
 
     def optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, name: str = "") -> None:
-        """zero_grad -> backward -> optional clipping -> step (bf16 needs no loss scaling)."""
+        """zero_grad -> backward -> optional clipping -> step (bf16 needs no loss scaling).
+
+        Under AMP (or `skip_nonfinite`) a non-finite gradient skips the step, as GradScaler does (one host sync,
+        as GradScaler's), and sets `step_skipped`.
+        """
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        skip = self.use_amp if self.skip_nonfinite is None else self.skip_nonfinite
+        if skip and not self._grads_finite(optimizer):
+            optimizer.zero_grad(set_to_none=True)
+            self.step_skipped = True
+            return
         if self.cfg.grad_clip > 0:
             params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             self.grad_norms[name] = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip).detach()
@@ -143,16 +186,39 @@ def _init_worker(worker_id: int) -> None:
         pass
 
 
+class SkipReporting(Dataset):
+    """The training set as DataLoader workers see it: each worker writes how many items its copy of the dataset
+    skipped (unreadable images, `dataset.skipped`) to its slot of a shared tensor, so the main process can total
+    them (a worker's counter otherwise dies with it)."""
+
+    def __init__(self, dataset, slots: torch.Tensor, base: int):
+        self.dataset, self.slots, self.base = dataset, slots, base
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        info = get_worker_info()
+        if info is not None:
+            self.slots[info.id] = int(getattr(self.dataset, "skipped", 0)) - self.base
+        return item
+
+
 class Trainer:
-    """Runs `cfg.steps` optimisation steps of `task` over `dataset`, resuming from `run_dir` if possible."""
+    """Runs `cfg.steps` optimisation steps of `task` over `dataset`, resuming from `run_dir` if possible.
+
+    restart: set the run's checkpoints aside (`checkpoints/restarted_<n>/`) and start from step 0.
+    """
 
     def __init__(self, task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
-                 device: torch.device | None = None, collate_fn=None):
+                 device: torch.device | None = None, collate_fn=None, restart: bool = False):
         self.task, self.dataset, self.cfg = task, dataset, cfg
         self.run_dir = run_dir
         self.config_dict = config_dict or {}
         self.device = device or torch.device(cfg.device)
         self.collate_fn = collate_fn
+        self.restart = restart
         self.logger = RunLogger(run_dir, enabled=dist.is_main())
         self.ckpts = CheckpointManager(run_dir, cfg.keep_last)
         self.step = 0
@@ -162,6 +228,12 @@ class Trainer:
             raise ValueError(f"the dataset ({len(dataset)} items over {dist.get_world_size()} ranks) is smaller "
                              f"than one batch ({cfg.batch_size})")
         self._stop_requested = False
+        self._stop_signal: int | None = None
+        self.skipped_steps = 0  # AMP: optimiser steps skipped for non-finite gradients
+        # skipped images: worker slots of the current epoch, the most any earlier epoch's workers reported
+        self._skip_slots = torch.zeros(max(1, cfg.num_workers), dtype=torch.int64).share_memory_()
+        self._skip_base = 0
+        self._skip_seen = 0
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -176,28 +248,54 @@ class Trainer:
             state["task"] = self.task.state_dict()
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, path="checkpoint") -> None:
         for k, m in self.task.modules.items():
-            m.load_state_dict(state["modules"][k])
+            if k not in state.get("modules", {}):
+                raise CheckpointError(f"{path}: has no module '{k}' (holds: {', '.join(state.get('modules', {}))})")
+            load_module_state(m, state["modules"][k], f"{path} module '{k}'")
         for k, o in self.task.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+            try:
+                o.load_state_dict(state["optimizers"][k])
+            except (KeyError, ValueError) as e:
+                raise CheckpointError(f"{path}: optimizer '{k}' does not fit: {e}") from None
         if "task" in state and hasattr(self.task, "load_state_dict"):
             self.task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
 
     def resume(self) -> bool:
-        state = self.ckpts.load_latest(map_location=self.device)
+        """Rank 0 tidies the run (dead writers' temp files, --restart, unreadable checkpoints), then every rank
+        loads the newest readable checkpoint."""
+        if dist.is_main():
+            for folder in (self.ckpts.dir, Path(self.run_dir)):
+                for p in remove_stale_tmp(folder):
+                    print(f"removed {p} (left by a writer that was killed)", flush=True)
+            if self.restart and (moved := self.ckpts.set_aside()):
+                print(f"--restart: the previous checkpoints are in {moved}; starting from step 0", flush=True)
+        state = self.ckpts.load_latest(map_location=self.device, quarantine=True) if dist.is_main() else None
+        dist.barrier()
+        if not dist.is_main():
+            state = self.ckpts.load_latest(map_location=self.device)
         if state is None:
             return False
-        self.load_state_dict(state)
-        dist.print0(f"resumed from {self.ckpts.latest()} (step {self.step})")
+        self.load_state_dict(state, self.ckpts.loaded)
+        dist.print0(f"resumed from {self.ckpts.loaded} (step {self.step})")
         return True
 
     def save(self) -> None:
+        """Checkpoint the current step; non-finite weights are never written (identical on every rank)."""
+        bad = nonfinite_tensors({k: m.state_dict() for k, m in self.task.modules.items()})
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite weights at step {self.step} ({len(bad)} tensors, first: {', '.join(bad[:3])}); not "
+                f"saved, {self._last_good()}")
         if dist.is_main():
             self.ckpts.save(self.state_dict(), self.step)
         dist.barrier()
+
+    def _last_good(self) -> str:
+        good = self.ckpts.last_good() if dist.is_main() else None
+        return f"the last good checkpoint (verified finite) is {good}" if good else "there is no good checkpoint"
 
     # -------------------------------------------------------------------------------------------- loop
     def _set_lr(self) -> float:
@@ -212,27 +310,50 @@ class Trainer:
         self.sampler.set_epoch(epoch, start=start_batch * self.cfg.batch_size)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+        dataset = self.dataset
+        if self.cfg.num_workers > 0:  # new workers each epoch: keep what the last ones reported
+            self._skip_seen = max(self._skip_seen, int(self._skip_slots.sum()))
+            self._skip_slots.zero_()
+            self._skip_base = int(getattr(self.dataset, "skipped", 0))
+            dataset = SkipReporting(self.dataset, self._skip_slots, self._skip_base)
         # The loader gets its own generator so creating it never consumes the global RNG (exact resume).
-        return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
                           collate_fn=self.collate_fn, worker_init_fn=_init_worker,
                           generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
                           persistent_workers=False)
 
+    def skipped_images(self) -> int:
+        """Training images skipped so far on this rank (a lower bound with workers: each epoch's workers
+        rediscover the bad files, and the most any epoch reported is kept)."""
+        here = int(getattr(self.dataset, "skipped", 0))
+        if self.cfg.num_workers == 0:
+            return here
+        return max(here, self._skip_base + max(self._skip_seen, int(self._skip_slots.sum())))
+
     def _check_finite(self, bad: torch.Tensor, since: int) -> None:
         if bool(bad):
             raise NonFiniteLossError(
-                f"non-finite loss between steps {since + 1} and {self.step}; stopped without saving, the last "
-                f"good checkpoint is {self.ckpts.latest() or 'none'}")
+                f"non-finite loss between steps {since + 1} and {self.step}; stopped without saving, "
+                f"{self._last_good()}")
 
     def _request_stop(self, signum, frame):
-        """SIGTERM / first Ctrl-C: checkpoint at the next step boundary, then return; a second Ctrl-C aborts."""
+        """SIGTERM / first Ctrl-C: checkpoint at the next step boundary, then stop; a second Ctrl-C aborts."""
         if self._stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self._stop_requested = True
+        self._stop_signal = signum
         dist.print0(f"\nsignal {signum}: stopping after this step with a checkpoint (Ctrl-C again to abort)")
 
+    def _early_stop(self, timeout: bool) -> StoppedEarly:
+        if self._stop_signal is not None:
+            return StoppedEarly(self.step, 128 + self._stop_signal, signal.Signals(self._stop_signal).name)
+        if timeout:
+            return StoppedEarly(self.step, 124, f"train.max_minutes={self.cfg.max_minutes:g} reached")
+        return StoppedEarly(self.step, 143, "another rank was stopped")
+
     def run(self) -> dict:
+        """Train to `cfg.steps`; returns the last logged means. Raises StoppedEarly after an early stop."""
         cfg = self.cfg
         self.resume()
         if self.step >= cfg.steps:
@@ -247,36 +368,50 @@ class Trainer:
         checked_at = self.step
         sums: dict[str, torch.Tensor] = {}
         n_sums = 0
+        skipped_in_row = 0
         thr = Throughput()
         t_start = time.time()
         self.logger.progress(cfg.steps, initial=self.step)
         world = dist.get_world_size()
         last_logs: dict = {}
-        stop = False
+        stop = timeout = False
         try:
             while self.step < cfg.steps:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 for batch in self._loader(epoch, offset):
                     lr = self._set_lr()
                     ctx.step = self.step
+                    ctx.step_skipped = False
                     batch = move_to(batch, self.device, cfg.channels_last)
                     logs = self.task.train_step(batch, ctx)
                     self.step += 1
                     thr.add(cfg.batch_size * world)
+                    if ctx.step_skipped:  # its (non-finite) losses are not logged, nor stop the run
+                        self.skipped_steps += 1
+                        skipped_in_row += 1
+                        if skipped_in_row >= cfg.max_skipped_steps:
+                            raise NonFiniteLossError(
+                                f"{skipped_in_row} steps in a row with non-finite gradients (skipped), up to step "
+                                f"{self.step}; {self._last_good()}")
+                        logs = {}
+                    else:
+                        skipped_in_row = 0
                     for k, v in logs.items():
                         v = v.detach().float()
                         bad |= ~torch.isfinite(v)
                         sums[k] = sums[k] + v if k in sums else v
-                    n_sums += 1
+                    n_sums += bool(logs)
                     if self.device.type == "cpu":  # a host check is free on CPU: stop at the first bad step
                         self._check_finite(bad, checked_at)
                     last = self.step >= cfg.steps
-                    if self.step % cfg.log_every == 0 or last:
+                    if (self.step % cfg.log_every == 0 or last) and n_sums:
                         self._check_finite(bad, checked_at)
                         checked_at = self.step
                         means = dist.all_reduce_mean({k: v / n_sums for k, v in sums.items()})
                         last_logs = {k: float(v) for k, v in means.items()}
                         scal = {**last_logs, "lr": lr, "images_per_s": thr.rate()}
+                        if self.skipped_steps:
+                            scal["skipped_steps"] = self.skipped_steps
                         self.logger.scalars(self.step, scal)
                         self.logger.update_progress(n_sums, {k: last_logs[k] for k in list(last_logs)[:3]})
                         sums, n_sums = {}, 0
@@ -297,8 +432,7 @@ class Trainer:
                     if last or stop:
                         break
                 if stop:
-                    dist.print0(f"stopping early at step {self.step} (checkpoint saved)")
-                    break
+                    raise self._early_stop(timeout)
             if world > 1:  # DDP must keep replicas bitwise equal; say so (or fail loudly) at the end
                 checksums = dist.replica_checksums(self.task.modules)
                 if len(set(checksums)) != 1:
@@ -311,21 +445,38 @@ class Trainer:
         return {"step": self.step, **last_logs}
 
     def validate(self) -> dict:
+        """Task validation (rank 0, RUN/metrics.jsonl) and the skipped-image total (console and RUN/log.jsonl)."""
         out = {}
-        if dist.is_main() and hasattr(self.task, "validate"):
-            out = self.task.validate(self.step) or {}
-            self.logger.metrics(self.step, out)
+        skipped = self.skipped_images()
+        if dist.get_world_size() > 1:
+            t = torch.tensor(float(skipped), device=self.device)
+            skipped = int(round(float(dist.all_reduce_mean({"s": t})["s"]) * dist.get_world_size()))
+        if dist.is_main():
+            if hasattr(self.task, "validate"):
+                out = self.task.validate(self.step) or {}
+                self.logger.metrics(self.step, out)
+            self.logger.scalars(self.step, {"skipped_images": skipped}, prefix="data")
+            dist.print0(f"step {self.step}: {skipped} training images skipped so far (unreadable or unusable)")
         dist.barrier()
         return out
 
 
 def run_training(task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
-                 device: torch.device | None = None, collate_fn=None) -> dict:
-    """Build a Trainer and run it; a non-finite loss prints one line and exits with status 3."""
-    trainer = Trainer(task, dataset, cfg, run_dir, config_dict, device, collate_fn)
+                 device: torch.device | None = None, collate_fn=None, restart: bool = False) -> dict:
+    """Build a Trainer and run it; every way a run ends short of `cfg.steps` is one line and a non-zero exit.
+
+    Exit status: 3 non-finite loss or weights, 2 an unreadable / unwritable checkpoint, 128 + signal (130 Ctrl-C,
+    143 SIGTERM) or 124 (train.max_minutes) after an early stop, checkpoint saved and nothing to export.
+    """
+    trainer = Trainer(task, dataset, cfg, run_dir, config_dict, device, collate_fn, restart)
     try:
         return trainer.run()
     except NonFiniteLossError as e:
         dist.print0(f"error: {e}")
         raise SystemExit(3) from None
-
+    except CheckpointError as e:
+        print(f"error: {e}", flush=True)
+        raise SystemExit(2) from None
+    except StoppedEarly as e:
+        dist.print0(str(e))
+        raise SystemExit(e.code) from None

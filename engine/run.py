@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
 from engine import dist
-from engine.config import dump_yaml
+from engine.checkpoint import CheckpointManager
+from engine.config import ConfigError, dump_yaml, load_yaml, resume_conflicts, to_dict
 
 
-def start_run(cfg, run_dir: str, train_cfg) -> torch.device:
+def check_resumable(cfg, run_dir: str | Path) -> None:
+    """A run with checkpoints resumes only with the model config it was started with (RUN/config.yaml): the
+    differing keys are named in one line. `train.*` (e.g. more `train.steps`) may change."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file() or not CheckpointManager(run_dir).list():
+        return
+    try:
+        diff = resume_conflicts(load_yaml(saved), to_dict(cfg))
+    except ConfigError as e:
+        _config_exit(f"{e} (pass --restart to start the run over)")
+    if diff:
+        _config_exit(f"{run_dir} was trained with another model config, its checkpoints do not fit: "
+                     f"{'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''} (use another --run-dir, or --restart "
+                     "to start this one over)")
+
+
+def _config_exit(msg: str):
+    print(f"config error: {msg}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def start_run(cfg, run_dir: str, train_cfg, restart: bool = False) -> torch.device:
     """Join torchrun if launched by it, seed (seed + rank), set determinism, write RUN/config.yaml on rank 0.
 
     cfg: the whole resolved config dataclass; train_cfg: its `TrainConfig` part. Returns this rank's device.
+    Resuming with another model config than RUN/config.yaml's stops with one line (unless `restart`).
     """
+    if not restart:
+        check_resumable(cfg, run_dir)
     if train_cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("config error: train.device is 'cuda' but CUDA is not available here "
                          "(use --set train.device=cpu)")
@@ -32,7 +58,7 @@ def fail_fast(fn, *args, **kwargs):
     """Run a build step; missing files and bad options become one `error:` line and exit status 2."""
     try:
         return fn(*args, **kwargs)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, KeyError, ValueError) as e:  # FileReadError / CheckpointError are ValueErrors
         msg = e.args[0] if e.args else repr(e)
         print(f"error: {msg}", flush=True)
         raise SystemExit(2) from None

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pixel_l1", "tv_loss"]
+__all__ = ["pixel_l1", "pixel_l1_masked", "tv_loss"]
 
 
 def pixel_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. 7: ||I_hat - I||_1 / (HWC), averaged over the batch. pred, target (B,C,H,W) -> scalar."""
     return (pred - target).abs().mean()
+
+
+def pixel_l1_masked(pred: torch.Tensor, target: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """L1 over the occluded pixels only: sum(|I_hat - I| m) / (C sum(m)) over the batch. m (B,1,H,W) {0,1}.
+
+    Not in the paper (eq. 7 averages over the whole image, where the visible pixels, copied from the input, dilute
+    the hole); a batch without occluded pixels gives 0.
+    """
+    m = m.to(pred.dtype)
+    return ((pred - target).abs() * m).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from .base import Metric, PerImageMetric, mask_area
+from .base import Metric, PerImageMetric, mask_area, quantize
 from .bins import DEFAULT_AREA_EDGES, bin_by_area, bin_metrics
 from .fid import FID, FIDInception, GaussianStats, frechet_distance, reference_key
 from .geometry import LandmarkNMEMetric, MaskIoUMetric, landmark_nme, mask_iou
@@ -61,5 +61,5 @@ __all__ = [
     "L1HoleMetric", "L1Metric", "LPIPSMetric", "LandmarkNMEMetric", "MaskIoUMetric", "Metric", "PSNRMetric",
     "PerImageMetric", "SSIMMetric", "available", "bin_by_area", "bin_metrics", "diversity", "embedding_cosine",
     "frechet_distance", "get_metric", "l1", "l1_hole", "landmark_nme", "load_lpips", "mask_area", "mask_iou", "psnr",
-    "reference_key", "ssim", "summarize",
+    "quantize", "reference_key", "ssim", "summarize",
 ]

@@ -26,6 +26,20 @@ def _to_float64(values: Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+def quantize(images: Tensor) -> Tensor:
+    """Round to 8 bits as a PNG writer does (``data.io.write_image``), and back to [0, 1].
+
+    floor(255 x + 0.5) / 255 on x clamped to [0, 1]: halves round up, as PNG writers do (``torch.round`` would round
+    them to even). For float32 input the result equals ``read_image(write_image(x))`` bit for bit.
+
+    Args:
+        images: float tensor of any shape, values nominally in [0, 1].
+    Returns:
+        same shape and dtype, values in {0, 1/255, ..., 1}.
+    """
+    return torch.floor(images.clamp(0, 1) * 255 + 0.5) / 255
+
+
 def mask_area(mask: Tensor) -> Tensor:
     """Fraction of pixels set in each mask.
 

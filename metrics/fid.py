@@ -16,7 +16,7 @@ from pytorch_fid import inception as pfi
 from scipy import linalg
 from torch import Tensor, nn
 
-from .base import Metric
+from .base import Metric, quantize
 
 
 def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -87,7 +87,8 @@ class FIDInception(nn.Module):
             if not path.is_file():
                 raise FileNotFoundError(f"{key}: weights file not found: {path}")
             raw = build_fid_inception_v3()
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from engine.files import read_torch
+            state = read_torch(path, key)  # one line for an empty / truncated / code-bearing file
             _check_state(raw, state, path, key)
             raw.load_state_dict(state)
             self.pretrained = True
@@ -205,8 +206,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def reference_key(reference_id: str, network_identity: str, quantize: bool) -> str:
-    """sha1 naming cached reference statistics: the test-set description + the feature network's weights."""
-    text = f"reference={reference_id}\nnetwork={network_identity}\nquantize_uint8={quantize}"
+    """sha1 naming cached reference statistics: the reference images' description (see
+    ``metrics.reference.reference_id``) + the feature network's weights + the 8-bit rounding (half up since the
+    rounding changed from half-to-even, so statistics cached before are not reused)."""
+    text = f"reference={reference_id}\nnetwork={network_identity}\nquantize_uint8={'half_up' if quantize else False}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 
@@ -222,8 +225,8 @@ class FID(Metric):
             root, split, count, size); with cache_dir it keys the cache together with the network identity.
         device: where the feature network runs.
         batch_size: images per forward pass of the feature network.
-        quantize: round images to 8 bits first (x -> round(255 x) / 255), as if saved to PNG and read back, which is
-            what pytorch-fid's file-based tool sees.
+        quantize: round images to 8 bits first (``metrics.base.quantize``: floor(255 x + 0.5) / 255, half up), as if
+            saved to PNG and read back, which is what pytorch-fid's file-based tool sees.
     Use: ``update(pred, target)`` per batch (or ``update_pred`` / ``update_reference``); when the reference statistics
     were loaded from the cache (``has_reference``), targets are ignored and their features are not computed.
     ``compute()`` -> {"fid": value}; it also writes the reference statistics to the cache when they were accumulated
@@ -278,7 +281,7 @@ class FID(Metric):
         for chunk in images.split(self.batch_size):
             x = chunk.to(self.device, torch.float32)
             if self.quantize:
-                x = torch.round(x.clamp(0, 1) * 255) / 255
+                x = quantize(x)
             out.append(self.net(x).to("cpu", torch.float64).numpy())
         return np.concatenate(out) if out else np.zeros((0, int(self.net.dim)))
 

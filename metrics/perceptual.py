@@ -19,7 +19,8 @@ _TRUNKS = {"alex": "alexnet", "vgg": "vgg16", "vgg16": "vgg16"}
 
 def _trunk_state_from_file(model: lpips.LPIPS, path: Path, key: str) -> dict[str, Tensor]:
     """Map torchvision ``features.<i>.*`` (or bare ``<i>.*``) keys onto lpips' trunk ``slice<k>.<i>.*`` keys."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from engine.files import read_torch
+    state = read_torch(path, key)  # one line for an empty / truncated / code-bearing file
     if not isinstance(state, dict):
         raise ValueError(f"{key}: {path} does not hold a state dict")
     trunk = model.net.state_dict()

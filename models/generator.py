@@ -4,7 +4,9 @@
     -> n_res residual blocks (256) -> up (SN conv3x3 + bilinear x2) -> 128 -> up -> 64 -> SN conv7x7 -> 3 -> sigmoid
 
 Every conv is spectrally normalised and bias-free, every norm is InstanceNorm(affine). Widths scale with
-``base_channels`` (64 in the paper). H and W must be multiples of 4.
+``base_channels`` (64 in the paper). ``n_down`` (2 in the paper and the release) sets the number of stride-2 stages,
+so the residual blocks work at 1 / 2**n_down of the input: at 256 px the paper's 64 x 64. H and W must be multiples
+of 2**n_down.
 """
 
 from __future__ import annotations
@@ -30,17 +32,18 @@ class Generator(nn.Module):
     ``use_3d_prior=False`` (ablation): 4 input channels concat(m, I_n); ``i3d`` is ignored and may be None.
     """
 
-    def __init__(self, base_channels: int = 64, n_res: int = 6, use_3d_prior: bool = True):
+    def __init__(self, base_channels: int = 64, n_res: int = 6, use_3d_prior: bool = True, n_down: int = 2):
         super().__init__()
+        if n_down < 0:
+            raise ValueError(f"n_down must be >= 0, got {n_down}")
         self.use_3d_prior = use_3d_prior
         in_ch = 7 if use_3d_prior else 4
-        c1, c2, c3 = base_channels, 2 * base_channels, 4 * base_channels
-        self.stem = ConvNormAct(in_ch, c1, 7, padding=3)
-        self.down = nn.Sequential(ConvNormAct(c1, c2, 4, stride=2, padding=1),
-                                  ConvNormAct(c2, c3, 4, stride=2, padding=1))
-        self.res = nn.Sequential(*[ResBlockIN(c3) for _ in range(n_res)])
-        self.up = nn.Sequential(UpBlock(c3, c2), UpBlock(c2, c1))
-        self.head = sn_conv2d(c1, 3, 7, padding=3, bias=False)
+        widths = [base_channels * 2 ** i for i in range(n_down + 1)]  # 64, 128, 256 in the paper (n_down = 2)
+        self.stem = ConvNormAct(in_ch, widths[0], 7, padding=3)
+        self.down = nn.Sequential(*[ConvNormAct(a, b, 4, stride=2, padding=1) for a, b in zip(widths, widths[1:])])
+        self.res = nn.Sequential(*[ResBlockIN(widths[-1]) for _ in range(n_res)])
+        self.up = nn.Sequential(*[UpBlock(b, a) for a, b in zip(widths[::-1][1:], widths[::-1])])
+        self.head = sn_conv2d(widths[0], 3, 7, padding=3, bias=False)
 
     def forward(self, m: torch.Tensor, i3d: torch.Tensor | None, i_n: torch.Tensor) -> torch.Tensor:
         if self.use_3d_prior:

@@ -1,7 +1,8 @@
 """Reading third-party weight files: existence check, state-dict extraction, prefix stripping.
 
-All readers use ``torch.load(weights_only=True)``: the files we load (torchvision ImageNet weights, Deng et al.'s
-``epoch_20.pth``, arcface_torch ``backbone.pth``, the authors' ``*.pkl``) are plain dicts of tensors.
+All readers go through ``engine.files.read_torch`` (``torch.load(weights_only=True)``, numpy scalars allowed): the
+files we load (torchvision ImageNet weights, Deng et al.'s ``epoch_20.pth``, arcface_torch ``backbone.pth``, the
+authors' ``*.pkl``) are plain dicts of tensors. A file that needs more (pickled objects, code) is refused.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 from collections.abc import Mapping
 
 import torch
+
+from engine.files import FileReadError, read_torch
 
 __all__ = ["require_file", "load_state_dict_file", "strip_prefix", "rename_spectral_norm_keys"]
 
@@ -31,19 +34,30 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module."
 def load_state_dict_file(path: str | os.PathLike, what: str, inner_key: str | None = None) -> dict[str, torch.Tensor]:
     """Load a state dict from ``path`` on the CPU, with ``module.`` prefixes stripped.
 
-    ``inner_key``: if the file holds a dict containing this key (e.g. ``'net_recon'``), that entry is the state
-    dict; otherwise the file itself must be the state dict.
+    ``inner_key``: the file holds a dict whose entry ``inner_key`` (e.g. ``'net_recon'``) is the state dict; a file
+    without it is refused, naming the keys it has. Without ``inner_key`` the file itself is the state dict. Entries
+    that are not tensors (numpy step counters, strings) are ignored. Every failure is one ``ValueError`` line
+    (``engine.files.FileReadError``) naming ``what`` and the path.
     """
     path = require_file(path, what)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_torch(path, what)
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{what}: expected a state dict in {path}, got {type(obj).__name__}")
-    if inner_key is not None and inner_key in obj:
+        raise FileReadError(f"{what}: expected a state dict in {path}, got {type(obj).__name__}")
+    if inner_key is not None:
+        if inner_key not in obj:
+            raise FileReadError(f"{what}: {path} has no '{inner_key}' entry (keys: {_key_list(obj)})")
         obj = obj[inner_key]
+        if not isinstance(obj, Mapping):
+            raise FileReadError(f"{what}: '{inner_key}' in {path} is a {type(obj).__name__}, not a state dict")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError(f"{what}: no tensors found in {path} (top-level keys: {sorted(obj)[:8]})")
+        raise FileReadError(f"{what}: no tensors found in {path}, not a state dict (keys: {_key_list(obj)})")
     return strip_prefix(tensors)
+
+
+def _key_list(obj: Mapping, n: int = 8) -> str:
+    keys = sorted(map(str, obj))
+    return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "") if keys else "none"
 
 
 def rename_spectral_norm_keys(key: str) -> str:

@@ -5,6 +5,8 @@
 Writes OUT/masked/<name>.png (inputs), OUT/mask/<name>.png (binary occlusion maps, 255 = occluded),
 OUT/gt/<name>.png (ground truth), OUT/landmarks/<name>.txt (68 rows "x y") and OUT/index.json. Score another
 method's outputs (OUT_PRED/<name>.png) with `python evaluate.py --config ... --predictions OUT_PRED`.
+The PNGs round to 8 bits half up (``metrics.quantize``), as evaluate.py rounds the test items for its own rows, so
+every method, ours included, sees the same inputs.
 """
 
 import argparse

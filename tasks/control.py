@@ -6,7 +6,8 @@
 - Other test sets: ``LandmarkControl`` compares dlib's 68-point mouth landmarks of the edited outputs with those
   of the requested 3D faces (no re-fit with N_3D, which never saw a mouth during training).
 
-Definitions: metrics.control. Errors are measured at the test set's size, in the ground-truth hole.
+Definitions: metrics.control. Errors are measured at the test set's size, in the ground-truth hole, on outputs
+rounded to 8 bits as every row of evaluate.py is (metrics.quantize); the batch comes as the export writes it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metrics import L1HoleMetric
+from metrics import L1HoleMetric, quantize
 from metrics.control import EditFidelityMetric, EditTransferMetric, LandmarkEditFidelityMetric, PriorRelianceMetric
 from tasks.evaluation import resize
 from tasks.removal import apply_edit
@@ -64,8 +65,8 @@ class SyntheticControl:
                  for e in self.edits}
         given = {"gt": gt, "n3d": {} if base is None else {"coeffs": base[0], "m": base[1]}}
         for p in PRIORS:
-            out = resize(remover(masked, ["keep", *self.edits], seed=seed, **given[p]).images.flatten(0, 1),
-                         size).view(image.shape[0], 1 + len(self.edits), *image.shape[1:])
+            out = quantize(resize(remover(masked, ["keep", *self.edits], seed=seed, **given[p]).images.flatten(0, 1),
+                                  size)).view(image.shape[0], 1 + len(self.edits), *image.shape[1:])
             for k, e in enumerate(self.edits, 1):
                 self.fidelity[p, e].update(out[:, k], out[:, 0], truth[e], hole)
                 self.transfer[p, e].update(out[:, k], out[:, 0], truth[e], image, hole)
@@ -73,7 +74,7 @@ class SyntheticControl:
                 keep_gt = out[:, 0]
             else:
                 self.l1_n3d.update(out[:, 0], image, mask=hole)
-        grey = resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size)
+        grey = quantize(resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size))
         self.reliance.update(grey, keep_gt, image, hole)
 
     def compute(self) -> dict[str, float]:
@@ -199,7 +200,7 @@ def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral
     at the generator's size unless `image_size` is given. -> SyntheticControl.compute()."""
     from engine.config import build_dataclass
     from tasks.common import iterate
-    from tasks.evaluation import EvalExperiment, build_testset
+    from tasks.evaluation import EvalExperiment, as_exported, build_testset
     from tasks.removal import MaskRemover
 
     remover = MaskRemover.from_checkpoints(checkpoint, n3d_checkpoint, device, key="--checkpoint")
@@ -209,5 +210,5 @@ def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral
     testset = build_testset(cfg, remover.model)
     control = SyntheticControl(synthetic_faces_of(testset), edits)
     for bi, batch in enumerate(iterate(testset, batch_size, device=device)):
-        control.update(remover, batch, seed=bi)
+        control.update(remover, as_exported(batch), seed=bi)  # the inputs evaluate.py gives the model
     return control.compute()

@@ -1,10 +1,16 @@
 """Evaluation: the paper's Table 2 (L1, PSNR, SSIM, ArcFace cosine, FID) and more, for our model, ablations,
 OpenCV baselines and external predictions, on a deterministic masked test set.
 
-Conventions: images in [0,1] at the test set's size; L1 = mean |diff| over pixels and channels; PSNR with data
-range 1; SSIM with data range 1, Gaussian window 11 / sigma 1.5, 'valid' filtering, averaged over channels (as
-scikit-image with gaussian_weights=True, use_sample_covariance=False). Baselines get the ground-truth occlusion map
-(the favourable case for them); our model uses its own N_3D map, as at test time.
+One scoring path for every row: the test items are taken as export_testset.py writes them (8-bit, rounded half up,
+``metrics.quantize``) and every method's output, ours, OpenCV's or a --predictions folder's, is rounded the same way
+before any metric. Conventions: images in [0,1] at the test set's size; L1 = mean |diff| over pixels and channels;
+PSNR with data range 1, per image capped at ``psnr_max_db`` (identical pairs are infinite; their count is reported);
+SSIM under ``ssim_convention`` (default Wang et al.'s: Gaussian window 11 / sigma 1.5, 'valid' filtering, averaged
+over channels; see metrics.image.SSIM_CONVENTIONS). Each row names the mask it was composited with: the baselines and
+--predictions get the ground-truth occlusion map, our model its own N_3D map (as at test time) and, in the row
+``ours_gt_mask``, the ground-truth map (as LaFIn and Pluralistic are scored in the paper). Diversity is the mean
+pairwise LPIPS over ``diversity_seeds`` noise seeds for the same input and prior; edit spread the same over the K
+coefficient ``edits``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from engine.config import path_field, to_dict
+from models.generator import composite
 from tasks.common import (
     FaceDataConfig,
     MorphableConfig,
@@ -39,8 +46,11 @@ PAPER_TABLE2 = {  # published numbers (their FFHQ test set), for reference only
 COLUMNS = [  # (key, header, higher is better)
     ("l1", "L1", False), ("psnr", "PSNR", True), ("ssim", "SSIM", True), ("arcface_cos", "Cos ID", True),
     ("fid", "FID", False), ("lpips", "LPIPS", False), ("l1_hole", "L1 hole", False), ("mask_iou", "mask IoU", True),
-    ("landmark_nme", "LM NME", False), ("diversity", "Diversity", True), ("prior_reliance", "Prior rel.", True),
+    ("landmark_nme", "LM NME", False), ("diversity", "Diversity", True), ("edit_spread", "Edit spread", True),
+    ("prior_reliance", "Prior rel.", True),
 ]
+L1_CONVENTION = ("mean |output - truth| over pixels and RGB channels in [0,1] (EdgeConnect's script reports "
+                 "sum |diff| / sum (output + truth) on grey images instead)")
 
 
 @dataclass
@@ -72,6 +82,10 @@ class EvalExperiment:
     metrics: list[str] = field(default_factory=lambda: ["l1", "l1_hole", "psnr", "ssim", "arcface_cos", "fid",
                                                         "lpips"])
     weights: EvalWeights = field(default_factory=EvalWeights)
+    ssim_convention: str = "wang"  # wang | skimage | edgeconnect (metrics.image.SSIM_CONVENTIONS)
+    psnr_max_db: float = 100.0  # per-image PSNR cap: an identical pair (inf dB) would make the mean infinite
+    gt_mask_row: bool = True  # also score ours with the ground-truth mask (row ours_gt_mask), as LaFIn is scored
+    diversity_seeds: int = 4  # noise seeds per input for diversity (mean pairwise LPIPS); below 2: not measured
     edits: list[str] = field(default_factory=lambda: ["neutral", "smile", "open_mouth", "pucker", "brighter"])
     control_edits: list[str] = field(default_factory=lambda: ["open_mouth", "smile"])
     extra_images: int = 16  # images used for diversity and controllability
@@ -98,19 +112,49 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size else resize_square(x, size).clamp(0, 1)
 
 
+def as_exported(batch: dict) -> dict:
+    """The test batch as scripts/export_testset.py writes it: image and masked_image rounded to 8 bits (half up, as
+    the PNG writer), so our model sees exactly the inputs another method reads from the exported folder."""
+    from metrics import quantize
+
+    return {**batch, "image": quantize(batch["image"]), "masked_image": quantize(batch["masked_image"])}
+
+
 class ModelMethod:
-    """Our pipeline (or an ablation) as an evaluation row."""
+    """Our pipeline (or an ablation) as an evaluation row, composited with N_3D's predicted mask."""
 
     def __init__(self, remover):
         self.remover = remover
+        self.mask_source = "N_3D" if remover.composite else "none"
         self.last = None  # the last batch's Removal: its N_3D outputs feed the mask and landmark metrics
+        self.last_index = None
 
     def __call__(self, batch: dict, index: int) -> torch.Tensor:
-        self.last = self.remover(batch["masked_image"], ["keep"], seed=index)
+        self.last, self.last_index = self.remover(batch["masked_image"], ["keep"], seed=index), index
         return resize(self.last.images[:, 0], batch["image"].shape[-1])
 
 
+class GTMaskMethod:
+    """Our pipeline given the ground-truth occlusion map (noise, N_G's mask input and compositing), as LaFIn and
+    Pluralistic are scored in the paper. N_3D's coefficients come from `source`'s removal of the same batch (the
+    N_3D-mask row runs first), so N_3D is not run again; the noise seed is the same."""
+
+    def __init__(self, source: ModelMethod):
+        self.source = source
+        self.mask_source = "ground truth" if source.remover.composite else "none"
+
+    def __call__(self, batch: dict, index: int) -> torch.Tensor:
+        if self.source.last_index != index:
+            raise RuntimeError("the ground-truth-mask row must run after its N_3D-mask row on the same batch")
+        r = self.source.remover
+        m = (resize_square(batch["mask"], r.image_size) > 0.5).float()
+        out = r(batch["masked_image"], ["keep"], seed=index, coeffs=self.source.last.base_coeffs, m=m)
+        return resize(out.images[:, 0], batch["image"].shape[-1])
+
+
 class OpenCVMethod:
+    mask_source = "ground truth"  # cv2.inpaint changes the ground-truth mask's pixels only
+
     def __init__(self, method: str):
         self.method = method
 
@@ -119,7 +163,10 @@ class OpenCVMethod:
 
 
 class PredictionsMethod:
-    """Images written by another method for the exported test set: DIR/<name>.png (any size)."""
+    """Images written by another method for the exported test set: DIR/<name>.png (any size; resized to the test
+    size), composited with the ground-truth mask like the baselines (outside it the input's pixels are kept)."""
+
+    mask_source = "ground truth"
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -136,7 +183,21 @@ class PredictionsMethod:
             if p is None:
                 raise FileNotFoundError(f"--predictions: no image for test item {name} in {self.folder}")
             outs.append(resize(read_image(p)[None], batch["image"].shape[-1])[0])
-        return torch.stack(outs)
+        return composite(torch.stack(outs).to(batch["mask"].device), batch["masked_image"], batch["mask"])
+
+
+def _check_scoring(cfg: EvalExperiment) -> None:
+    """One-line errors for the scoring settings, before any checkpoint is loaded."""
+    from metrics.image import SSIM_CONVENTIONS, ssim_window
+
+    if cfg.ssim_convention not in SSIM_CONVENTIONS:
+        raise ValueError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
+    win = ssim_window(cfg.ssim_convention)
+    if "ssim" in cfg.metrics and cfg.test.image_size < win:
+        raise ValueError(f"ssim_convention {cfg.ssim_convention}: its {win}x{win} window needs test.image_size >= "
+                         f"{win}, got {cfg.test.image_size}")
+    if not cfg.psnr_max_db > 0:
+        raise ValueError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
 
 
 class Evaluator:
@@ -146,6 +207,7 @@ class Evaluator:
         from tasks.removal import MaskRemover
 
         self.cfg, self.out_dir = cfg, Path(out_dir)
+        _check_scoring(cfg)
         self.device = torch.device(cfg.device)
         self.methods: dict[str, object] = {}
         self.removers = {}
@@ -156,6 +218,8 @@ class Evaluator:
             self.removers[name] = MaskRemover.from_checkpoints(path, None, self.device, key=f"ablations.{name}")
         for name, r in self.removers.items():
             self.methods[name] = ModelMethod(r)
+            if name == "ours" and cfg.gt_mask_row:
+                self.methods["ours_gt_mask"] = GTMaskMethod(self.methods["ours"])
         for b in cfg.baselines:
             if b not in ("telea", "navier_stokes"):
                 raise ValueError(f"baselines: unknown baseline {b!r}; valid: telea, navier_stokes")
@@ -166,7 +230,19 @@ class Evaluator:
             raise ValueError("nothing to evaluate: give --checkpoint, ablations, baselines or --predictions")
         model = self.removers["ours"].model if "ours" in self.removers else build_morphable(cfg.morphable)
         self.testset = build_testset(cfg, model)
+        self.face_model = model  # renders synthetic test faces: part of the FID reference cache key
+        self.notes = self._skipped_notes()
         self._build_metrics()
+
+    def _skipped_notes(self) -> list[str]:
+        """One line per measurement this config cannot make (written to results.md instead of failing)."""
+        cfg, notes = self.cfg, []
+        if self.removers and len(cfg.edits) < 2:
+            notes.append(f"Edit spread not measured: `edits` has {len(cfg.edits)} entry (K = {len(cfg.edits)}; "
+                         "a spread needs 2 or more).")
+        if self.removers and cfg.diversity_seeds < 2:
+            notes.append(f"Diversity not measured: `diversity_seeds` is {cfg.diversity_seeds} (needs 2 or more).")
+        return notes
 
     # ------------------------------------------------------------------------------------------ metrics
     def _build_metrics(self):
@@ -189,9 +265,9 @@ class Evaluator:
                 self.arcface = ArcFace(w.arcface_arch, w.arcface, what="weights.arcface").to(self.device)
         self.inception = FIDInception(w.fid_inception, key="weights.fid_inception").to(self.device) \
             if "fid" in cfg.metrics else None
-        ref_id = json.dumps(to_dict(cfg.test), sort_keys=True)
         self.fid_ref = get_metric("fid", feature_net=self.inception, cache_dir=cfg.fid_cache_dir,
-                                  reference_id=ref_id, device=self.device) if self.inception is not None else None
+                                  reference_id=self.fid_reference_id(), device=self.device) \
+            if self.inception is not None else None
 
         def make(name):
             if name == "lpips":
@@ -200,6 +276,10 @@ class Evaluator:
                 return get_metric("arcface_cos", embed=self.arcface)
             if name == "fid":
                 return get_metric("fid", feature_net=self.inception, device=self.device)
+            if name == "psnr":
+                return get_metric("psnr", max_db=cfg.psnr_max_db)
+            if name == "ssim":
+                return get_metric("ssim", convention=cfg.ssim_convention)
             return get_metric(name)
 
         self.metrics = {m: {name: make(name) for name in cfg.metrics} for m in self.methods}
@@ -208,12 +288,26 @@ class Evaluator:
         # controllability: edit fidelity and prior reliance (synthetic test sets) or dlib mouth landmarks
         self.control = {m: build_control(self.testset, cfg.edits, cfg.control_edits) for m in self.removers}
 
+    def fid_reference_id(self) -> str:
+        """What the reference (ground-truth) images depend on: test-set config, image size, the image files with
+        sizes and mtimes, files naming landmarks, and the morphable model when faces are synthetic."""
+        from metrics.reference import dataset_files, module_fingerprint, reference_id
+
+        t = self.cfg.test
+        synthetic = any(f.kind == "synthetic" for f in t.faces)
+        return reference_id(to_dict(t), t.image_size, dataset_files(self.testset),
+                            [f.landmarks_json for f in t.faces if f.landmarks_json],
+                            module_fingerprint(self.face_model) if synthetic else None)
+
     # ---------------------------------------------------------------------------------------------- run
     @torch.no_grad()
     def run(self, progress=None) -> dict:
         grid_rows: dict[str, list[torch.Tensor]] = {"input": [], **{m: [] for m in self.methods}, "ground truth": []}
         n_grid = 0
+        from metrics import quantize
+
         for bi, batch in enumerate(iterate(self.testset, self.cfg.batch_size, device=self.device)):
+            batch = as_exported(batch)
             gt, m, lm = batch["image"], batch["mask"], batch["landmarks"]
             if self.fid_ref is not None:
                 self.fid_ref.update_reference(gt)
@@ -222,7 +316,7 @@ class Evaluator:
                 grid_rows["input"].append(batch["masked_image"][:take].cpu())
                 grid_rows["ground truth"].append(gt[:take].cpu())
             for name, method in self.methods.items():
-                out = method(batch, bi)
+                out = quantize(method(batch, bi))  # every row rounded alike, as if written to PNG
                 for metric in self.metrics[name].values():
                     if metric.name == "fid":
                         metric.update_pred(out)
@@ -248,20 +342,30 @@ class Evaluator:
 
     @torch.no_grad()
     def edit_metrics(self, name: str, remover) -> dict:
-        """Diversity (mean pairwise LPIPS over the K edits) and controllability (tasks.control) on the first
-        `extra_images`."""
-        from metrics import DiversityMetric
+        """On the first `extra_images`: diversity (mean pairwise LPIPS among `diversity_seeds` results for the same
+        input and prior, differing only in the noise seed: the pluralistic-inpainting definition), edit spread (the
+        same among the K `edits`, one seed) and controllability (tasks.control). A measurement that needs 2 results
+        and has 1 is left out (NaN; the reason is in `self.notes`)."""
+        from metrics import DiversityMetric, quantize
 
         cfg = self.cfg
-        div = DiversityMetric(lpips_metric=self.lpips)
+        div, spread = DiversityMetric(lpips_metric=self.lpips), DiversityMetric(lpips_metric=self.lpips)
+        n_seeds = cfg.diversity_seeds
         control = self.control[name]
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
+            batch = as_exported(batch)
             masked = resize(batch["masked_image"], remover.image_size)
             res = remover(masked, cfg.edits, seed=bi)
-            div.update(res.images)
-            if control is not None:
-                control.update(remover, batch, seed=bi, base=(res.base_coeffs, res.m))  # N_3D ran once
-        return {"diversity": div.compute()["diversity"], **(control.compute() if control is not None else {})}
+            if len(cfg.edits) >= 2:
+                spread.update(quantize(res.images))
+            if n_seeds >= 2:  # N_3D's outputs reused: only the noise differs between the samples
+                samples = [remover(masked, ["keep"], seed=bi * n_seeds + s, coeffs=res.base_coeffs, m=res.m).images
+                           for s in range(n_seeds)]
+                div.update(quantize(torch.cat(samples, 1)))
+            if control is not None:  # N_3D's outputs reused
+                control.update(remover, batch, seed=bi, base=(res.base_coeffs, res.m))
+        out = {"diversity": div.compute()["diversity"], "edit_spread": spread.compute()["diversity"]}
+        return {**out, **(control.compute() if control is not None else {})}
 
     def _collect(self) -> dict:
         from metrics import bin_metrics
@@ -277,13 +381,13 @@ class Evaluator:
             for metric in ms.values():
                 if metric.name == "fid":
                     metric.ref_stats, metric.has_reference = fid_ref_stats, True
-                row[metric.name] = metric.compute()[metric.name]
+                row.update(metric.compute())  # psnr adds psnr_exact: the count of identical pairs
                 comparable[metric.name] = bool(metric.comparable)
             if name in self.removers:
                 for metric in self.n3d_metrics[name].values():
                     row[metric.name] = metric.compute()[metric.name]
                 row.update(self.edit_metrics(name, self.removers[name]))
-                comparable["diversity"] = bool(self.lpips.comparable)
+                comparable["diversity"] = comparable["edit_spread"] = bool(self.lpips.comparable)
             per_image = [m for m in ms.values() if hasattr(m, "values") and m.name in ("l1", "psnr", "ssim",
                                                                                          "l1_hole")]
             if per_image:
@@ -292,7 +396,22 @@ class Evaluator:
         n = len(self.testset)
         return {"n_images": n, "test_set": to_dict(self.cfg.test), "methods": _finite(methods),
                 "comparable": comparable, "bins": _finite(bins),
-                "checkpoints": {k: _sha1(v) for k, v in self._checkpoints().items()}}
+                "checkpoints": {k: _sha1(v) for k, v in self._checkpoints().items()},
+                "row_masks": {k: m.mask_source for k, m in self.methods.items()}, "notes": list(self.notes),
+                "conventions": self._conventions()}
+
+    def _conventions(self) -> dict:
+        from metrics.image import SSIM_CONVENTIONS
+
+        cfg = self.cfg
+        return {"quantization": "test items and every output rounded to 8 bits, half up (as PNG), before any metric",
+                "l1": L1_CONVENTION,
+                "psnr": f"per image, data range 1, capped at {cfg.psnr_max_db:g} dB (identical pairs are infinite; "
+                        "psnr_exact counts them)",
+                "ssim": f"{cfg.ssim_convention}: {SSIM_CONVENTIONS[cfg.ssim_convention][0]}",
+                "diversity": f"mean pairwise LPIPS among {cfg.diversity_seeds} noise seeds for the same input and "
+                             f"prior, first {cfg.extra_images} images",
+                "edit_spread": f"mean pairwise LPIPS among the {len(cfg.edits)} edits {cfg.edits}, one noise seed"}
 
     def _checkpoints(self) -> dict:
         paths = {"ours": self.cfg.checkpoint, **self.cfg.ablations}
@@ -342,17 +461,32 @@ def results_markdown(results: dict) -> str:
     from tasks.control import control_markdown
 
     comp = results["comparable"]
+    masks = results.get("row_masks")  # the mask each row was composited with (absent in older results)
     cols = [(k, h, hib) for k, h, hib in COLUMNS if any(k in r for r in results["methods"].values())]
     head = [f"{h}{'†' if comp.get(k) is False else ''} {'↑' if hib else '↓'}" for k, h, hib in cols]
+    head = ["Mask", *head] if masks else head
     lines = [f"Test set: {results['n_images']} images.", "", "| Method | " + " | ".join(head) + " |",
-             "|---" * (len(cols) + 1) + "|"]
+             "|---" * (len(head) + 1) + "|"]
     for name, row in results["methods"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(k), k) for k, _, _ in cols) + " |")
+        cells = [_fmt(row.get(k), k) for k, _, _ in cols]
+        lines.append(f"| {name} | " + " | ".join([masks.get(name, "–"), *cells] if masks else cells) + " |")
     if any(v is False for v in comp.values()):
         lines += ["", "† computed with a feature network without its published weights (none were given): useful "
                       "to compare rows of this table, NOT comparable with published numbers."]
-    lines += ["", "Baselines (telea, navier_stokes) get the ground-truth occlusion map; our model uses N_3D's."]
+    lines += ["", "Mask: the occlusion map each row was composited with (N_3D = our model's own prediction, as at "
+                  "test time; ground truth = the test set's map, given to the baselines, to --predictions and to "
+                  "ours_gt_mask, as LaFIn and Pluralistic are scored in the paper). Diversity: mean pairwise LPIPS "
+                  "among results for one input and prior that differ only in the noise seed; Edit spread: the same "
+                  "among the coefficient edits."]
     lines += control_markdown(results["methods"])
+    exact = {k: r["psnr_exact"] for k, r in results["methods"].items() if r.get("psnr_exact") is not None}
+    if any(exact.values()):
+        lines += ["", "Identical output/truth pairs (PSNR capped): "
+                  + ", ".join(f"{k} {v}" for k, v in exact.items()) + "."]
+    if results.get("conventions"):
+        lines += ["", "## Conventions", ""] + [f"- {k}: {v}" for k, v in results["conventions"].items()]
+    if results.get("notes"):
+        lines += ["", *[f"Note: {n}" for n in results["notes"]]]
     if results.get("bins"):
         lines += ["", "## By mask area (fraction of the image occluded)", ""]
         for name, bins in results["bins"].items():

@@ -21,7 +21,7 @@ from engine.config import path_field, to_dict
 from engine.loop import TrainConfig, make_adam
 from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
 from losses.identity import identity_loss
-from losses.inpaint import pixel_l1, tv_loss
+from losses.inpaint import pixel_l1, pixel_l1_masked, tv_loss
 from metrics.image import l1_hole, psnr
 from models.generator import composite
 from tasks.common import (
@@ -45,10 +45,15 @@ class PriorConfig:
     n3d_config: str | None = path_field(kind="file")  # if the checkpoint is missing: train it with this 3D config
     mask_threshold: float = 0.5  # m = sigmoid(seg) > threshold
     mask_dilate: int = 0  # dilate the predicted m by this many pixels (covers soft mask edges)
+    # Training only, with source n3d: each training sample takes the ground-truth coefficients and mask instead of
+    # N_3D's with this probability (0 = the paper's recipe). Validation and inference always use `source`.
+    train_gt_fraction: float = 0.0
 
     def __post_init__(self):
         if self.source not in ("n3d", "gt"):
             raise ValueError(f"source must be 'n3d' or 'gt', got {self.source!r}")
+        if not 0.0 <= self.train_gt_fraction <= 1.0:
+            raise ValueError(f"prior.train_gt_fraction must be in [0, 1], got {self.train_gt_fraction}")
 
 
 @dataclass
@@ -56,6 +61,7 @@ class InpaintModelConfig:
     base_channels: int = 64
     n_res: int = 6
     use_3d_prior: bool = True  # false: N_G sees only (m, I_n) (ablation "no 3D prior")
+    n_down: int = 2  # stride-2 stages of N_G (2 in the paper: residual blocks at 1/4 of the input size)
     d_base_channels: int = 64
     d_max_channels: int = 512
     composite: bool = True  # final result = prediction inside m, the input outside
@@ -67,6 +73,7 @@ class InpaintModelConfig:
 @dataclass
 class InpaintLossConfig:
     w_pix: float = 10.0
+    w_pix_hole: float = 0.0  # an extra L1 over the occlusion map m only (mean over its pixels); the paper has none
     w_id: float = 0.1
     w_tv: float = 0.1
     w_adv: float = 0.01
@@ -87,6 +94,11 @@ class InpaintExperiment:
         require_arcface(self.loss, self.model)
         if self.prior.source == "n3d" and not self.prior.n3d_checkpoint:
             raise ValueError("prior.source=n3d needs prior.n3d_checkpoint (RUN/n3d.pt from train_3d.py)")
+        if self.prior.source == "gt" or self.prior.train_gt_fraction > 0:
+            for i, d in enumerate(self.data.train):
+                if d.kind != "synthetic" and not d.coeffs_dir:
+                    raise ValueError(f"data.train[{i}].coeffs_dir: the ground-truth prior (prior.source=gt or "
+                                     "prior.train_gt_fraction > 0) needs coefficients (scripts/extract_coeffs.py)")
 
 
 def noised(masked: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -128,12 +140,20 @@ class PriorModule:
         return out["coeffs"].float(), dilate(m, self.cfg.mask_dilate)
 
     @torch.no_grad()
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (I_3D (N,3,H,W), m (N,1,H,W), coeffs (N,K))."""
+    def __call__(self, batch: dict, gt_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (I_3D (N,3,H,W), m (N,1,H,W), coeffs (N,K)).
+
+        gt_fraction (source n3d, training): each sample independently takes the ground-truth coefficients and mask
+        with this probability (drawn from the global RNG, so a resumed run draws the same).
+        """
         if self.cfg.source == "gt":
             coeffs, m = batch["coeffs"].float(), batch["mask"]
         else:
             coeffs, m = self.coefficients_and_mask(batch["masked_image"])
+            if gt_fraction > 0:
+                pick = (torch.rand(coeffs.shape[0]) < gt_fraction).to(coeffs.device)
+                coeffs = torch.where(pick[:, None], batch["coeffs"].float(), coeffs)
+                m = torch.where(pick[:, None, None, None], batch["mask"].to(m), m)
         return self.render(coeffs), m, coeffs
 
     @torch.no_grad()
@@ -154,17 +174,23 @@ def telea(masked: torch.Tensor, m: torch.Tensor, method: str = "telea", radius: 
     return torch.stack(out).to(masked.device)
 
 
+def build_generator(mc: InpaintModelConfig):
+    """N_G as configured (training, export loading and inference build it here, so they always agree)."""
+    from models.generator import Generator
+
+    return Generator(mc.base_channels, mc.n_res, use_3d_prior=mc.use_3d_prior, n_down=mc.n_down)
+
+
 class InpaintTask:
     """Step object for engine.loop: N_G, N_D, the EMA of N_G, their optimisers, and the frozen prior."""
 
     def __init__(self, cfg: InpaintExperiment, device: torch.device):
         from models.discriminator import Discriminator
-        from models.generator import Generator
 
         self.cfg, self.device = cfg, device
         mc = cfg.model
         self.prior = PriorModule(cfg.prior, cfg.morphable, cfg.data.image_size, device)
-        self.gen = Generator(mc.base_channels, mc.n_res, use_3d_prior=mc.use_3d_prior).to(device)
+        self.gen = build_generator(mc).to(device)
         self.disc = Discriminator(cfg.data.image_size, mc.d_base_channels, mc.d_max_channels).to(device)
         if cfg.train.channels_last:
             for m in (self.gen, self.disc):
@@ -210,7 +236,7 @@ class InpaintTask:
     def train_step(self, batch: dict, ctx) -> dict:
         lc = self.cfg.loss
         real = batch["image"]
-        i3d, m, _ = self.prior(batch)
+        i3d, m, _ = self.prior(batch, self.cfg.prior.train_gt_fraction)
         i_n = noised(batch["masked_image"], m)
         logs = {}
         if lc.w_adv > 0 and ctx.step % lc.d_every == 0:
@@ -227,7 +253,9 @@ class InpaintTask:
         with ctx.autocast():
             pred = self.generate(self.g_ddp, i3d, m, i_n).float()
         terms = {"pix": pixel_l1(pred, real), "tv": tv_loss(pred)}
-        weights = {"pix": lc.w_pix, "tv": lc.w_tv, "adv": lc.w_adv, "id": lc.w_id}
+        weights = {"pix": lc.w_pix, "tv": lc.w_tv, "adv": lc.w_adv, "id": lc.w_id, "pix_hole": lc.w_pix_hole}
+        if lc.w_pix_hole > 0:
+            terms["pix_hole"] = pixel_l1_masked(pred, real, m)
         if lc.w_adv > 0:
             # the plain (not DDP) D with frozen weights: only G's gradient is wanted, and DDP's reducer must not
             # wait for D gradients that never come

@@ -214,19 +214,28 @@ class Recon3DTask:
 
 
 def load_n3d(path: str | Path, device: torch.device, key: str = "n3d_checkpoint"):
-    """(N_3D in eval mode, MorphableConfig, image_size) from an export written by Recon3DTask.export."""
-    from engine.checkpoint import load_inference
-    from engine.config import build_dataclass
+    """(N_3D in eval mode, MorphableConfig, image_size) from an export written by Recon3DTask.export.
+
+    Every problem with the file (missing, unreadable, another kind of export, weights that do not fit the recorded
+    config) is one line naming `key` (a FileNotFoundError or a ValueError).
+    """
+    from engine.checkpoint import CheckpointError, load_inference, load_module_state
+    from engine.config import ConfigError, build_dataclass
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{key}: N_3D checkpoint not found: {p} (train it with train_3d.py)")
-    state = load_inference(p, map_location="cpu")
-    model_cfg = build_dataclass(Recon3DModelConfig, {**state["config"]["model"], "imagenet_weights": None,
-                                                     "deng_checkpoint": None})
-    morph_cfg = build_dataclass(MorphableConfig, state["config"]["morphable"])
+    state = load_inference(p, map_location="cpu", what=key, expect="n3d")
     weights = state["modules"]["n3d"]
-    # the coefficient count is in the head's shape: no need to load the morphable model here
-    net = build_n3d(model_cfg, weights["coeff_head.weight"].shape[0])
-    net.load_state_dict(weights)
-    return net.to(device).eval(), morph_cfg, int(state["config"]["image_size"])
+    try:
+        conf = state["config"]
+        model_cfg = build_dataclass(Recon3DModelConfig, {**conf["model"], "imagenet_weights": None,
+                                                         "deng_checkpoint": None})
+        morph_cfg = build_dataclass(MorphableConfig, conf["morphable"])
+        size = int(conf["image_size"])
+        n_coeffs = weights["coeff_head.weight"].shape[0]  # the coefficient count is in the head's shape
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{key}: {p} is not a complete N_3D export ({type(e).__name__}: {e})") from None
+    net = build_n3d(model_cfg, n_coeffs)
+    load_module_state(net, weights, f"{key}: {p}")
+    return net.to(device).eval(), morph_cfg, size

@@ -103,22 +103,21 @@ class MaskRemover:
         """Load RUN/inpaint.pt (EMA generator); N_3D from `n3d_ckpt` or the path recorded in the inpaint export."""
         from engine.checkpoint import load_inference
         from engine.config import build_dataclass
-        from models.generator import Generator
         from tasks.common import MorphableConfig
-        from tasks.inpaint import InpaintModelConfig, PriorConfig, PriorModule
+        from tasks.inpaint import InpaintModelConfig, PriorConfig, PriorModule, build_generator
 
         device = torch.device(device)
         p = Path(inpaint_ckpt)
         if not p.is_file():
             raise FileNotFoundError(f"{key}: inpainting checkpoint not found: {p} (train it with train_inpaint.py)")
-        state = load_inference(p)
+        state = load_inference(p, what=key, expect="g_ema")
         conf = state["config"]
         mc = build_dataclass(InpaintModelConfig, {**conf["model"], "arcface_weights": None})
         prior_cfg = build_dataclass(PriorConfig, {**conf["prior"], "source": "n3d", "n3d_config": None,
                                                   **({"n3d_checkpoint": str(n3d_ckpt)} if n3d_ckpt else {})})
         prior = PriorModule(prior_cfg, build_dataclass(MorphableConfig, conf["morphable"]),
                             int(conf["image_size"]), device)
-        gen = Generator(mc.base_channels, mc.n_res, use_3d_prior=mc.use_3d_prior)
+        gen = build_generator(mc)
         gen.load_state_dict(state["modules"]["g_ema"])
         return cls(prior, gen.to(device), mc.use_3d_prior, mc.composite)
 

@@ -24,11 +24,13 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
     a = Evaluator(cfg, tmp_path / "a").run()
     b = Evaluator(cfg, tmp_path / "b").run()
     assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
-    assert set(a["methods"]) == {"ours", "telea"}
+    assert set(a["methods"]) == {"ours", "ours_gt_mask", "telea"}
+    assert a["row_masks"] == {"ours": "N_3D", "ours_gt_mask": "ground truth", "telea": "ground truth"}
     ours = a["methods"]["ours"]
-    assert {"l1", "psnr", "ssim", "lpips", "arcface_cos", "mask_iou", "landmark_nme", "diversity", "prior_reliance",
-            *(f"edit_fidelity_{p}/{e}" for p in ("gt", "n3d") for e in ("open_mouth", "neutral", "smile"))} <= set(ours)
-    assert ours["diversity"] > 0
+    assert {"l1", "psnr", "ssim", "lpips", "arcface_cos", "mask_iou", "landmark_nme", "diversity", "edit_spread",
+            "prior_reliance", *(f"edit_fidelity_{p}/{e}" for p in ("gt", "n3d") for e in ("open_mouth", "neutral",
+                                                                                         "smile"))} <= set(ours)
+    assert ours["diversity"] > 0 and ours["edit_spread"] > 0
     # random-weight feature networks are flagged, pixel metrics are not
     assert a["comparable"]["lpips"] is False and a["comparable"]["arcface_cos"] is False
     assert a["comparable"]["psnr"] is True
@@ -41,7 +43,7 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
 def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_export, tmp_path):
     from metrics import get_metric
     from tasks.common import iterate
-    from tasks.evaluation import resize
+    from tasks.evaluation import as_exported, resize
 
     ev = Evaluator(eval_cfg(inpaint_export, metrics=("l1",), baselines=[], test={
         "image_size": 48, "faces": [{"kind": "synthetic", "num": 6, "offset": 2_000_000}]}), tmp_path / "e")
@@ -54,6 +56,7 @@ def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_expor
     assert calls == [4, 2, 2]
     iou, nme = get_metric("mask_iou"), get_metric("landmark_nme")
     for batch in iterate(ev.testset, 4, device=torch.device("cpu")):  # N_3D run afresh on the test images
+        batch = as_exported(batch)
         coeffs, m = remover.analyze(resize(batch["masked_image"], remover.image_size))
         iou.update(resize(m, 48).round(), batch["mask"])
         nme.update(remover.prior.renderer.landmarks(coeffs) * (48 / remover.image_size), batch["landmarks"])
@@ -78,8 +81,13 @@ def test_predictions_of_the_ground_truth_score_perfectly(tmp_path):
     cfg = eval_cfg(None, metrics=("l1", "psnr", "ssim"), baselines=[])
     res = Evaluator(cfg, tmp_path / "pred", predictions=str(tmp_path / "ts" / "gt")).run()
     row = res["methods"]["predictions"]
-    assert row["l1"] == pytest.approx(0, abs=1e-6) and row["ssim"] == pytest.approx(1, abs=1e-6)
-    assert row["psnr"] is None  # identical images: infinite PSNR, written as null
+    # read back from PNG and quantised like the test items: bit-identical, so L1 is exactly 0
+    assert row["l1"] == 0 and row["ssim"] == pytest.approx(1, abs=1e-12)
+    # identical images: infinite PSNR per image, capped at psnr_max_db and counted
+    assert row["psnr"] == 100.0 and row["psnr_exact"] == 4  # eval_cfg scores the first 4 of the 5
+    assert res["row_masks"] == {"predictions": "ground truth"}
+    md = (tmp_path / "pred" / "results.md").read_text()
+    assert "Identical output/truth pairs (PSNR capped): predictions 4." in md and "100 dB" in md
 
 
 def test_baselines_only_and_errors(tmp_path):

@@ -172,3 +172,54 @@ def test_torchrun_two_ranks_gan_stays_in_sync(n3d_export, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "all 2 ranks hold identical weights" in r.stdout  # G, D and the EMA of G
     assert (tmp_path / "r" / "inpaint.pt").is_file()
+
+
+def test_pixel_l1_masked_counts_only_the_hole():
+    from losses.inpaint import pixel_l1, pixel_l1_masked
+
+    pred, real = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    m = torch.zeros(2, 1, 8, 8)
+    m[:, :, 2:4, 2:6] = 1  # 8 pixels per image
+    pred[:, :, 2:4, 2:6] = 0.5  # wrong inside the hole
+    pred[:, :, 6:, :] = 1.0  # wrong outside: ignored
+    assert float(pixel_l1_masked(pred, real, m)) == pytest.approx(0.5)
+    assert float(pixel_l1(pred, real)) == pytest.approx((8 * 0.5 + 16) / 64)
+    assert float(pixel_l1_masked(pred, real, torch.zeros_like(m))) == 0.0
+
+
+def test_train_gt_fraction_mixes_ground_truth_prior_per_sample(n3d_export):
+    task = make_task(n3d_export)
+    batch = default_collate([task.train_set()[i] for i in range(6)])
+    _, m_n3d, c_n3d = task.prior(batch)
+    torch.manual_seed(3)
+    _, m_all, c_all = task.prior(batch, gt_fraction=1.0)
+    assert torch.equal(c_all, batch["coeffs"].float()) and torch.equal(m_all, batch["mask"])
+    seed = next(s for s in range(100) if 0 < int((torch.manual_seed(s) and torch.rand(6) < 0.5).sum()) < 6)
+    expected = torch.manual_seed(seed) and torch.rand(6) < 0.5
+    torch.manual_seed(seed)
+    i3d_mix, m_mix, c_mix = task.prior(batch, gt_fraction=0.5)
+    gt_rows = (c_mix == batch["coeffs"].float()).all(1)
+    n3d_rows = (c_mix == c_n3d).all(1)
+    assert torch.equal(gt_rows, expected) and bool((gt_rows ^ n3d_rows).all())  # each sample one or the other
+    assert torch.equal(m_mix[gt_rows], batch["mask"][gt_rows]) and torch.equal(m_mix[n3d_rows], m_n3d[n3d_rows])
+    assert torch.allclose(i3d_mix[gt_rows], task.prior.render(batch["coeffs"][gt_rows].float()))
+    with pytest.raises(ValueError, match="train_gt_fraction must be in"):
+        make_task(n3d_export, prior={"train_gt_fraction": 1.5})
+
+
+def test_gt_prior_needs_coefficients_for_photo_datasets(tmp_path, n3d_export):
+    cfg = {"data": {**tiny_data(), "train": [{"kind": "folder", "root": str(tmp_path)}]},
+           "prior": {"n3d_checkpoint": str(n3d_export), "train_gt_fraction": 0.5}, "loss": {"w_id": 0.0}}
+    with pytest.raises(ValueError, match=r"data.train\[0\].coeffs_dir"):
+        build_dataclass(InpaintExperiment, cfg)
+
+
+def test_hole_loss_term_is_logged_and_weighted(n3d_export):
+    task = make_task(n3d_export, loss={"w_pix_hole": 5.0, "w_adv": 0.0})
+    batch = default_collate([task.train_set()[i] for i in range(4)])
+    ctx = StepContext(task.cfg.train, torch.device("cpu"))
+    torch.manual_seed(0)
+    logs = task.train_step(batch, ctx)
+    total = 10.0 * logs["pix"] + 0.1 * logs["tv"] + 5.0 * logs["pix_hole"]
+    assert float(logs["g_loss"]) == pytest.approx(float(total), rel=1e-5)
+    assert float(logs["pix_hole"]) > float(logs["pix"])  # the hole is where N_G is wrong

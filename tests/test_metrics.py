@@ -370,3 +370,79 @@ def test_summarize_marks_comparability():
     out = metrics.summarize(ms)
     assert out["l1"]["comparable"] and not out["arcface_cos"]["comparable"]
     assert out["l1"]["higher_is_better"] is False
+
+
+# ---------------------------------------------------------------- scoring conventions (issue 17)
+
+
+def test_quantize_rounds_half_up_like_the_png_writer(tmp_path):
+    from data.io import read_image, write_image
+
+    k = torch.arange(255, dtype=torch.float32)
+    halves = (k + 0.5) / 255  # 255 x is exactly k + 0.5 here: the tie case
+    assert torch.equal(halves * 255, k + 0.5)
+    assert torch.equal(metrics.quantize(halves), (k + 1) / 255)  # half up (torch.round would give even k)
+    assert torch.equal(metrics.quantize(torch.tensor([-0.2, 1.3])), torch.tensor([0.0, 1.0]))
+    img = torch.rand(3, 9, 11, generator=torch.Generator().manual_seed(0))
+    img[0, 0, :5] = halves[:5]
+    write_image(tmp_path / "x.png", img)
+    assert torch.equal(metrics.quantize(img), read_image(tmp_path / "x.png"))  # bit for bit what a PNG gives back
+
+
+def test_fid_features_see_half_up_quantised_images():
+    seen = []
+
+    class Record(nn.Module):
+        dim, pretrained, identity = 3, False, "record"
+
+        def forward(self, x):
+            seen.append(x.clone())
+            return x.mean(dim=(2, 3))
+
+    x = (torch.arange(48, dtype=torch.float32) + 0.5).div(255).view(1, 3, 4, 4)
+    metrics.FID(feature_net=Record()).features(x)
+    assert torch.equal(seen[0], metrics.quantize(x)) and not torch.equal(seen[0], torch.round(x * 255) / 255)
+
+
+@pytest.mark.parametrize("convention", ["wang", "skimage", "edgeconnect"])
+def test_ssim_conventions_match_their_references(convention):
+    from skimage.color import rgb2gray
+
+    pred, target = _pair(n=2, h=64, w=57, noise=0.15)
+    m = metrics.SSIMMetric(convention=convention)
+    got = m.update(pred.double(), target.double())
+    for i in range(2):
+        a, b = target[i].double().permute(1, 2, 0).numpy(), pred[i].double().permute(1, 2, 0).numpy()
+        if convention == "wang":
+            ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False)
+        elif convention == "skimage":  # the library's defaults
+            ref = structural_similarity(a, b, channel_axis=2, data_range=1.0)
+        else:  # EdgeConnect's scripts/metrics.py: grey images, window 51
+            ref = structural_similarity(rgb2gray(a), rgb2gray(b), data_range=1.0, win_size=51)
+        assert got[i].item() == pytest.approx(ref, abs=1e-13)
+
+
+def test_ssim_conventions_differ_and_bad_settings_fail():
+    pred, target = _pair(n=2, h=64, w=64, noise=0.15)
+    values = {c: metrics.SSIMMetric(convention=c).update(pred, target).mean().item()
+              for c in ("wang", "skimage", "edgeconnect")}
+    assert len({round(v, 4) for v in values.values()}) == 3
+    with pytest.raises(ValueError, match="unknown SSIM convention 'gauss'; valid: wang, skimage, edgeconnect"):
+        metrics.SSIMMetric(convention="gauss")
+    with pytest.raises(ValueError, match="at least 51x51"):
+        metrics.SSIMMetric(convention="edgeconnect").update(pred[..., :40, :40], target[..., :40, :40])
+
+
+def test_psnr_cap_counts_exact_pairs_and_merges():
+    pred, target = _pair(n=3)
+    a = metrics.PSNRMetric(max_db=100.0)
+    a.update(torch.cat([target[:2], pred[2:]]), target)  # two exact pairs, one noisy
+    b = metrics.PSNRMetric(max_db=100.0)
+    b.update(target[:1], target[:1])
+    a.merge(b)
+    out = a.compute()
+    noisy = metrics.psnr(pred[2:], target[2:]).item()
+    assert out["psnr_exact"] == 3 and out["psnr"] == pytest.approx((300.0 + noisy) / 4, abs=1e-12)
+    a.reset()
+    assert a.compute()["psnr_exact"] == 0

@@ -398,3 +398,17 @@ def test_discriminator_paper_widths_and_key_map():
     assert set(mapped) == set(ours)
     with pytest.raises(ValueError, match="power of two"):
         Discriminator(100)
+
+
+def test_generator_n_down_sets_the_bottleneck_and_keeps_the_paper_layout():
+    from models.generator import Generator
+
+    paper = Generator(base_channels=8, n_res=1)
+    assert [k for k in paper.state_dict()] == [k for k in Generator(8, 1, n_down=2).state_dict()]
+    assert len(paper.down) == 2 and len(paper.up) == 2
+    m, x = torch.zeros(1, 1, 16, 16), torch.rand(1, 3, 16, 16)
+    for n_down, side in ((0, 16), (1, 8), (2, 4)):
+        gen = Generator(base_channels=8, n_res=1, n_down=n_down)
+        h = gen.down(gen.stem(torch.cat([m, x, x], 1)))
+        assert h.shape == (1, 8 * 2 ** n_down, side, side)
+        assert gen(m, x, x).shape == (1, 3, 16, 16)

@@ -4,6 +4,10 @@
 --kill-in-ckpt-write N  SIGKILL in the middle of writing the checkpoint of step N
 --nan-at-step N         the loss becomes NaN at step N
 --sigterm-at-step N     send SIGTERM to this process after step N (graceful stop)
+--sigint-at-step N      the same with SIGINT (Ctrl-C)
+--nan-grad-at-step N    the loss of step N stays finite but its gradient is NaN (the weights turn NaN)
+--disk-full-at-step N   writing the checkpoint of step N fails as on a full disk (/dev/full)
+--bad-every K           every K-th item is unreadable and skipped (counted in `dataset.skipped`, as data.faces)
 """
 
 import os
@@ -37,20 +41,29 @@ class ToyConfig:
 
 
 class ToyData(torch.utils.data.Dataset):
-    def __init__(self, n=64):
+    def __init__(self, n=64, bad_every=0):
         g = torch.Generator().manual_seed(123)
         self.x = torch.randn(n, 4, generator=g)
         self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
+        self.bad_every = bad_every
+        self._bad = set()
+
+    @property
+    def skipped(self):
+        return len(self._bad)
 
     def __len__(self):
         return len(self.x)
 
     def __getitem__(self, i):
+        if self.bad_every and i % self.bad_every == 0:  # as data.faces: skip to the next item, count the file
+            self._bad.add(i)
+            i = (i + 1) % len(self)
         return {"x": self.x[i], "y": self.y[i]}
 
 
 class ToyTask:
-    def __init__(self, cfg: ToyConfig, device, nan_at=-1):
+    def __init__(self, cfg: ToyConfig, device, nan_at=-1, nan_grad_at=-1):
         torch.manual_seed(0)
         self.net = torch.nn.Sequential(torch.nn.Linear(4, cfg.model.hidden), torch.nn.Tanh(),
                                        torch.nn.Dropout(cfg.model.dropout), torch.nn.Linear(cfg.model.hidden, 1))
@@ -59,6 +72,7 @@ class ToyTask:
         self.modules = {"net": self.net}
         self.optimizers = {"opt": make_adam(self.net.parameters(), cfg.train)}
         self.nan_at = nan_at
+        self.nan_grad_at = nan_grad_at
 
     def train_step(self, batch, ctx):
         with ctx.autocast():
@@ -67,6 +81,8 @@ class ToyTask:
             loss = ((pred + noise - batch["y"]) ** 2).mean()
         if ctx.step + 1 == self.nan_at:
             loss = loss * float("nan")
+        if ctx.step + 1 == self.nan_grad_at:  # value + 0, gradient 0 * inf = NaN
+            loss = loss + 0.0 * torch.sqrt(pred.sum() * 0.0)
         ctx.optimize(loss, self.optimizers["opt"], "net")
         return {"loss": loss.detach()}
 
@@ -81,13 +97,17 @@ def main():
         p.add_argument("--kill-in-ckpt-write", type=int, default=-1)
         p.add_argument("--nan-at-step", type=int, default=-1)
         p.add_argument("--sigterm-at-step", type=int, default=-1)
+        p.add_argument("--sigint-at-step", type=int, default=-1)
+        p.add_argument("--nan-grad-at-step", type=int, default=-1)
+        p.add_argument("--disk-full-at-step", type=int, default=-1)
+        p.add_argument("--bad-every", type=int, default=0)
         p.add_argument("--weights-out", default="")
 
-    cfg, args = cli_config(ToyConfig, description="toy", extra_args=add)
-    device = start_run(cfg, args.run_dir, cfg.train)
-    task = ToyTask(cfg, device, nan_at=args.nan_at_step)
+    cfg, args = cli_config(ToyConfig, description="toy", extra_args=add, training=True)
+    device = start_run(cfg, args.run_dir, cfg.train, args.restart)
+    task = ToyTask(cfg, device, nan_at=args.nan_at_step, nan_grad_at=args.nan_grad_at_step)
 
-    if args.kill_at_step > 0 or args.sigterm_at_step > 0:
+    if args.kill_at_step > 0 or args.sigterm_at_step > 0 or args.sigint_at_step > 0:
         orig = task.train_step
 
         def step_then_die(batch, ctx):
@@ -96,6 +116,8 @@ def main():
                 os.kill(os.getpid(), signal.SIGKILL)
             if ctx.step + 1 == args.sigterm_at_step:
                 os.kill(os.getpid(), signal.SIGTERM)
+            if ctx.step + 1 == args.sigint_at_step:
+                os.kill(os.getpid(), signal.SIGINT)
             return out
 
         task.train_step = step_then_die
@@ -111,7 +133,20 @@ def main():
             orig_write(tmp, state)
 
         ckpt_mod._write_bytes = write_then_die
-    run_training(task, ToyData(), cfg.train, args.run_dir, to_dict(cfg), device)
+    if args.disk_full_at_step > 0:
+        orig_write = ckpt_mod._write_bytes
+
+        def write_to_full_disk(tmp, state):
+            if state["step"] != args.disk_full_at_step:
+                return orig_write(tmp, state)
+            open(tmp, "wb").close()  # the temp file exists, as when a real write starts
+            with open("/dev/full", "wb") as f:  # every write fails with ENOSPC
+                torch.save(state, f)
+                f.flush()
+
+        ckpt_mod._write_bytes = write_to_full_disk
+    run_training(task, ToyData(bad_every=args.bad_every), cfg.train, args.run_dir, to_dict(cfg), device,
+                 restart=args.restart)
     if args.weights_out:
         torch.save({k: v.cpu() for k, v in task.net.state_dict().items()},
                    f"{args.weights_out}.rank{dist.get_rank()}.pt")
