@@ -5,6 +5,7 @@ Stages (each a normal command a researcher would run; outputs under runs/):
                (scripts/make_masks.py --preview)
   2. N_3D      python train_3d.py --config configs/3d/demo.yaml                 -> runs/3d_demo/
   3. N_G/N_D   python train_inpaint.py --config configs/inpaint/demo.yaml       -> runs/inpaint_demo/
+               and the no_3d_prior ablation at the same budget (configs/inpaint/demo_no_3d_prior.yaml)
   4. evaluate  python evaluate.py --config configs/eval/demo.yaml               -> runs/eval_demo/
   5. photo     python scripts/remove_mask.py on a held-out synthetic face       -> runs/demo/remove_mask/
   6. report    runs/demo/report.md (tables + images)
@@ -60,6 +61,19 @@ def last_metrics(run_dir: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
+def strip_labels(path: Path) -> list[str]:
+    """The edit strip's column and row labels as report lines."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    cols = [x[len("columns: "):] for x in lines if x.startswith("columns: ")]
+    rows = [x[len("row: "):].split(": ", 1)[-1] for x in lines if x.startswith("row: ")]
+    kinds = list(dict.fromkeys(rows))
+    return [f"Columns: {cols[0] if cols else '?'}. Rows, for each of {len(rows) // max(1, len(kinds))} held-out "
+            f"faces: {', '.join(kinds)}. N_G fills the occlusion map only: outside it the input is kept, so a "
+            "whole-face edit (brighter) shows inside the hole alone."]
+
+
 def write_report(timings: dict) -> Path:
     runs = ROOT / "runs"
     m3d, minp = last_metrics(runs / "3d_demo"), last_metrics(runs / "inpaint_demo")
@@ -67,7 +81,7 @@ def write_report(timings: dict) -> Path:
     img = OUT / "img"
     img.mkdir(parents=True, exist_ok=True)
     copies = {"samples.png": OUT / "assets" / "samples.png", "masks_preview.png": OUT / "assets" / "preview.png",
-              "eval_grid.png": runs / "eval_demo" / "grid.png",
+              "eval_grid.png": runs / "eval_demo" / "grid.png", "edit_strip.png": runs / "eval_demo" / "edit_strip.png",
               "remove_mask_grid.png": OUT / "remove_mask" / "held_out_face_grid.png"}
     for name, src in copies.items():
         if src.is_file():
@@ -93,6 +107,8 @@ def write_report(timings: dict) -> Path:
         f"{minp.get('step')}", "",
         "## Evaluation (held-out test faces; evaluate.py)", "", results_md.replace("\n## ", "\n### "), "",
         "![evaluation grid](img/eval_grid.png)", "", f"Grid rows: {', '.join(rows)}.", "",
+        "## Edits against their exact ground truth (evaluate.py's edit_strip.png)", "",
+        "![edit strip](img/edit_strip.png)", "", *strip_labels(runs / "eval_demo" / "edit_strip.txt"), "",
         "## Mask removal with edits (scripts/remove_mask.py on a held-out face)", "",
         "![remove_mask](img/remove_mask_grid.png)", "",
         "Columns: input, then keep, neutral, smile, open_mouth (N_3D's coefficients with the edit applied).", "",
@@ -119,6 +135,8 @@ def main() -> int:
         shutil.copyfile(preview, assets / "preview.png")
     stage("N_3D training", ["train_3d.py", "--config", "configs/3d/demo.yaml"], timings)
     stage("N_G/N_D training", ["train_inpaint.py", "--config", "configs/inpaint/demo.yaml"], timings)
+    stage("N_G/N_D ablation: no 3D prior", ["train_inpaint.py", "--config", "configs/inpaint/demo_no_3d_prior.yaml"],
+          timings)
     stage("evaluation", ["evaluate.py", "--config", "configs/eval/demo.yaml"], timings)
     photo, lms = held_out_photo()
     stage("remove_mask", ["scripts/remove_mask.py", "--image", str(photo), "--landmarks", str(lms), "--align",

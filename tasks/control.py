@@ -47,8 +47,10 @@ class SyntheticControl:
     remover's size s. Three generator batches per call: N x (1 + K) with each prior, N with the grey I_3D.
     """
 
-    def __init__(self, faces, edits) -> None:
+    def __init__(self, faces, edits, strip_faces: int = 3) -> None:
         self.faces, self.edits = faces, _unique_edits(edits)
+        self.strip_faces = int(strip_faces)
+        self._strip: dict[str, list[torch.Tensor]] = {}  # row kind -> (n, 1 + K, 3, S, S) of the first faces
         self.fidelity = {(p, e): EditFidelityMetric(f"edit_fidelity_{p}/{e}") for p in PRIORS for e in self.edits}
         self.transfer = {(p, e): EditTransferMetric(f"edit_transfer_{p}/{e}") for p in PRIORS for e in self.edits}
         self.reliance = PriorRelianceMetric()
@@ -67,6 +69,7 @@ class SyntheticControl:
         for p in PRIORS:
             out = quantize(resize(remover(masked, ["keep", *self.edits], seed=seed, **given[p]).images.flatten(0, 1),
                                   size)).view(image.shape[0], 1 + len(self.edits), *image.shape[1:])
+            self._keep_for_strip(f"ours, {'GT' if p == 'gt' else 'N_3D'} prior", out)
             for k, e in enumerate(self.edits, 1):
                 self.fidelity[p, e].update(out[:, k], out[:, 0], truth[e], hole)
                 self.transfer[p, e].update(out[:, k], out[:, 0], truth[e], image, hole)
@@ -76,6 +79,25 @@ class SyntheticControl:
                 self.l1_n3d.update(out[:, 0], image, mask=hole)
         grey = quantize(resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size))
         self.reliance.update(grey, keep_gt, image, hole)
+        self._keep_for_strip("edited ground truth", torch.stack([image, *(truth[e] for e in self.edits)], 1))
+        self._keep_for_strip("input", batch["masked_image"][:, None].expand(-1, 1 + len(self.edits), -1, -1, -1))
+
+    def _keep_for_strip(self, kind: str, images: torch.Tensor) -> None:
+        have = sum(t.shape[0] for t in self._strip.get(kind, []))
+        if have < self.strip_faces:
+            self._strip.setdefault(kind, []).append(images[: self.strip_faces - have].detach().cpu())
+
+    def strip(self) -> tuple[torch.Tensor, list[str], list[str]] | None:
+        """The edit strip of the first `strip_faces` test faces: (rows * (1 + K), 3, S, S) images, the row labels
+        (per face: input, ours with N_3D's prior, ours with the GT prior, the edited ground truth) and the column
+        labels (keep, then the edits). None before any update."""
+        if not self._strip:
+            return None
+        kinds = ["input", "ours, N_3D prior", "ours, GT prior", "edited ground truth"]
+        rows = {k: torch.cat(self._strip[k]) for k in kinds}
+        images = torch.cat([rows[k][i] for i in range(rows["input"].shape[0]) for k in kinds])
+        labels = [f"face {i}: {k}" for i in range(rows["input"].shape[0]) for k in kinds]
+        return images, labels, ["keep", *self.edits]
 
     def compute(self) -> dict[str, float]:
         out = {"l1_hole_n3d_prior": self.l1_n3d.compute()["l1_hole"]}

@@ -431,6 +431,12 @@ class Evaluator:
             n = rows[0].shape[0]
             save_image(torch.cat(rows), self.out_dir / "grid.png", nrow=n, padding=2)
             (self.out_dir / "grid_rows.txt").write_text("\n".join(k for k, v in grid_rows.items() if v) + "\n")
+        strip = getattr(self.control.get("ours"), "strip", lambda: None)()
+        if strip is not None:  # synthetic test sets: edits of ours beside their exact edited ground truth
+            images, row_labels, col_labels = strip
+            save_image(images, self.out_dir / "edit_strip.png", nrow=len(col_labels), padding=2)
+            (self.out_dir / "edit_strip.txt").write_text(f"columns: {', '.join(col_labels)}\n"
+                                                         + "".join(f"row: {r}\n" for r in row_labels))
 
 
 def _finite(obj):

@@ -239,3 +239,25 @@ def test_measure_control_cli(inpaint_export, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(inpaint_export), "--n", "2", "--edits", "grin"])
     assert "unknown edit 'grin'" in capsys.readouterr().out
+
+
+def test_edit_strip_shows_each_edit_beside_its_exact_truth(inpaint_export):
+    # the oracle's GT-prior rows are the edited ground truth; the rows come per face in a fixed order
+    remover = MaskRemover.from_checkpoints(inpaint_export)
+    testset = _testset(remover)
+    faces = synthetic_faces_of(testset)
+    background = torch.stack([torch.from_numpy(faces.sample(i)[1]).permute(2, 0, 1) for i in range(len(faces))])
+    control = SyntheticControl(faces, EDITS, strip_faces=3)
+    assert control.strip() is None
+    oracle = MaskRemover(remover.prior, PastePrior(background))
+    for bi, batch in enumerate(iterate(testset, 4)):
+        control.update(oracle, batch, seed=bi)
+    images, rows, cols = control.strip()
+    assert cols == ["keep", *EDITS] and len(rows) == 3 * 4 and rows[0] == "face 0: input"
+    grid = images.view(3, 4, len(cols), 3, 32, 32)  # face, row kind, column
+    assert rows[2] == "face 0: ours, GT prior" and rows[3] == "face 0: edited ground truth"
+    first = next(iterate(testset, 3))
+    hole = first["mask"][:, None]  # (3,1,1,S,S): N_G fills the hole only, outside it the input stays
+    assert ((grid[:, 2] - grid[:, 3]).abs() * hole).max() < 2 / 255  # the oracle with the GT prior: the truth
+    assert not torch.equal(grid[:, 3, 0], grid[:, 3, 1])  # and the edits change the truth
+    assert torch.equal(grid[:, 0, 0], first["masked_image"]) and torch.equal(grid[:, 3, 0], first["image"])

@@ -46,13 +46,14 @@ def test_every_shipped_eval_config_runs_end_to_end(config, inpaint_export, tmp_p
     tiny = ["test.image_size=32", "test.faces=[{kind: synthetic, num: 4, offset: 2000000}]", "test.mask_library=null",
             "morphable.bfm_path=null", "weights.fid_inception=null", "weights.lpips_backbone=null",
             "weights.arcface=null", "device=cpu", "extra_images=2", "batch_size=4", f"fid_cache_dir={tmp_path}/fid"]
-    args = ["--config", str(config), "--checkpoint", str(inpaint_export), "--run-dir", str(tmp_path / "run")]
-    assert evaluate.main([*args, *[a for t in tiny for a in ("--set", t)]]) == 0
-    res = json.loads((tmp_path / "run" / "results.json").read_text())
     from engine.config import load_yaml
 
     own = load_yaml(config)
-    assert set(res["methods"]) == {"ours", "ours_gt_mask", *own["baselines"]}
+    tiny.append("ablations={" + ", ".join(f"{k}: {inpaint_export}" for k in own.get("ablations") or {}) + "}")
+    args = ["--config", str(config), "--checkpoint", str(inpaint_export), "--run-dir", str(tmp_path / "run")]
+    assert evaluate.main([*args, *[a for t in tiny for a in ("--set", t)]]) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(res["methods"]) == {"ours", "ours_gt_mask", *(own.get("ablations") or {}), *own["baselines"]}
     ours = res["methods"]["ours"]
     assert all(ours[k] is not None for k in own["metrics"]) and ours["diversity"] > 0
     md = (tmp_path / "run" / "results.md").read_text()

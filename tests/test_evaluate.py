@@ -38,6 +38,8 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
     assert "| ours |" in md and "LPIPS†" in md and "NOT comparable" in md and "By mask area" in md
     assert "## Controllability" in md and "| ours | open_mouth |" in md and "Ctrl err" not in md
     assert (tmp_path / "a" / "grid.png").is_file() and b == a
+    assert (tmp_path / "a" / "edit_strip.png").is_file()
+    assert (tmp_path / "a" / "edit_strip.txt").read_text().startswith("columns: keep, neutral, open_mouth, smile")
 
 
 def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_export, tmp_path):
