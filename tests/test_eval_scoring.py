@@ -72,7 +72,7 @@ def test_ssim_convention_flag_and_errors(tmp_path, capsys):
             "test.faces=[{kind: synthetic, num: 4, offset: 2000000}]", "--set", "metrics=[ssim]", "--set",
             "morphable.bfm_path=null", "--set", "test.mask_library=null", "--set", "weights.fid_inception=null",
             "--set", "weights.lpips_backbone=null", "--set", "weights.arcface=null", "--set", "device=cpu",
-            "--set", "checkpoint=null", "--run-dir", str(tmp_path / "r")]
+            "--set", "checkpoint=null", "--set", "ablations={}", "--run-dir", str(tmp_path / "r")]
     with pytest.raises(SystemExit) as e:
         evaluate.main([*base, "--ssim-convention", "gauss"])
     assert e.value.code == 2 and "error: ssim_convention: unknown 'gauss'; valid: wang, skimage, edgeconnect" in \

@@ -39,7 +39,7 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
     assert "## Controllability" in md and "| ours | open_mouth |" in md and "Ctrl err" not in md
     assert (tmp_path / "a" / "grid.png").is_file() and b == a
     assert (tmp_path / "a" / "edit_strip.png").is_file()
-    assert (tmp_path / "a" / "edit_strip.txt").read_text().startswith("columns: keep, neutral, open_mouth, smile")
+    assert (tmp_path / "a" / "edit_strip.txt").read_text().startswith("columns: keep, open_mouth, neutral, smile\n")
 
 
 def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_export, tmp_path):
