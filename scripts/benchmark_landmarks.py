@@ -164,11 +164,40 @@ class MTCNNDetector:
         return [] if points is None else [np.asarray(p, np.float32) for p in points]
 
 
+class MediaPipeDetector:
+    """mediapipe's face mesh (BlazeFace + 468 points, the .tflite files in mediapipe 0.10's wheel), reduced to the
+    5 points, for measuring only: its wheel pins protobuf < 5 and pulls jax, matplotlib and opencv-contrib, so it is
+    not a project dependency (``pip install --no-deps --target DIR mediapipe==0.10.14`` plus absl-py, attrs,
+    flatbuffers, protobuf<5, matplotlib, and ``PYTHONPATH=DIR``)."""
+
+    name = "mediapipe"
+    # image-left eye corners, image-right eye corners, nose tip, image-left and image-right mouth corners
+    _EYES, _NOSE, _MOUTH = ((33, 133), (362, 263)), 1, (61, 291)
+
+    def __init__(self) -> None:
+        try:
+            from mediapipe.python.solutions.face_mesh import FaceMesh
+        except ImportError:
+            raise ImportError("mediapipe: `import mediapipe` failed (see MediaPipeDetector's docstring)") from None
+        self._mesh = FaceMesh(static_image_mode=True, max_num_faces=8)
+
+    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        res = self._mesh.process(np.ascontiguousarray(image))
+        out = []
+        for face in res.multi_face_landmarks or []:
+            p = np.array([[q.x * w - 0.5, q.y * h - 0.5] for q in face.landmark], np.float32)
+            e = [p[list(i)].mean(0) for i in self._EYES]
+            out.append(np.stack([e[0], e[1], p[self._NOSE], p[self._MOUTH[0]], p[self._MOUTH[1]]]))
+        return out
+
+
 def get_any_detector(name: str):
-    """data.landmarks' registry, plus ``mtcnn`` (measuring only)."""
+    """data.landmarks' registry, plus ``mtcnn`` and ``mediapipe`` (measuring only)."""
     from data.landmarks import get_detector
 
-    return MTCNNDetector() if name == "mtcnn" else get_detector(name)
+    extra = {"mtcnn": MTCNNDetector, "mediapipe": MediaPipeDetector}
+    return extra[name]() if name in extra else get_detector(name)
 
 
 def n3d_refiner(base, n3d_path: str, iterations: int, device: str = "cpu"):
@@ -197,7 +226,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=4, help="masks per face")
     p.add_argument("--synthetic", type=int, default=16, help="synthetic faces (0: none)")
     p.add_argument("--detectors", default="dlib,dlib_cnn", help="comma-separated data.landmarks detector names "
-                                                                "(and mtcnn, if facenet_pytorch is importable)")
+                                                                "(and mtcnn / mediapipe, if importable)")
     p.add_argument("--n3d", default=None, help="N_3D export for the refinement rows (e.g. runs/3d_demo/n3d.pt)")
     p.add_argument("--n3d-photos", action="store_true", help="refinement rows on the photo set too (an N_3D "
                                                              "trained on real faces)")
