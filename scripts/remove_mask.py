@@ -116,10 +116,12 @@ def debug_row(photo: torch.Tensor, found: np.ndarray, lm: np.ndarray, al, res, t
         for x, y in np.asarray(pts, np.float64):
             cv2.circle(img, (int(round(x)), int(round(y))), r, colour, -1, cv2.LINE_AA)
 
-    # the whole photo fitted into the tile (black bars), the detector's points and the points used
-    h, w = photo.shape[-2:]
-    k = tile / max(h, w)
-    fit = np.array([[k, 0, (tile - k * w) / 2], [0, k, (tile - k * h) / 2]])
+    # the photo around this face (its landmarks' box, 2.2x; black outside the photo), the detector's points and the
+    # points used
+    pts_all = np.concatenate([np.asarray(found, np.float64), np.asarray(lm, np.float64)])
+    centre, side = (pts_all.min(0) + pts_all.max(0)) / 2, 2.2 * max(np.ptp(pts_all, 0).max(), 8.0)
+    k = tile / side
+    fit = np.array([[k, 0, tile / 2 - k * centre[0]], [0, k, tile / 2 - k * centre[1]]])
     det = (warp_affine(photo.permute(1, 2, 0).numpy(), fit, (tile, tile), border=cv2.BORDER_CONSTANT) * 255 + 0.5)
     det = np.ascontiguousarray(det.clip(0, 255).astype(np.uint8))
     dots(det, transform_points(found, fit), (255, 40, 40))
