@@ -239,11 +239,11 @@ class DlibCNNDetector(DlibDetector):
 
 
 def eye_span(landmarks: np.ndarray) -> float:
-    """Distance in pixels between the eyes' outer corners (36, 45) of (68, 2) landmarks; for 5 points (eye centres)
-    the mean iBUG face's ratio outer span / eye-centre distance, 1.43, is applied."""
+    """Distance in pixels between the eyes' outer corners (36, 45) of (68, 2) landmarks; from 5 points (eye centres)
+    1.4 x the eye-centre distance (the ratio of dlib's 68 points on frontal faces: 1.40 on the astronaut)."""
     lm = np.asarray(landmarks, np.float64)
     if lm.shape[0] == N_FIVE:
-        return float(1.43 * np.hypot(*(lm[1] - lm[0])))
+        return float(1.4 * np.hypot(*(lm[1] - lm[0])))
     return float(np.hypot(*(lm[45] - lm[36])))
 
 
@@ -320,6 +320,12 @@ class FileLandmarks(LandmarkDetector):
         return [] if p is None else [load_landmarks_file(p)]
 
 
+def _five(landmarks: np.ndarray) -> np.ndarray:
+    """(68, 2) or (5, 2) -> (5, 2) float64 alignment points."""
+    lm = np.asarray(landmarks, np.float64)
+    return lm if lm.shape[0] == N_FIVE else five_points(lm)
+
+
 class RefinedDetector(LandmarkDetector):
     """A detector's faces re-located by a 3D reconstruction: the paper's N_3D serving its own pipeline.
 
@@ -352,7 +358,8 @@ class RefinedDetector(LandmarkDetector):
         self.rejected = 0
 
     def refine(self, image: np.ndarray | torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
-        """image (H, W, 3) uint8 or (3, H, W) float tensor, landmarks (68, 2) or (5, 2) -> refined (68, 2) float32."""
+        """image (H, W, 3) uint8 or (3, H, W) float tensor, landmarks (68, 2) or (5, 2) -> refined (68, 2) float32
+        (the input landmarks when there are no rounds or the refinement is rejected)."""
         lm = np.asarray(landmarks, np.float32)
         for _ in range(self.iterations):
             al = align_face(image, lm, self.image_size, template=self.template, framing=self.framing,
@@ -367,9 +374,8 @@ class RefinedDetector(LandmarkDetector):
             if self.keep_eyes and lm.shape[0] == N_LANDMARKS:
                 new[36:48] = lm[36:48]
             lm = new
-        eyes0 = five_points(np.asarray(landmarks, np.float64))[:2] if len(landmarks) == N_LANDMARKS else \
-            np.asarray(landmarks, np.float64)[:2]
-        shift = np.linalg.norm(five_points(lm.astype(np.float64))[:2] - eyes0, axis=1).max()
+        eyes0 = _five(landmarks)[:2]
+        shift = np.linalg.norm(_five(lm)[:2] - eyes0, axis=1).max()
         if shift > self.max_eye_shift * np.linalg.norm(eyes0[1] - eyes0[0]):
             self.rejected += 1
             return np.asarray(landmarks, np.float32)
