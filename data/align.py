@@ -58,6 +58,7 @@ __all__ = [
     "warp_affine",
     "align_face",
     "paste_back",
+    "pasted_region",
 ]
 
 # ArcFace 112x112 template (insightface / Deng et al.): left eye, right eye, nose tip, left and right mouth corner.
@@ -391,13 +392,7 @@ def paste_back(
     s = res.shape[0]
     inv = invert_transform(transform)
     back = warp_affine(res, inv, (h, w), border=cv2.BORDER_REPLICATE)
-    if mask is None:
-        region_crop = np.ones((s, s), np.float32)
-    else:
-        m, _ = _as_hwc_float(mask)
-        region_crop = (m[..., 0] > 0.5).astype(np.float32)
-    # Zero padding outside the crop: everything the crop does not cover keeps the original pixels.
-    region = warp_affine(region_crop[:, :, None], inv, (h, w), border=cv2.BORDER_CONSTANT)[..., 0] > 0.5
+    region = pasted_region(np.ones((s, s), np.float32) if mask is None else mask, transform, (h, w))
     crop_side_orig = s / np.sqrt(abs(np.linalg.det(np.asarray(transform)[:, :2])))
     if feather is None:
         feather = max(1.0, 0.02 * crop_side_orig)
@@ -405,3 +400,14 @@ def paste_back(
     weight = np.clip(dist / float(feather), 0.0, 1.0)[:, :, None].astype(np.float32)
     out = orig * (1.0 - weight) + back * weight
     return _from_hwc_float(out, tag)
+
+
+def pasted_region(mask: np.ndarray | torch.Tensor, transform: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """The photo pixels :func:`paste_back` may change: the crop-space region ``mask`` ((1, S, S) / (S, S), > 0.5
+    = inside) warped back by the inverse of ``transform`` into an (H, W) bool array (False where the crop does not
+    reach)."""
+    m, _ = _as_hwc_float(mask)
+    region_crop = (m[..., 0] > 0.5).astype(np.float32)
+    # Zero padding outside the crop: everything the crop does not cover keeps the original pixels.
+    inv = invert_transform(transform)
+    return warp_affine(region_crop[:, :, None], inv, tuple(out_hw), border=cv2.BORDER_CONSTANT)[..., 0] > 0.5

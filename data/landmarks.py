@@ -1,11 +1,17 @@
-"""68-point face landmarks: files, dlib, insightface.
+"""Face landmarks: files, detectors (dlib HOG, dlib CNN, insightface), refinement by N_3D.
 
 Landmarks are iBUG-68, 0-based, (68, 2) pixel coordinates (x right, y down) with pixel centres at integers (OpenCV
-convention).
+convention). Where only alignment is needed (``scripts/remove_mask.py --landmarks``), 5 points are accepted too, in
+the order of RetinaFace / insightface ``kps`` and MTCNN: left eye, right eye, nose tip, left mouth corner, right mouth
+corner (the subject's left is the image's left for a frontal face, as in ``data.align.five_points``).
 
 Landmark files (one per image, named after the image's file stem):
-    ``<stem>.npy``  float array (68, 2) [or (68, 3): the third column is ignored]
-    ``<stem>.txt``  68 lines "x y" (whitespace or comma separated; more columns are ignored)
+    ``<stem>.npy``  float array (68, 2) [or (68, 3): the third column is ignored]; (5, 2) where 5 points are allowed
+    ``<stem>.txt``  68 (or 5) lines "x y" (whitespace or comma separated; more columns are ignored)
+
+Masked faces: detectors and 68-point predictors are trained on unmasked faces and misplace the nose and mouth under
+a mask. ``RefinedDetector`` re-locates a detector's faces with N_3D (trained on masked faces): align, predict the
+3DMM, take the reconstructed face's landmarks back into the photo, re-align, repeat (BENCHMARKS.md measures it).
 
 Alignment (5 points, the FFHQ / Deng / release framings, paste-back) lives in ``data.align``; its names are
 re-exported here for the modules that import them from this one.
@@ -39,7 +45,9 @@ __all__ = [
     "N_LANDMARKS",
     "LandmarkDetector",
     "DlibDetector",
+    "DlibCNNDetector",
     "InsightFaceDetector",
+    "RefinedDetector",
     "FileLandmarks",
     "DETECTORS",
     "get_detector",
@@ -47,9 +55,11 @@ __all__ = [
     "save_landmarks_file",
     "find_landmarks_file",
     "dlib_model_dir",
+    "eye_span",
 ]
 
 N_LANDMARKS = 68
+N_FIVE = 5
 
 _LANDMARK_SUFFIXES = (".npy", ".txt")
 
@@ -58,8 +68,9 @@ _LANDMARK_SUFFIXES = (".npy", ".txt")
 # landmark files
 
 
-def load_landmarks_file(path: str | os.PathLike) -> np.ndarray:
-    """Read one landmark file (``.npy`` or ``.txt``, see module doc). Returns (68, 2) float32."""
+def load_landmarks_file(path: str | os.PathLike, counts: tuple[int, ...] = (N_LANDMARKS,)) -> np.ndarray:
+    """Read one landmark file (``.npy`` or ``.txt``, see module doc). Returns (P, 2) float32, P one of ``counts``
+    (68 by default; ``(68, 5)`` also takes the 5-point format)."""
     path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
@@ -70,8 +81,11 @@ def load_landmarks_file(path: str | os.PathLike) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read landmark file {path}: {e}") from None
     arr = np.asarray(arr, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] != N_LANDMARKS or arr.shape[1] < 2:
-        raise ValueError(f"landmark file {path}: expected 68 rows of x y, got shape {arr.shape}")
+    if arr.ndim != 2 or arr.shape[0] not in counts or arr.shape[1] < 2:
+        rows = " or ".join(str(c) for c in counts)
+        raise ValueError(f"landmark file {path}: expected {rows} rows of x y, got shape {arr.shape}")
+    if not np.isfinite(arr[:, :2]).all():
+        raise ValueError(f"landmark file {path}: contains NaN/inf")
     return np.ascontiguousarray(arr[:, :2])
 
 
@@ -142,6 +156,20 @@ def _check_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _dlib_model(path: str | os.PathLike | None, file_name: str, what: str) -> Path:
+    """A dlib model file: ``path`` or the copy in the ``face_recognition_models`` package."""
+    if path is None:
+        model_dir = dlib_model_dir()
+        if model_dir is None:
+            raise FileNotFoundError(f"dlib detector: {what} not given and the face_recognition_models package is "
+                                    "not installed")
+        path = model_dir / file_name
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dlib detector: {what}: model file not found: {path}")
+    return path
+
+
 class DlibDetector(LandmarkDetector):
     """dlib HOG frontal face detector + the 68-point shape predictor.
 
@@ -161,31 +189,62 @@ class DlibDetector(LandmarkDetector):
             import dlib
         except ImportError:
             raise ImportError("dlib detector: `import dlib` failed (install the dlib-bin package)") from None
-        if predictor_path is None:
-            model_dir = dlib_model_dir()
-            if model_dir is None:
-                raise FileNotFoundError(
-                    "dlib detector: predictor_path not given and the face_recognition_models package is not installed"
-                )
-            predictor_path = model_dir / "shape_predictor_68_face_landmarks.dat"
-        predictor_path = Path(predictor_path)
-        if not predictor_path.is_file():
-            raise FileNotFoundError(f"dlib detector: predictor_path: model file not found: {predictor_path}")
-        self.predictor_path = predictor_path
+        self.predictor_path = _dlib_model(predictor_path, "shape_predictor_68_face_landmarks.dat", "predictor_path")
         self.upsample = int(upsample)
         self.threshold = float(threshold)
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(predictor_path))
+        self._predictor = dlib.shape_predictor(str(self.predictor_path))
+        self._detector = self._build_detector(dlib)
+
+    def _build_detector(self, dlib):
+        return dlib.get_frontal_face_detector()
+
+    def boxes(self, image: np.ndarray) -> list:
+        """dlib rectangles of the faces in (H, W, 3) uint8 RGB whose score reaches ``threshold``."""
+        found, _scores, _ = self._detector.run(image, self.upsample, self.threshold)
+        return list(found)
 
     def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
         image = _check_rgb_uint8(image)
-        found, _scores, _ = self._detector.run(image, self.upsample, self.threshold)
-        rects = sorted(found, key=lambda r: -r.width() * r.height())
+        rects = sorted(self.boxes(image), key=lambda r: -r.width() * r.height())
         out = []
         for rect in rects:
             shape = self._predictor(image, rect)
             out.append(np.array([[shape.part(k).x, shape.part(k).y] for k in range(N_LANDMARKS)], np.float32))
         return out
+
+
+class DlibCNNDetector(DlibDetector):
+    """dlib's CNN face detector (MMOD, ``mmod_human_face_detector.dat`` of ``face_recognition_models``) + the same
+    68-point shape predictor. Slower than HOG on a CPU (~0.3 s at 256 px), but it finds faces from the eyes and the
+    head's outline, so a mask hurts it less (BENCHMARKS.md).
+
+    Args:
+        detector_path: mmod_human_face_detector.dat (default: the packaged copy).
+        predictor_path, upsample: as :class:`DlibDetector`.
+        threshold: minimum MMOD confidence (dlib reports it as the box's score; 0 keeps every box it returns).
+    """
+
+    name = "dlib_cnn"
+
+    def __init__(self, predictor_path: str | os.PathLike | None = None, upsample: int = 1,
+                 threshold: float = 0.3, detector_path: str | os.PathLike | None = None) -> None:
+        self.detector_path = _dlib_model(detector_path, "mmod_human_face_detector.dat", "detector_path")
+        super().__init__(predictor_path, upsample, threshold)
+
+    def _build_detector(self, dlib):
+        return dlib.cnn_face_detection_model_v1(str(self.detector_path))
+
+    def boxes(self, image: np.ndarray) -> list:
+        return [d.rect for d in self._detector(image, self.upsample) if d.confidence >= self.threshold]
+
+
+def eye_span(landmarks: np.ndarray) -> float:
+    """Distance in pixels between the eyes' outer corners (36, 45) of (68, 2) landmarks; from 5 points (eye centres)
+    1.4 x the eye-centre distance (the ratio of dlib's 68 points on frontal faces: 1.40 on the astronaut)."""
+    lm = np.asarray(landmarks, np.float64)
+    if lm.shape[0] == N_FIVE:
+        return float(1.4 * np.hypot(*(lm[1] - lm[0])))
+    return float(np.hypot(*(lm[45] - lm[36])))
 
 
 class InsightFaceDetector(LandmarkDetector):
@@ -261,15 +320,81 @@ class FileLandmarks(LandmarkDetector):
         return [] if p is None else [load_landmarks_file(p)]
 
 
+def _five(landmarks: np.ndarray) -> np.ndarray:
+    """(68, 2) or (5, 2) -> (5, 2) float64 alignment points."""
+    lm = np.asarray(landmarks, np.float64)
+    return lm if lm.shape[0] == N_FIVE else five_points(lm)
+
+
+class RefinedDetector(LandmarkDetector):
+    """A detector's faces re-located by a 3D reconstruction: the paper's N_3D serving its own pipeline.
+
+    For each face of ``base``: align the photo from the current 5 points (``data.align``), ``predict`` the 68
+    landmarks of the reconstructed 3D face in the crop, map them back into the photo, and repeat ``iterations``
+    times. N_3D is trained on masked faces, so its nose and mouth do not follow the mask as a 2D predictor's do.
+
+    Args:
+        base: the detector that finds the faces (its landmarks start the loop); None when only ``refine`` is used.
+        predict: (N, 3, S, S) float crops in [0, 1] -> (N, 68, 2) crop pixels (e.g. N_3D's coefficients through
+            the renderer's ``landmarks``: ``tasks.removal.MaskRemover.predict_landmarks``).
+        image_size: S, the crop side ``predict`` takes.
+        iterations: align-predict rounds (0 returns the base's landmarks).
+        keep_eyes: keep the base's eye landmarks (36-47), which a mask does not hide, and replace the rest.
+        max_eye_shift: a refinement that moves an eye centre by more than this fraction of the detected inter-ocular
+            distance is rejected (the base's landmarks are kept, ``rejected`` counts it): a mask does not hide the
+            eyes, so there a detector is right, and an N_3D that disagrees is one that does not fit the photo (e.g.
+            trained on synthetic faces, or in another framing).
+        template, framing, lm3d: the crop framing, as ``data.align.align_face`` (the framing ``predict`` expects).
+    """
+
+    name = "refined"
+
+    def __init__(self, base: LandmarkDetector, predict, image_size: int, iterations: int = 2,
+                 keep_eyes: bool = False, max_eye_shift: float = 0.25, template: np.ndarray | None = None,
+                 framing: str = "ffhq", lm3d: np.ndarray | None = None) -> None:
+        self.base, self.predict, self.image_size = base, predict, int(image_size)
+        self.iterations, self.keep_eyes, self.max_eye_shift = int(iterations), bool(keep_eyes), float(max_eye_shift)
+        self.template, self.framing, self.lm3d = template, framing, lm3d
+        self.rejected = 0
+
+    def refine(self, image: np.ndarray | torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
+        """image (H, W, 3) uint8 or (3, H, W) float tensor, landmarks (68, 2) or (5, 2) -> refined (68, 2) float32
+        (the input landmarks when there are no rounds or the refinement is rejected)."""
+        lm = np.asarray(landmarks, np.float32)
+        for _ in range(self.iterations):
+            al = align_face(image, lm, self.image_size, template=self.template, framing=self.framing,
+                            lm3d=self.lm3d)
+            crop = al.image
+            if not isinstance(crop, torch.Tensor):
+                arr = np.asarray(crop, np.float32) / (255.0 if crop.dtype == np.uint8 else 1.0)
+                crop = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+            with torch.no_grad():
+                pred = self.predict(crop[None].float())[0].detach().cpu().numpy()
+            new = np.asarray(transform_points(pred.astype(np.float64), invert_transform(al.transform)), np.float32)
+            if self.keep_eyes and lm.shape[0] == N_LANDMARKS:
+                new[36:48] = lm[36:48]
+            lm = new
+        eyes0 = _five(landmarks)[:2]
+        shift = np.linalg.norm(_five(lm)[:2] - eyes0, axis=1).max()
+        if shift > self.max_eye_shift * np.linalg.norm(eyes0[1] - eyes0[0]):
+            self.rejected += 1
+            return np.asarray(landmarks, np.float32)
+        return lm
+
+    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
+        return [self.refine(image, lm) for lm in self.base.detect(image, name)]
+
+
 DETECTORS: dict[str, type[LandmarkDetector]] = {
     "dlib": DlibDetector,
+    "dlib_cnn": DlibCNNDetector,
     "insightface": InsightFaceDetector,
     "file": FileLandmarks,
 }
 
 
 def get_detector(name: str, **kwargs) -> LandmarkDetector:
-    """Build a landmark detector by registry name (``dlib``, ``insightface``, ``file``)."""
+    """Build a landmark detector by registry name (``dlib``, ``dlib_cnn``, ``insightface``, ``file``)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)

@@ -3,10 +3,15 @@
     python scripts/remove_mask.py --image PHOTO.jpg --checkpoint runs/inpaint_paper/inpaint.pt \
         --variations 4 [--edit "exp[3]=+1.5"] [--edit smile,brighter] --out OUT_DIR
 
-Every face is found (dlib 68-point landmarks by default, or `--detector insightface`, or `--landmarks FILE` with
-68 rows "x y"), aligned to the model's crop, run through N_3D and N_G with each edit (see tasks/removal.py for
-the edit syntax and presets), and pasted back into the original photo (only the occluded region changes).
-Writes OUT/<stem>_<k>_<edit>.png for each variation and OUT/<stem>_grid.png (input + all variations).
+Every face is found (dlib's CNN detector + 68 landmarks by default, `--detector dlib` for dlib's faster HOG,
+`--detector insightface`, or `--landmarks FILE`: 68 rows "x y", or 5 rows: left eye, right eye, nose tip, left mouth
+corner, right mouth corner, in image pixels), optionally re-located by N_3D (`--refine N`, data.landmarks.
+RefinedDetector), aligned to the model's crop, run through N_3D and N_G with each edit (see tasks/removal.py for the
+edit syntax and presets), and pasted back into the original photo: only N_3D's occluded region (dilated 2 px)
+changes, with a feathered seam. Faces too small for the model's input get a warning.
+Writes OUT/<stem>_<k>_<edit>.png for each variation and OUT/<stem>_grid.png (input + all variations); `--debug`
+adds OUT/<stem>_debug.png (per face: detection, 5 points on the aligned crop, aligned crop, m, I_3D, output) and
+OUT/<stem>_region.png (white where the photo may change).
 
 The authors' released weights run as they are, with the release's settings (tasks/release.py; configs/release.yaml
 is the preset, every key overridable with --set KEY=VALUE):
@@ -30,6 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Eyes' outer corners closer than this many pixels (at a 256 px model input; scaled with the input) get a warning.
+SMALL_FACE_SPAN = 64
+DEFAULT_REFINE = 2  # N_3D refinement rounds for detected faces (BENCHMARKS.md, "Masked faces")
+
 PRESET_ORDER = ["keep", "neutral", "smile", "open_mouth", "pucker", "big_smile", "surprise", "brighter", "darker"]
 
 
@@ -42,10 +51,17 @@ def parse_args(argv=None):
     p.add_argument("--variations", type=int, default=4, help="number of preset variations (first K presets)")
     p.add_argument("--edit", action="append", default=[], help="extra edit, e.g. 'exp[3]=+1.5' or 'smile,brighter'")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--detector", default="dlib", help="landmark detector: dlib | insightface")
+    p.add_argument("--detector", default="dlib_cnn", help="landmark detector: dlib_cnn (dlib's CNN) | dlib (HOG) | "
+                                                           "insightface")
     p.add_argument("--insightface-root", default=None, help="insightface model-pack root (for --detector insightface)")
     p.add_argument("--det-threshold", type=float, default=0.3, help="dlib detection score threshold")
-    p.add_argument("--landmarks", default=None, help="68x2 landmark file (.txt/.npy) instead of a detector")
+    p.add_argument("--landmarks", default=None,
+                   help="landmark file (.txt/.npy) instead of a detector: 68 x 2, or 5 x 2 (left eye, right eye, "
+                        "nose tip, left / right mouth corner)")
+    p.add_argument("--refine", type=int, default=None, metavar="N",
+                   help="re-locate each detected face N times with the model's N_3D (align, reconstruct, take the "
+                        "3D face's landmarks): default 2 for detections, 0 for --landmarks (trusted as given)")
+    p.add_argument("--debug", action="store_true", help="also write <stem>_debug.png and <stem>_region.png")
     p.add_argument("--align", choices=["ffhq", "meanface", "deng", "release"], default=None,
                    help="crop framing (data.align): default the model's own (the release's: release) or ffhq; "
                         "meanface = the morphable model's mean face as the renderer frames it (models trained on "
@@ -71,21 +87,60 @@ def edit_list(k: int, extra: list[str], model) -> list[str]:
 
 
 def find_faces(args, image_u8: np.ndarray) -> list[np.ndarray]:
+    """The faces' landmarks, (68, 2) or (5, 2) each, largest face first."""
     from data.landmarks import get_detector, load_landmarks_file
 
     if args.landmarks:
-        return [load_landmarks_file(args.landmarks)]
-    if args.detector == "dlib":
+        return [load_landmarks_file(args.landmarks, counts=(68, 5))]
+    if args.detector in ("dlib", "dlib_cnn"):
         kw = {"threshold": args.det_threshold}
     else:
         kw = {"root": args.insightface_root} if args.insightface_root else {}
     return get_detector(args.detector, **kw).detect(image_u8)
 
 
+def debug_row(photo: torch.Tensor, found: np.ndarray, lm: np.ndarray, al, res, template_px: np.ndarray | None,
+              tile: int = 256) -> np.ndarray:
+    """One face's row of the --debug grid, (tile, 6 * tile, 3) uint8: the detection (detector points red, the
+    points used green), the 5 points on the aligned crop (green) with the template's target points (blue; None for
+    the POS framings, which have no 2D template), the aligned crop, m, I_3D and the first output."""
+    import cv2
+
+    from data.align import five_points, transform_points, warp_affine
+
+    def u8(t: torch.Tensor) -> np.ndarray:
+        arr = t.detach().cpu().float().clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).numpy()
+        return cv2.resize((arr * 255 + 0.5).astype(np.uint8), (tile, tile), interpolation=cv2.INTER_LINEAR)
+
+    def dots(img: np.ndarray, pts: np.ndarray, colour, r: int = 2) -> None:
+        for x, y in np.asarray(pts, np.float64):
+            cv2.circle(img, (int(round(x)), int(round(y))), r, colour, -1, cv2.LINE_AA)
+
+    # the photo around this face (its landmarks' box, 2.2x; black outside the photo), the detector's points and the
+    # points used
+    pts_all = np.concatenate([np.asarray(found, np.float64), np.asarray(lm, np.float64)])
+    centre, side = (pts_all.min(0) + pts_all.max(0)) / 2, 2.2 * max(np.ptp(pts_all, 0).max(), 8.0)
+    k = tile / side
+    fit = np.array([[k, 0, tile / 2 - k * centre[0]], [0, k, tile / 2 - k * centre[1]]])
+    det = (warp_affine(photo.permute(1, 2, 0).numpy(), fit, (tile, tile), border=cv2.BORDER_CONSTANT) * 255 + 0.5)
+    det = np.ascontiguousarray(det.clip(0, 255).astype(np.uint8))
+    dots(det, transform_points(found, fit), (255, 40, 40))
+    dots(det, transform_points(lm, fit), (40, 220, 40))
+    s = tile / al.image.shape[-1]
+    five_crop = five_points(np.asarray(al.landmarks)) if len(lm) == 68 else np.asarray(al.landmarks)
+    pts = u8(al.image)
+    if template_px is not None:
+        dots(pts, (template_px + 0.5) * s - 0.5, (60, 90, 255), 4)
+    dots(pts, (five_crop + 0.5) * s - 0.5, (40, 220, 40), 3)
+    return np.concatenate([det, pts, u8(al.image), u8(res.m[0]), u8(res.i3d[0, 0]), u8(res.images[0, 0])], axis=1)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from data.align import align_face, five_points, paste_back
+    from data.align import align_face, alignment_template, five_points, paste_back, pasted_region
     from data.io import CorruptImageError, read_image, write_image
+    from data.landmarks import RefinedDetector, eye_span
+    from tasks.inpaint import dilate
     from tasks.removal import MaskRemover
 
     try:
@@ -130,14 +185,14 @@ def main(argv=None) -> int:
         for e in edits:  # reject a bad edit before any work
             apply_edit(torch.zeros(1, remover.model.layout.size), e, remover.model)
         u8 = (image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        faces = find_faces(args, u8)
+        found = find_faces(args, u8)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     finally:
         if tmp is not None:  # the exports are loaded: the converted files are no longer needed
             tmp.cleanup()
-    if not faces:
+    if not found:
         print(f"no face found in {args.image} (try --detector insightface, or give --landmarks FILE)",
               file=sys.stderr)
         return 1
@@ -146,17 +201,38 @@ def main(argv=None) -> int:
         r = remover.prior.renderer
         mean_lm = r.landmarks(remover.model.layout.zeros(1, device=remover.device))[0].cpu().numpy()
         template = (five_points(mean_lm) + 0.5) / r.image_size
+    size = remover.image_size
+    faces = found
+    rounds = args.refine if args.refine is not None else (0 if args.landmarks else DEFAULT_REFINE)
+    if rounds > 0:
+        refiner = RefinedDetector(None, remover.predict_landmarks, size, rounds, template=template,
+                                  framing=framing, lm3d=remover.lm3d)
+        faces = [refiner.refine(image, lm) for lm in found]
+        if refiner.rejected:
+            print(f"note: N_3D refinement moved the eyes of {refiner.rejected} face(s) too far (a model that does not "
+                  "fit this photo?): the detector's points are used there", file=sys.stderr)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     results = [image.clone() for _ in edits]
-    for lm in faces:
-        al = align_face(image, lm, remover.image_size, template=template, framing=framing, lm3d=remover.lm3d)
+    changes = torch.zeros(image.shape[-2:], dtype=torch.bool)
+    rows = []
+    min_span = SMALL_FACE_SPAN * size / 256
+    for i, lm in enumerate(faces):
+        span = eye_span(lm)
+        if span < min_span:
+            print(f"warning: face {i + 1} is small ({span:.0f} px between the outer eye corners, under {min_span:.0f} "
+                  f"for this {size} px model): its result will be blurry", file=sys.stderr)
+        al = align_face(image, lm, size, template=template, framing=framing, lm3d=remover.lm3d)
         res = remover(al.image[None], edits, seed=args.seed)
+        # N_3D's region m, dilated a little (soft mask edges), is all that changes in the photo
+        region = dilate(res.m[0:1], 2)[0].cpu()
         for k in range(len(edits)):
-            # the generator's region m (dilated a little) is what changes in the photo
-            region = torch.nn.functional.max_pool2d(res.m[0:1], 5, stride=1, padding=2)[0]
-            results[k] = paste_back(results[k], res.images[0, k].cpu(), al.transform, mask=region.cpu())
+            results[k] = paste_back(results[k], res.images[0, k].cpu(), al.transform, mask=region)
+        changes |= torch.from_numpy(pasted_region(region, al.transform, image.shape[-2:]))
+        if args.debug:
+            target = alignment_template(size, template=template) if framing == "ffhq" else None
+            rows.append(debug_row(image, found[i], lm, al, res, target))
     names = []
     for k, e in enumerate(edits):
         tag = re.sub(r"[^A-Za-z0-9_.+-]+", "_", e)[:40]
@@ -166,6 +242,9 @@ def main(argv=None) -> int:
     from torchvision.utils import save_image
 
     save_image(torch.stack([image, *results]), out_dir / f"{stem}_grid.png", nrow=len(edits) + 1, padding=4)
+    if args.debug:
+        write_image(out_dir / f"{stem}_debug.png", np.concatenate(rows, axis=0))
+        write_image(out_dir / f"{stem}_region.png", changes.float()[None])
     print(f"{len(faces)} face(s); wrote {len(names)} variations ({', '.join(edits)}) and {stem}_grid.png to {out_dir}")
     return 0
 

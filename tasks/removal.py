@@ -188,6 +188,16 @@ class MaskRemover:
         return self.prior.coefficients_and_mask(masked)
 
     @torch.no_grad()
+    def predict_landmarks(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops (N,3,S,S) [0,1] in the model's framing -> (N,68,2) landmarks of N_3D's reconstruction in crop
+        pixels (data.landmarks.RefinedDetector's ``predict``)."""
+        crops = crops.to(self.device).float()
+        size = crops.shape[-1]
+        coeffs, _ = self.analyze(resize_square(crops, self.image_size))
+        lm = self.prior.renderer.landmarks(coeffs)
+        return (lm + 0.5) * (size / self.image_size) - 0.5  # pixel centres at integers at both sizes
+
+    @torch.no_grad()
     def __call__(self, masked: torch.Tensor, edits: list[str] | None = None, seed: int = 0,
                  coeffs: torch.Tensor | None = None, m: torch.Tensor | None = None,
                  grey_prior: bool = False) -> Removal:

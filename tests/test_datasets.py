@@ -418,7 +418,7 @@ def test_dlib_detector():
 
 
 def test_detector_registry_and_missing_pack(tmp_path):
-    with pytest.raises(ValueError, match="valid: dlib, file, insightface"):
+    with pytest.raises(ValueError, match="valid: dlib, dlib_cnn, file, insightface"):
         get_detector("mtcnn")
     with pytest.raises(FileNotFoundError, match="no download"):
         get_detector("insightface", root=tmp_path)
