@@ -62,6 +62,8 @@ class InpaintModelConfig:
     n_res: int = 6
     use_3d_prior: bool = True  # false: N_G sees only (m, I_n) (ablation "no 3D prior")
     n_down: int = 2  # stride-2 stages of N_G (2 in the paper: residual blocks at 1/4 of the input size)
+    # an inpainting export to fine-tune from (its EMA generator starts N_G; e.g. the release's, convert_release.py)
+    init_checkpoint: str | None = path_field(kind="file")
     d_base_channels: int = 64
     d_max_channels: int = 512
     composite: bool = True  # final result = prediction inside m, the input outside
@@ -191,6 +193,11 @@ class InpaintTask:
         mc = cfg.model
         self.prior = PriorModule(cfg.prior, cfg.morphable, cfg.data.image_size, device)
         self.gen = build_generator(mc).to(device)
+        if mc.init_checkpoint:  # before DDP (which broadcasts rank 0's weights) and the EMA copy
+            from engine.checkpoint import load_inference, load_module_state
+
+            state = load_inference(mc.init_checkpoint, what="model.init_checkpoint", expect="g_ema")
+            load_module_state(self.gen, state["modules"]["g_ema"], f"model.init_checkpoint: {mc.init_checkpoint}")
         self.disc = Discriminator(cfg.data.image_size, mc.d_base_channels, mc.d_max_channels).to(device)
         if cfg.train.channels_last:
             for m in (self.gen, self.disc):

@@ -172,7 +172,7 @@ class MaskRemover:
             raise FileNotFoundError(f"{key}: inpainting checkpoint not found: {p} (train it with train_inpaint.py)")
         state = load_inference(p, what=key, expect="g_ema")
         conf = state["config"]
-        mc = build_dataclass(InpaintModelConfig, {**conf["model"], "arcface_weights": None})
+        mc = build_dataclass(InpaintModelConfig, {**conf["model"], "arcface_weights": None, "init_checkpoint": None})
         prior_cfg = build_dataclass(PriorConfig, {**conf["prior"], "source": "n3d", "n3d_config": None,
                                                   **({"n3d_checkpoint": str(n3d_ckpt)} if n3d_ckpt else {})})
         prior = PriorModule(prior_cfg, build_dataclass(MorphableConfig, conf["morphable"]),

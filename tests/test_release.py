@@ -149,3 +149,24 @@ def test_evaluate_scores_the_release_as_a_row(release_exports, tmp_path):
     assert set(results["methods"]) == {"release", "telea"}
     for key in ("l1", "psnr", "mask_iou", "landmark_nme"):
         assert np.isfinite(row[key]), key
+
+
+def test_release_n_g_fine_tunes_through_init_checkpoint(release_files, release_exports):
+    # train_inpaint.py's model.init_checkpoint starts N_G (and its EMA) from an export such as the converted release
+    from engine.config import build_dataclass
+    from tasks.inpaint import InpaintExperiment, InpaintTask
+    from tests.helpers import tiny_data, tiny_train
+
+    def task(**model):
+        cfg = {"data": tiny_data(), "prior": {"n3d_checkpoint": str(release_exports / "n3d.pt")},
+               "model": {"d_base_channels": 8, "d_max_channels": 16, **model}, "loss": {"w_id": 0.0},
+               "train": tiny_train()}
+        return InpaintTask(build_dataclass(InpaintExperiment, cfg), torch.device("cpu"))
+
+    t = task(base_channels=64, n_res=6, init_checkpoint=str(release_exports / "inpaint.pt"))
+    want = release_files["ref_gen"].state_dict()
+    for net in (t.gen, t.g_ema):
+        assert all(torch.equal(v, want[k]) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="model.init_checkpoint") as e:  # another width: one line naming keys
+        task(base_channels=16, n_res=6, init_checkpoint=str(release_exports / "inpaint.pt"))
+    assert "\n" not in str(e.value)
