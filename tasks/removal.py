@@ -217,8 +217,10 @@ class MaskRemover:
         m = m_pred if m is None else m.to(self.device).float()
         n, k = masked.shape[0], len(edits)
         edited = torch.stack([apply_edit(base, e, self.model) for e in edits], 1)  # (N,K,C)
-        i3d = self.prior.render(edited.flatten(0, 1))  # (N*K,3,S,S)
-        i3d = torch.full_like(i3d, 0.5) if grey_prior else i3d
+        if grey_prior:  # nothing to render
+            i3d = torch.full((n * k, 3, self.image_size, self.image_size), 0.5, device=self.device)
+        else:
+            i3d = self.prior.render(edited.flatten(0, 1))  # (N*K,3,S,S)
         i_n = noised_input(masked, m, torch.Generator().manual_seed(int(seed)), self.inference.noise)
         rep = lambda t: t.unsqueeze(1).expand(n, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731
         raw = self.gen(rep(m), i3d if self.use_3d_prior else None, rep(i_n)).float()
@@ -257,8 +259,7 @@ class MaskRemover:
                                                   mask=res.m[i].cpu()) for k in range(res.images.shape[1])]))
             raw.append(torch.stack([back(x, a.transform) for x in res.raw[i]]))
             i3d.append(torch.stack([back(x, a.transform) for x in res.i3d[i]]))
-            lm_crop = self.prior.renderer.landmarks(res.base_coeffs[i:i + 1])[0].cpu()
-            lms.append(transform_points(lm_crop, invert_transform(a.transform)))
+            lms.append(transform_points(res.landmarks[i].cpu(), invert_transform(a.transform)))  # crop -> input
         dev = self.device
         return Removal(torch.stack(images).to(dev), torch.stack(raw).to(dev), torch.stack(i3d).to(dev),
                        torch.stack(m).to(dev), res.coeffs, res.base_coeffs, torch.stack(lms).to(dev))
