@@ -70,7 +70,7 @@ def strip_labels(path: Path) -> list[str]:
     rows = [x[len("row: "):].split(": ", 1)[-1] for x in lines if x.startswith("row: ")]
     kinds = list(dict.fromkeys(rows))
     return [f"Columns: {cols[0] if cols else '?'}. Rows, for each of {len(rows) // max(1, len(kinds))} held-out "
-            f"faces: {', '.join(kinds)}. N_G fills the occlusion map only: outside it the input is kept, so a "
+            f"faces: {'; '.join(kinds)}. N_G fills the occlusion map only: outside it the input is kept, so a "
             "whole-face edit (brighter) shows inside the hole alone."]
 
 
