@@ -7,6 +7,11 @@ Every conv is spectrally normalised and bias-free, every norm is InstanceNorm(af
 ``base_channels`` (64 in the paper). ``n_down`` (2 in the paper and the release) sets the number of stride-2 stages,
 so the residual blocks work at 1 / 2**n_down of the input: at 256 px the paper's 64 x 64. H and W must be multiples
 of 2**n_down.
+
+``prior_blend`` (not in the paper; off by default) adds a second 7x7 head that predicts a per-pixel gate a in [0,1]:
+output = a * I_3D + (1 - a) * G(x). Copying the rendered face then costs the network one gate value instead of a
+pixel-exact identity map through the down/up path, which a short training cannot learn (README, "Why the demo's N_G
+is trained differently").
 """
 
 from __future__ import annotations
@@ -30,13 +35,18 @@ class Generator(nn.Module):
     """forward(m (B,1,H,W) {0,1}, i3d (B,3,H,W) [0,1] or None, i_n (B,3,H,W) [0,1]) -> (B,3,H,W) in [0,1].
 
     ``use_3d_prior=False`` (ablation): 4 input channels concat(m, I_n); ``i3d`` is ignored and may be None.
+    ``prior_blend=True`` (needs ``use_3d_prior``): the output blends I_3D and the generated image by a learned gate;
+    ``forward(..., return_gate=True)`` also returns the gate (B,1,H,W) in [0,1].
     """
 
-    def __init__(self, base_channels: int = 64, n_res: int = 6, use_3d_prior: bool = True, n_down: int = 2):
+    def __init__(self, base_channels: int = 64, n_res: int = 6, use_3d_prior: bool = True, n_down: int = 2,
+                 prior_blend: bool = False):
         super().__init__()
         if n_down < 0:
             raise ValueError(f"n_down must be >= 0, got {n_down}")
-        self.use_3d_prior = use_3d_prior
+        if prior_blend and not use_3d_prior:
+            raise ValueError("model.prior_blend needs model.use_3d_prior: there is no I_3D to blend")
+        self.use_3d_prior, self.prior_blend = use_3d_prior, prior_blend
         in_ch = 7 if use_3d_prior else 4
         widths = [base_channels * 2 ** i for i in range(n_down + 1)]  # 64, 128, 256 in the paper (n_down = 2)
         self.stem = ConvNormAct(in_ch, widths[0], 7, padding=3)
@@ -44,8 +54,13 @@ class Generator(nn.Module):
         self.res = nn.Sequential(*[ResBlockIN(widths[-1]) for _ in range(n_res)])
         self.up = nn.Sequential(*[UpBlock(b, a) for a, b in zip(widths[::-1][1:], widths[::-1])])
         self.head = sn_conv2d(widths[0], 3, 7, padding=3, bias=False)
+        # the gate starts at sigmoid(0) = 0.5 everywhere: neither source is preferred before training
+        self.gate = sn_conv2d(widths[0], 1, 7, padding=3, bias=True) if prior_blend else None
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.bias)
 
-    def forward(self, m: torch.Tensor, i3d: torch.Tensor | None, i_n: torch.Tensor) -> torch.Tensor:
+    def forward(self, m: torch.Tensor, i3d: torch.Tensor | None, i_n: torch.Tensor,
+                return_gate: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.use_3d_prior:
             if i3d is None:
                 raise ValueError("Generator(use_3d_prior=True) needs the rendered face i3d")
@@ -53,7 +68,12 @@ class Generator(nn.Module):
         else:
             x = torch.cat([m, i_n], dim=1)
         h = self.up(self.res(self.down(self.stem(x))))
-        return torch.sigmoid(self.head(h))
+        out = torch.sigmoid(self.head(h))
+        gate = None
+        if self.gate is not None:
+            gate = torch.sigmoid(self.gate(h))
+            out = gate * i3d + (1 - gate) * out
+        return (out, gate) if return_gate else out
 
 
 def composite(pred: torch.Tensor, masked_image: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
