@@ -357,15 +357,16 @@ class Evaluator:
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
             batch = as_exported(batch)
             masked = resize(batch["masked_image"], remover.image_size)
-            res = remover(masked, cfg.edits, seed=bi)
+            # one N_3D-prior pass (same seed) for the edit spread and the controllability's N_3D prior
+            res = remover(masked, list(dict.fromkeys([*getattr(control, "removal_edits", []), *cfg.edits])), seed=bi)
             if len(cfg.edits) >= 2:
-                spread.update(quantize(res.images))
+                spread.update(quantize(res.pick(cfg.edits).images))
             if n_seeds >= 2:  # N_3D's outputs reused: only the noise differs between the samples
                 samples = [remover(masked, ["keep"], seed=bi * n_seeds + s, coeffs=res.base_coeffs, m=res.m).images
                            for s in range(n_seeds)]
                 div.update(quantize(torch.cat(samples, 1)))
-            if control is not None:  # N_3D's outputs reused
-                control.update(remover, batch, seed=bi, base=(res.base_coeffs, res.m))
+            if control is not None:
+                control.update(remover, batch, seed=bi, n3d=res)
         out = {"diversity": div.compute()["diversity"], "edit_spread": spread.compute()["diversity"]}
         return {**out, **(control.compute() if control is not None else {})}
 
