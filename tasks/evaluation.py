@@ -354,11 +354,12 @@ class Evaluator:
         div, spread = DiversityMetric(lpips_metric=self.lpips), DiversityMetric(lpips_metric=self.lpips)
         n_seeds = cfg.diversity_seeds
         control = self.control[name]
+        shared = control.removal_edits if control is not None else []
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
             batch = as_exported(batch)
             masked = resize(batch["masked_image"], remover.image_size)
             # one N_3D-prior pass (same seed) for the edit spread and the controllability's N_3D prior
-            res = remover(masked, list(dict.fromkeys([*getattr(control, "removal_edits", []), *cfg.edits])), seed=bi)
+            res = remover(masked, list(dict.fromkeys([*shared, *cfg.edits])), seed=bi)
             if len(cfg.edits) >= 2:
                 spread.update(quantize(res.pick(cfg.edits).images))
             if n_seeds >= 2:  # N_3D's outputs reused: only the noise differs between the samples
