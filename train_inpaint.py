@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     device = start_run(cfg, args.run_dir, cfg.train, args.restart)
     task = fail_fast(InpaintTask, cfg, device)
     train_set = fail_fast(task.train_set)
-    fail_fast(lambda: task.val_set)
+    fail_fast(task.val_set)
     run_training(task, train_set, cfg.train, args.run_dir, to_dict(cfg), device, restart=args.restart)
     if dist.is_main():
         print(f"EMA generator exported to {task.export(Path(args.run_dir) / 'inpaint.pt')}", flush=True)

@@ -7,8 +7,9 @@ Every face is found (dlib's CNN detector + 68 landmarks by default, `--detector 
 `--detector insightface`, or `--landmarks FILE`: 68 rows "x y", or 5 rows: left eye, right eye, nose tip, left mouth
 corner, right mouth corner, in image pixels), optionally re-located by N_3D (`--refine N`, data.landmarks.
 RefinedDetector), aligned to the model's crop, run through N_3D and N_G with each edit (see tasks/removal.py for the
-edit syntax and presets), and pasted back into the original photo: only N_3D's occluded region (dilated 2 px)
-changes, with a feathered seam. Faces too small for the model's input get a warning.
+edit syntax and presets), and pasted back into the original photo: only N_3D's occluded region (grown by
+tasks.removal.SEAM_MARGIN = 2 px, so the feathered seam lies outside it) changes. Faces too small for the model's
+input get a warning.
 Writes OUT/<stem>_<k>_<edit>.png for each variation and OUT/<stem>_grid.png (input + all variations); `--debug`
 adds OUT/<stem>_debug.png (per face: detection, 5 points on the aligned crop, aligned crop, m, I_3D, output) and
 OUT/<stem>_region.png (white where the photo may change).
@@ -140,8 +141,7 @@ def main(argv=None) -> int:
     from data.align import align_face, alignment_template, five_points, paste_back, pasted_region
     from data.io import CorruptImageError, read_image, write_image
     from data.landmarks import RefinedDetector, eye_span
-    from tasks.inpaint import dilate
-    from tasks.removal import MaskRemover
+    from tasks.removal import MaskRemover, seam_region
 
     try:
         image = read_image(args.image)
@@ -225,8 +225,7 @@ def main(argv=None) -> int:
                   f"for this {size} px model): its result will be blurry", file=sys.stderr)
         al = align_face(image, lm, size, template=template, framing=framing, lm3d=remover.lm3d)
         res = remover(al.image[None], edits, seed=args.seed)
-        # N_3D's region m, dilated a little (soft mask edges), is all that changes in the photo
-        region = dilate(res.m[0:1], 2)[0].cpu()
+        region = seam_region(res.m[0:1])[0].cpu()  # all that changes in the photo
         for k in range(len(edits)):
             results[k] = paste_back(results[k], res.images[0, k].cpu(), al.transform, mask=region)
         changes |= torch.from_numpy(pasted_region(region, al.transform, image.shape[-2:]))

@@ -42,13 +42,16 @@ class SyntheticControl:
     """Edit fidelity and edit transfer per edit and prior (keys ``edit_fidelity_{gt,n3d}/EDIT``,
     ``edit_transfer_{gt,n3d}/EDIT``), ``prior_reliance`` (with the two L1s behind it) and ``l1_hole_n3d_prior``.
 
-    ``update(remover, batch, seed, base=None)``: batch of test items at the test size S (image, masked_image, mask,
-    coeffs, index from SyntheticFaces); base = (coeffs (N,C), m (N,1,s,s)) of N_3D when already computed at the
-    remover's size s. Three generator batches per call: N x (1 + K) with each prior, N with the grey I_3D.
+    ``update(remover, batch, seed, n3d=None)``: batch of test items at the test size S (image, masked_image, mask,
+    coeffs, index from SyntheticFaces); n3d = this batch's tasks.removal.Removal with N_3D's prior at this seed,
+    holding (at least) the edits ``removal_edits``, when already run (evaluate.py's edit spread): reused, not run
+    again. Three generator batches per call: N x (1 + K) with each prior (the N_3D one unless given), N with the grey
+    I_3D.
     """
 
     def __init__(self, faces, edits, strip_faces: int = 3) -> None:
         self.faces, self.edits = faces, _unique_edits(edits)
+        self.removal_edits = ["keep", *self.edits]
         self.strip_faces = int(strip_faces)
         self._strip: dict[str, list[torch.Tensor]] = {}  # row kind -> (n, 1 + K, 3, S, S) of the first faces
         self.fidelity = {(p, e): EditFidelityMetric(f"edit_fidelity_{p}/{e}") for p in PRIORS for e in self.edits}
@@ -57,7 +60,7 @@ class SyntheticControl:
         self.l1_n3d = L1HoleMetric()  # the unedited output's error with N_3D's prior, beside the GT prior's
 
     @torch.no_grad()
-    def update(self, remover, batch: dict, seed: int, base: tuple | None = None) -> None:
+    def update(self, remover, batch: dict, seed: int, n3d=None) -> None:
         image, hole = batch["image"], batch["mask"]
         size, s = image.shape[-1], remover.image_size
         masked = resize(batch["masked_image"], s)
@@ -65,10 +68,13 @@ class SyntheticControl:
         items = (batch["index"].cpu() - self.faces.offset).tolist()
         truth = {e: self.faces.render_with(items, apply_edit(gt["coeffs"].cpu(), e, self.faces.model)).to(image)
                  for e in self.edits}
-        given = {"gt": gt, "n3d": {} if base is None else {"coeffs": base[0], "m": base[1]}}
         for p in PRIORS:
-            out = quantize(resize(remover(masked, ["keep", *self.edits], seed=seed, **given[p]).images.flatten(0, 1),
-                                  size)).view(image.shape[0], 1 + len(self.edits), *image.shape[1:])
+            if p == "n3d" and n3d is not None:
+                res = n3d.pick(self.removal_edits)
+            else:  # the ground-truth prior: its coefficients and occlusion map; N_3D's: N_3D runs
+                res = remover(masked, self.removal_edits, seed=seed, **(gt if p == "gt" else {}))
+            out = quantize(resize(res.images.flatten(0, 1), size)).view(image.shape[0], 1 + len(self.edits),
+                                                                         *image.shape[1:])
             self._keep_for_strip(f"ours, {'GT' if p == 'gt' else 'N_3D'} prior", out)
             for k, e in enumerate(self.edits, 1):
                 self.fidelity[p, e].update(out[:, k], out[:, 0], truth[e], hole)
@@ -132,7 +138,7 @@ def detect_landmarks(images: torch.Tensor, detector, min_size: int = 256) -> tor
 class LandmarkControl:
     """Landmark edit fidelity per edit (keys ``lm_edit_fidelity/EDIT`` and ``.../mouth_nme``), for real test sets.
 
-    ``update(remover, batch, seed, base=None)`` as SyntheticControl's; N_3D's prior (no ground truth exists).
+    ``update(remover, batch, seed, n3d=None)`` as SyntheticControl's; N_3D's prior (no ground truth exists).
     detector: a data.landmarks.LandmarkDetector (default dlib, from the face_recognition_models wheel).
     """
 
@@ -141,13 +147,15 @@ class LandmarkControl:
 
         self.edits = _unique_edits(edits)
         self.detector = DlibDetector() if detector is None else detector
+        self.removal_edits = ["keep", *self.edits]
         self.fidelity = {e: LandmarkEditFidelityMetric(f"lm_edit_fidelity/{e}") for e in self.edits}
 
     @torch.no_grad()
-    def update(self, remover, batch: dict, seed: int, base: tuple | None = None) -> None:
-        masked = resize(batch["masked_image"], remover.image_size)
-        given = {} if base is None else {"coeffs": base[0], "m": base[1]}
-        res = remover(masked, ["keep", *self.edits], seed=seed, **given)
+    def update(self, remover, batch: dict, seed: int, n3d=None) -> None:
+        if n3d is not None:
+            res = n3d.pick(self.removal_edits)
+        else:
+            res = remover(resize(batch["masked_image"], remover.image_size), self.removal_edits, seed=seed)
         n, k = res.coeffs.shape[:2]
         req = remover.prior.renderer.landmarks(res.coeffs.flatten(0, 1)).view(n, k, 68, 2).cpu()
         det = detect_landmarks(res.images.flatten(0, 1), self.detector).view(n, k, 68, 2)

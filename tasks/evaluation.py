@@ -26,6 +26,7 @@ import torch
 
 from engine.config import path_field, to_dict
 from models.generator import composite
+from tasks.baselines import OPENCV_METHODS, opencv_inpaint
 from tasks.common import (
     FaceDataConfig,
     MorphableConfig,
@@ -35,7 +36,6 @@ from tasks.common import (
     iterate,
     resize_square,
 )
-from tasks.inpaint import telea
 
 PAPER_TABLE2 = {  # published numbers (their FFHQ test set), for reference only
     "Zheng et al.": {"l1": 0.020, "psnr": 24.709, "ssim": 0.893, "arcface_cos": 0.506, "fid": 12.808},
@@ -160,10 +160,10 @@ class OpenCVMethod:
     mask_source = "ground truth"  # cv2.inpaint changes the ground-truth mask's pixels only
 
     def __init__(self, method: str):
-        self.method = method
+        self.method = method  # a key of tasks.baselines.OPENCV_METHODS
 
     def __call__(self, batch: dict, index: int) -> torch.Tensor:
-        return telea(batch["masked_image"], batch["mask"], "telea" if self.method == "telea" else "ns")
+        return opencv_inpaint(batch["masked_image"], batch["mask"], self.method)
 
 
 class PredictionsMethod:
@@ -225,8 +225,8 @@ class Evaluator:
             if name == "ours" and cfg.gt_mask_row and r.framing is None:  # a re-framed model's crop differs
                 self.methods["ours_gt_mask"] = GTMaskMethod(self.methods["ours"])
         for b in cfg.baselines:
-            if b not in ("telea", "navier_stokes"):
-                raise ValueError(f"baselines: unknown baseline {b!r}; valid: telea, navier_stokes")
+            if b not in OPENCV_METHODS:
+                raise ValueError(f"baselines: unknown baseline {b!r}; valid: {', '.join(OPENCV_METHODS)}")
             self.methods[b] = OpenCVMethod(b)
         if predictions:
             self.methods["predictions"] = PredictionsMethod(predictions)
@@ -354,18 +354,20 @@ class Evaluator:
         div, spread = DiversityMetric(lpips_metric=self.lpips), DiversityMetric(lpips_metric=self.lpips)
         n_seeds = cfg.diversity_seeds
         control = self.control[name]
+        shared = control.removal_edits if control is not None else []
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
             batch = as_exported(batch)
             masked = resize(batch["masked_image"], remover.image_size)
-            res = remover(masked, cfg.edits, seed=bi)
+            # one N_3D-prior pass (same seed) for the edit spread and the controllability's N_3D prior
+            res = remover(masked, list(dict.fromkeys([*shared, *cfg.edits])), seed=bi)
             if len(cfg.edits) >= 2:
-                spread.update(quantize(res.images))
+                spread.update(quantize(res.pick(cfg.edits).images))
             if n_seeds >= 2:  # N_3D's outputs reused: only the noise differs between the samples
                 samples = [remover(masked, ["keep"], seed=bi * n_seeds + s, coeffs=res.base_coeffs, m=res.m).images
                            for s in range(n_seeds)]
                 div.update(quantize(torch.cat(samples, 1)))
-            if control is not None:  # N_3D's outputs reused
-                control.update(remover, batch, seed=bi, base=(res.base_coeffs, res.m))
+            if control is not None:
+                control.update(remover, batch, seed=bi, n3d=res)
         out = {"diversity": div.compute()["diversity"], "edit_spread": spread.compute()["diversity"]}
         return {**out, **(control.compute() if control is not None else {})}
 

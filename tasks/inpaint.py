@@ -10,10 +10,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine import dist
 from engine.checkpoint import export_inference
@@ -23,37 +20,10 @@ from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
 from losses.identity import identity_loss
 from losses.inpaint import pixel_l1, pixel_l1_masked, tv_loss
 from metrics.image import l1_hole, psnr
-from models.generator import composite
-from tasks.common import (
-    DataConfig,
-    MorphableConfig,
-    build_morphable,
-    build_pairs,
-    gray3,
-    iterate,
-    require_arcface,
-    resize_square,
-)
-
-
-@dataclass
-class PriorConfig:
-    """Where I_3D and m come from: a frozen N_3D (`n3d`, as at test time) or the ground truth (`gt`, ablation)."""
-
-    source: str = "n3d"  # n3d | gt
-    n3d_checkpoint: str | None = None  # RUN/n3d.pt written by train_3d.py
-    n3d_config: str | None = path_field(kind="file")  # if the checkpoint is missing: train it with this 3D config
-    mask_threshold: float = 0.5  # m = sigmoid(seg) > threshold
-    mask_dilate: int = 0  # dilate the predicted m by this many pixels (covers soft mask edges)
-    # Training only, with source n3d: each training sample takes the ground-truth coefficients and mask instead of
-    # N_3D's with this probability (0 = the paper's recipe). Validation and inference always use `source`.
-    train_gt_fraction: float = 0.0
-
-    def __post_init__(self):
-        if self.source not in ("n3d", "gt"):
-            raise ValueError(f"source must be 'n3d' or 'gt', got {self.source!r}")
-        if not 0.0 <= self.train_gt_fraction <= 1.0:
-            raise ValueError(f"prior.train_gt_fraction must be in [0, 1], got {self.train_gt_fraction}")
+from tasks.baselines import telea
+from tasks.common import DataConfig, MorphableConfig, build_pairs, gray3, iterate, require_arcface
+from tasks.prior import PriorConfig, PriorModule, noised
+from tasks.removal import remove
 
 
 @dataclass
@@ -108,79 +78,6 @@ class InpaintExperiment:
                                      "prior.train_gt_fraction > 0) needs coefficients (scripts/extract_coeffs.py)")
 
 
-def noised(masked: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """I_n = I_m (1 - m) + noise m, uniform noise in [0,1] (re-drawn at every call)."""
-    noise = torch.rand(masked.shape, generator=generator, device=masked.device if generator is None else "cpu")
-    return masked * (1 - m) + noise.to(masked.device) * m
-
-
-def dilate(m: torch.Tensor, pixels: int) -> torch.Tensor:
-    return F.max_pool2d(m, 2 * pixels + 1, stride=1, padding=pixels) if pixels > 0 else m
-
-
-class PriorModule:
-    """I_3D and m for a batch of masked images: from a frozen N_3D + renderer, or from the ground truth."""
-
-    def __init__(self, cfg: PriorConfig, morph_cfg: MorphableConfig, image_size: int, device: torch.device):
-        from renderer.render import FaceRenderer
-
-        self.cfg, self.device = cfg, device
-        self.n3d = None
-        if cfg.source == "n3d":
-            from tasks.recon3d import load_n3d
-
-            self.n3d, morph_cfg, n3d_size = load_n3d(cfg.n3d_checkpoint, device, "prior.n3d_checkpoint")
-            self.n3d_size = n3d_size
-            for p in self.n3d.parameters():
-                p.requires_grad_(False)
-        self.morph = build_morphable(morph_cfg)
-        self.renderer = FaceRenderer(self.morph, image_size, backend=morph_cfg.backend).to(device)
-
-    @torch.no_grad()
-    def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """N_3D on the masked image (resized to its training size): coeffs (N,K), m (N,1,H,W) {0,1}."""
-        out = self.n3d(resize_square(masked, self.n3d_size))
-        logits = out["seg_logits"].float()
-        if logits.shape[-1] != masked.shape[-1]:
-            logits = F.interpolate(logits, size=masked.shape[-2:], mode="bilinear", align_corners=False)
-        m = (torch.sigmoid(logits) > self.cfg.mask_threshold).float()
-        return out["coeffs"].float(), dilate(m, self.cfg.mask_dilate)
-
-    @torch.no_grad()
-    def __call__(self, batch: dict, gt_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (I_3D (N,3,H,W), m (N,1,H,W), coeffs (N,K)).
-
-        gt_fraction (source n3d, training): each sample independently takes the ground-truth coefficients and mask
-        with this probability (drawn from the global RNG, so a resumed run draws the same).
-        """
-        if self.cfg.source == "gt":
-            coeffs, m = batch["coeffs"].float(), batch["mask"]
-        else:
-            coeffs, m = self.coefficients_and_mask(batch["masked_image"])
-            if gt_fraction > 0:
-                pick = (torch.rand(coeffs.shape[0]) < gt_fraction).to(coeffs.device)
-                coeffs = torch.where(pick[:, None], batch["coeffs"].float(), coeffs)
-                m = torch.where(pick[:, None, None, None], batch["mask"].to(m), m)
-        return self.render(coeffs), m, coeffs
-
-    @torch.no_grad()
-    def render(self, coeffs: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, enabled=False):
-            return self.renderer(coeffs.float()).image
-
-
-def telea(masked: torch.Tensor, m: torch.Tensor, method: str = "telea", radius: int = 3) -> torch.Tensor:
-    """OpenCV inpainting baseline (Telea or Navier-Stokes) on (N,3,H,W) [0,1] with m (N,1,H,W)."""
-    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
-    out = []
-    for img, mm in zip(masked.detach().float().cpu(), m.detach().float().cpu()):
-        u8 = np.ascontiguousarray((img.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
-        mask = (mm[0].numpy() > 0.5).astype(np.uint8)
-        res = cv2.inpaint(u8, mask, radius, flag)
-        out.append(torch.from_numpy(res).permute(2, 0, 1).float() / 255)
-    return torch.stack(out).to(masked.device)
-
-
 def build_generator(mc: InpaintModelConfig):
     """N_G as configured (training, export loading and inference build it here, so they always agree)."""
     from models.generator import Generator
@@ -228,8 +125,8 @@ class InpaintTask:
     def train_set(self):
         return build_pairs(self.cfg.data, "train", self.prior.morph)
 
-    @property
     def val_set(self):
+        """The held-out pairs (built once)."""
         if self._val is None:
             self._val = build_pairs(self.cfg.data, "val", self.prior.morph)
         return self._val
@@ -289,20 +186,20 @@ class InpaintTask:
     # ---------------------------------------------------------------------------------------- validation
     @torch.no_grad()
     def predict(self, batch: dict, net=None, seed: int = 0) -> dict:
-        """Deterministic inference on a batch (noise from `seed`): the EMA generator by default."""
+        """Deterministic inference on a batch (noise from `seed`) through tasks.removal.remove, as evaluate.py runs
+        it: the EMA generator by default; the prior is N_3D's, or the batch's coefficients and mask (source gt).
+        -> output, raw, i3d, i_n (N,3,H,W) [0,1] and m (N,1,H,W) {0,1}."""
         net = self.g_ema if net is None else net
-        i3d, m, _ = self.prior(batch)
-        g = torch.Generator().manual_seed(seed)
-        i_n = noised(batch["masked_image"], m, g)
-        pred = self.generate(net, i3d, m, i_n).float()
-        out = composite(pred, batch["masked_image"], m) if self.cfg.model.composite else pred
-        return {"output": out, "raw": pred, "i3d": i3d, "m": m, "i_n": i_n}
+        gt = {"coeffs": batch["coeffs"], "m": batch["mask"]} if self.cfg.prior.source == "gt" else {}
+        r = remove(net, self.prior, batch["masked_image"], ["keep"], seed, **gt,
+                   use_3d_prior=self.cfg.model.use_3d_prior, composite_output=self.cfg.model.composite)
+        return {"output": r.images[:, 0], "raw": r.raw[:, 0], "i3d": r.i3d[:, 0], "m": r.m, "i_n": r.i_n}
 
     @torch.no_grad()
     def validate(self, step: int) -> dict:
         """Held-out pairs: L1 inside the true mask and PSNR of N_G (EMA) and of OpenCV Telea on the same inputs."""
         vals = {"l1_hole": [], "psnr": [], "telea_l1_hole": [], "telea_psnr": []}
-        for bi, batch in enumerate(iterate(self.val_set, self.cfg.train.batch_size, device=self.device)):
+        for bi, batch in enumerate(iterate(self.val_set(), self.cfg.train.batch_size, device=self.device)):
             out = self.predict(batch, seed=bi)["output"]
             base = telea(batch["masked_image"], batch["mask"])
             gt, m = batch["image"], batch["mask"]

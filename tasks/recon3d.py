@@ -121,8 +121,8 @@ class Recon3DTask:
     def train_set(self):
         return build_pairs(self.cfg.data, "train", self.morph)
 
-    @property
     def val_set(self):
+        """The held-out pairs (built once)."""
         if self._val is None:
             self._val = build_pairs(self.cfg.data, "val", self.morph)
         return self._val
@@ -193,7 +193,7 @@ class Recon3DTask:
         """Held-out pairs: occlusion IoU, landmark NME of N_3D and of the mean face (all coefficients 0)."""
         self.net.eval()
         ious, nme, nme_mean = [], [], []
-        for batch in iterate(self.val_set, self.cfg.train.batch_size, device=self.device):
+        for batch in iterate(self.val_set(), self.cfg.train.batch_size, device=self.device):
             out = self.net(batch["masked_image"])
             ious.append(mask_iou((out["seg_logits"] > 0).float(), batch["mask"]))
             gt = self.target_landmarks(batch)

@@ -12,6 +12,10 @@ Edit strings (comma-separated operations, applied left to right to N_3D's coeffi
   `NAME[i]=-v` adds v; `NAME=0` sets the whole block; `NAME*=s` scales the whole block.
 Identical inputs, edits and seed give identical outputs.
 
+``remove`` is the one removal pipeline (prior -> edits -> I_3D -> noise -> N_G -> composite): MaskRemover, training
+validation (tasks.inpaint), evaluate.py's model rows and controllability (tasks.evaluation, tasks.control),
+remove_mask.py and scripts/benchmark.py all run it, so validation and evaluation scores come from the same code.
+
 Inference settings that belong to a model travel in its export (``config['inference']``, InferenceConfig): the
 noise convention its N_G was trained with and the framing its networks expect. Our train_inpaint.py exports have
 none (the defaults: 3-channel noise in the hole, input already framed); scripts/convert_release.py writes the
@@ -31,9 +35,7 @@ import torch
 from engine.config import path_field
 from models.generator import composite
 from tasks.common import resize_square
-from tasks.inpaint import noised
-
-NOISE_CONVENTIONS = ("hole", "release")
+from tasks.prior import NOISE_CONVENTIONS, dilate, noised
 
 
 @dataclass
@@ -41,7 +43,7 @@ class InferenceConfig:
     """How a model is fed at inference (the ``inference`` entry of an inpainting export).
 
     noise: ``hole`` (ours: I_n = I_m (1 - m) + u m, u ~ U(0,1) per RGB channel) or ``release`` (the authors' test.py:
-        I_n = I_m (1 - m) + u, one channel u ~ U(0,1) over the whole image, broadcast to RGB).
+        I_n = I_m (1 - m) + u, one channel u ~ U(0,1) over the whole image, broadcast to RGB); tasks.prior.noised.
     framing: the crop the networks expect (data.align: ffhq, deng, release); None = the input is already framed
         as the model was trained (our exports), so nothing is re-aligned.
     lm3d_path: BFM/similarity_Lm3D_all.mat, needed by the deng / release framings.
@@ -59,13 +61,6 @@ class InferenceConfig:
 
             get_framing(self.framing)
 
-
-def noised_input(masked: torch.Tensor, m: torch.Tensor, generator: torch.Generator, convention: str = "hole"):
-    """N_G's I_n for masked (N,3,H,W) [0,1] and m (N,1,H,W) {0,1}, noise from ``generator`` (InferenceConfig)."""
-    if convention == "hole":
-        return noised(masked, m, generator)
-    noise = torch.rand(m.shape, generator=generator).to(masked.device)
-    return masked * (1 - m) + noise
 
 _OP = re.compile(r"^(?P<name>[a-z_]+)(\[(?P<idx>\d+)\])?\s*(?P<op>\*=|=)\s*(?P<val>[+-]?\d*\.?\d+(e[+-]?\d+)?)$")
 
@@ -113,9 +108,9 @@ def apply_edit(coeffs: torch.Tensor, edit: str, model) -> torch.Tensor:
 
 @dataclass
 class Removal:
-    """images (N,K,3,H,W) final results; raw (N,K,3,H,W) generator outputs; i3d (N,K,3,H,W) rendered priors;
-    m (N,1,H,W) occlusion map; coeffs (N,K,C) edited coefficients; base_coeffs (N,C) N_3D's prediction (in the
-    model's own crop)."""
+    """images (N,K,3,S,S) final results; raw (N,K,3,S,S) generator outputs; i3d (N,K,3,S,S) rendered priors;
+    m (N,1,S,S) occlusion map; coeffs (N,K,C) edited coefficients; base_coeffs (N,C) N_3D's prediction (in the
+    model's own crop); all in [0,1] at the model's size S except the coefficients."""
 
     images: torch.Tensor
     raw: torch.Tensor
@@ -124,6 +119,62 @@ class Removal:
     coeffs: torch.Tensor
     base_coeffs: torch.Tensor
     landmarks: torch.Tensor | None = None  # (N,68,2) of base_coeffs, in pixels of the images given to the call
+    i_n: torch.Tensor | None = None  # (N,3,S,S) N_G's noised input (the same for every edit), in the model's crop
+    edits: list[str] | None = None  # the K edits, in order
+
+    def pick(self, edits: list[str]) -> Removal:
+        """The results of `edits` (each one of self.edits) in that order, as if only they had been asked for."""
+        col = [self.edits.index(e) for e in edits]
+        return Removal(self.images[:, col], self.raw[:, col], self.i3d[:, col], self.m, self.coeffs[:, col],
+                       self.base_coeffs, self.landmarks, self.i_n, list(edits))
+
+
+@torch.no_grad()
+def remove(gen: torch.nn.Module, prior, masked: torch.Tensor, edits: list[str] | None = None, seed: int = 0,
+           coeffs: torch.Tensor | None = None, m: torch.Tensor | None = None, *, use_3d_prior: bool = True,
+           composite_output: bool = True, noise: str = "hole", grey_prior: bool = False) -> Removal:
+    """The removal pipeline, the one every caller runs (validation, evaluate.py, remove_mask.py, the benchmark):
+    prior -> edits -> I_3D -> noise -> N_G -> composite.
+
+    gen: N_G; prior: a tasks.prior.PriorModule (its renderer's size S is the model's size); masked (N,3,H,W) [0,1],
+    resized to S. K edits (apply_edit strings; default ["keep"]) run in one generator batch of N x K, all with the
+    same noise, drawn from `seed` under the `noise` convention (tasks.prior.noised). `coeffs` (N,C) / `m`
+    (N,1,S,S) {0,1} replace N_3D's predictions (the ground-truth prior); N_3D runs only for what is not given.
+    use_3d_prior: False for an N_G trained without I_3D; composite_output: the input outside m; grey_prior: a
+    constant 0.5 grey I_3D instead of the render (how much N_G relies on the prior: metrics.control).
+    """
+    device, size = prior.device, prior.renderer.image_size
+    masked = masked.to(device).float()
+    in_size = masked.shape[-1]
+    masked = resize_square(masked, size)
+    edits = list(edits or ["keep"])
+    if coeffs is None or m is None:
+        base, m_pred = prior.coefficients_and_mask(masked)
+    base = base if coeffs is None else coeffs.to(device).float()
+    m = m_pred if m is None else m.to(device).float()
+    n, k = masked.shape[0], len(edits)
+    edited = torch.stack([apply_edit(base, e, prior.morph) for e in edits], 1)  # (N,K,C)
+    if grey_prior:  # nothing to render
+        i3d = torch.full((n * k, 3, size, size), 0.5, device=device)
+    else:
+        i3d = prior.render(edited.flatten(0, 1))  # (N*K,3,S,S)
+    i_n = noised(masked, m, torch.Generator().manual_seed(int(seed)), noise)
+    rep = lambda t: t.unsqueeze(1).expand(n, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731
+    raw = gen(rep(m), i3d if use_3d_prior else None, rep(i_n)).float()
+    final = composite(raw, rep(masked), rep(m)) if composite_output else raw
+    shape = (n, k, 3, size, size)
+    lm = prior.renderer.landmarks(base) * (in_size / size)
+    return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base, lm, i_n, edits)
+
+
+SEAM_MARGIN = 2  # pixels at the model's size
+
+
+def seam_region(m: torch.Tensor) -> torch.Tensor:
+    """The region a photo takes from a result, m (N,1,S,S) {0,1} grown by SEAM_MARGIN pixels: paste_back's
+    feathered seam then lies outside N_3D's (already ``prior.mask_dilate``-grown) m, so m itself is replaced whole.
+    Scoring (MaskRemover.in_frame) pastes m exactly, as every row of evaluate.py is composited."""
+    return dilate(m, SEAM_MARGIN)
 
 
 class MaskRemover:
@@ -131,7 +182,7 @@ class MaskRemover:
 
     def __init__(self, prior, generator: torch.nn.Module, use_3d_prior: bool = True, composite: bool = True,
                  inference: InferenceConfig | None = None):
-        self.prior = prior  # tasks.inpaint.PriorModule with source n3d
+        self.prior = prior  # tasks.prior.PriorModule with source n3d
         self.gen = generator.eval()
         self.use_3d_prior = use_3d_prior
         self.composite = composite
@@ -164,7 +215,8 @@ class MaskRemover:
         from engine.checkpoint import load_inference
         from engine.config import build_dataclass
         from tasks.common import MorphableConfig
-        from tasks.inpaint import InpaintModelConfig, PriorConfig, PriorModule, build_generator
+        from tasks.inpaint import InpaintModelConfig, build_generator  # the export's N_G config lives with training
+        from tasks.prior import PriorConfig, PriorModule
 
         device = torch.device(device)
         p = Path(inpaint_ckpt)
@@ -201,33 +253,11 @@ class MaskRemover:
     def __call__(self, masked: torch.Tensor, edits: list[str] | None = None, seed: int = 0,
                  coeffs: torch.Tensor | None = None, m: torch.Tensor | None = None,
                  grey_prior: bool = False) -> Removal:
-        """masked (N,3,S,S) [0,1]; K edits -> Removal with N x K results (one generator batch).
-
-        The noise in the hole is drawn from `seed` (the same noise for every edit, so the edits alone differ).
-        `coeffs` / `m` override N_3D's predictions (e.g. ground truth, for ablations). `grey_prior` gives N_G a
-        constant 0.5 grey I_3D instead of the render (how much N_G relies on the prior: metrics.control).
-        """
-        masked = masked.to(self.device).float()
-        in_size = masked.shape[-1]
-        masked = resize_square(masked, self.image_size)
-        edits = list(edits or ["keep"])
-        if coeffs is None or m is None:  # N_3D only for what is not given
-            base, m_pred = self.analyze(masked)
-        base = base if coeffs is None else coeffs.to(self.device).float()
-        m = m_pred if m is None else m.to(self.device).float()
-        n, k = masked.shape[0], len(edits)
-        edited = torch.stack([apply_edit(base, e, self.model) for e in edits], 1)  # (N,K,C)
-        if grey_prior:  # nothing to render
-            i3d = torch.full((n * k, 3, self.image_size, self.image_size), 0.5, device=self.device)
-        else:
-            i3d = self.prior.render(edited.flatten(0, 1))  # (N*K,3,S,S)
-        i_n = noised_input(masked, m, torch.Generator().manual_seed(int(seed)), self.inference.noise)
-        rep = lambda t: t.unsqueeze(1).expand(n, k, *t.shape[1:]).flatten(0, 1)  # noqa: E731
-        raw = self.gen(rep(m), i3d if self.use_3d_prior else None, rep(i_n)).float()
-        final = composite(raw, rep(masked), rep(m)) if self.composite else raw
-        shape = (n, k, 3, self.image_size, self.image_size)
-        lm = self.prior.renderer.landmarks(base) * (in_size / self.image_size)
-        return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base, lm)
+        """masked (N,3,H,W) [0,1]; K edits -> Removal with N x K results (one generator batch): ``remove`` with
+        this model's settings. `coeffs` / `m` replace N_3D's predictions (the ground-truth prior); `grey_prior` gives
+        N_G a constant 0.5 grey I_3D."""
+        return remove(self.gen, self.prior, masked, edits, seed, coeffs, m, use_3d_prior=self.use_3d_prior,
+                      composite_output=self.composite, noise=self.inference.noise, grey_prior=grey_prior)
 
     @torch.no_grad()
     def in_frame(self, masked: torch.Tensor, landmarks: torch.Tensor, edits: list[str] | None = None,
@@ -262,4 +292,5 @@ class MaskRemover:
             lms.append(transform_points(res.landmarks[i].cpu(), invert_transform(a.transform)))  # crop -> input
         dev = self.device
         return Removal(torch.stack(images).to(dev), torch.stack(raw).to(dev), torch.stack(i3d).to(dev),
-                       torch.stack(m).to(dev), res.coeffs, res.base_coeffs, torch.stack(lms).to(dev))
+                       torch.stack(m).to(dev), res.coeffs, res.base_coeffs, torch.stack(lms).to(dev), res.i_n,
+                       res.edits)

@@ -109,11 +109,11 @@ def test_gt_mask_row_uses_the_ground_truth_mask_and_reuses_n3d(inpaint_export, t
     ev = Evaluator(eval_cfg(inpaint_export, metrics=("l1",), baselines=[]), tmp_path / "e")
     batch = as_exported(next(iter(iterate(ev.testset, 4, device=torch.device("cpu")))))
     remover, m, x = ev.removers["ours"], batch["mask"], batch["masked_image"]
-    calls, analyze = [], remover.analyze
-    remover.analyze = lambda t: calls.append(len(t)) or analyze(t)
+    calls, analyze = [], remover.prior.coefficients_and_mask  # N_3D
+    remover.prior.coefficients_and_mask = lambda t: calls.append(len(t)) or analyze(t)
     n3d_row = ev.methods["ours"](batch, 0)
     gt_row = ev.methods["ours_gt_mask"](batch, 0)
-    remover.analyze = analyze
+    remover.prior.coefficients_and_mask = analyze
     assert calls == [4]  # N_3D ran for the N_3D-mask row only
     assert torch.equal(gt_row * (1 - m), x * (1 - m))  # composited with the ground-truth mask
     assert not torch.equal(n3d_row * (1 - m), x * (1 - m))  # N_3D's (untrained) mask differs from it

@@ -50,10 +50,10 @@ def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_expor
     ev = Evaluator(eval_cfg(inpaint_export, metrics=("l1",), baselines=[], test={
         "image_size": 48, "faces": [{"kind": "synthetic", "num": 6, "offset": 2_000_000}]}), tmp_path / "e")
     remover = ev.removers["ours"]
-    calls, analyze = [], remover.analyze
-    remover.analyze = lambda x: calls.append(len(x)) or analyze(x)
+    calls, analyze = [], remover.prior.coefficients_and_mask  # N_3D
+    remover.prior.coefficients_and_mask = lambda x: calls.append(len(x)) or analyze(x)
     row = ev.run()["methods"]["ours"]
-    remover.analyze = analyze
+    remover.prior.coefficients_and_mask = analyze
     # N_3D once per test batch (2) and once for the one batch of edits (controllability reuses it, no re-fit)
     assert calls == [4, 2, 2]
     iou, nme = get_metric("mask_iou"), get_metric("landmark_nme")

@@ -8,7 +8,9 @@ from torch.utils.data import default_collate
 
 from engine.config import build_dataclass
 from engine.loop import StepContext
-from tasks.inpaint import InpaintExperiment, InpaintTask, noised, telea
+from tasks.baselines import telea
+from tasks.inpaint import InpaintExperiment, InpaintTask
+from tasks.prior import noised
 from tasks.removal import MaskRemover, apply_edit
 from tests.helpers import tiny_data, tiny_train
 
@@ -110,7 +112,7 @@ def remover(n3d_export, tmp_path_factory):
 
 def test_generation_api_edits_and_seeds(remover):
     remover, task = remover
-    batch = default_collate([task.val_set[i] for i in range(2)])
+    batch = default_collate([task.val_set()[i] for i in range(2)])
     edits = ["neutral", "smile", "open_mouth", "exp[3]=+1.5"]
     m = batch["mask"]  # the true map: an untrained N_3D's own map may be empty
     a = remover(batch["masked_image"], edits, seed=5, m=m)
@@ -126,7 +128,7 @@ def test_generation_api_edits_and_seeds(remover):
 
 def test_expression_edit_changes_the_hole_not_the_rest(remover):
     remover, task = remover
-    batch = default_collate([task.val_set[i] for i in range(2)])
+    batch = default_collate([task.val_set()[i] for i in range(2)])
     out = remover(batch["masked_image"], ["neutral", "open_mouth"], seed=0, m=batch["mask"])
     diff = (out.images[:, 0] - out.images[:, 1]).abs().mean(1, keepdim=True)
     m = out.m

@@ -65,7 +65,7 @@ def release_exports(release_files, synthetic_scene, tmp_path_factory):  # noqa: 
 
 def test_convert_release_keeps_the_functions_and_the_release_settings(release_files, release_exports):
     from tasks.common import MorphableConfig
-    from tasks.inpaint import PriorConfig, PriorModule
+    from tasks.prior import PriorConfig, PriorModule
     from tasks.removal import MaskRemover
 
     remover = MaskRemover.from_checkpoints(release_exports / "inpaint.pt")
@@ -97,17 +97,16 @@ def test_release_n3d_fine_tunes_through_init_checkpoint(release_files, release_e
 
 
 def test_release_conventions_noise_and_dilation():
-    from tasks.inpaint import dilate
-    from tasks.removal import noised_input
+    from tasks.prior import dilate, noised
 
     g = torch.Generator().manual_seed(1)
     masked = torch.rand(2, 3, 16, 16, generator=g)
     m = (torch.rand(2, 1, 16, 16, generator=g) > 0.7).float()
-    rel = noised_input(masked, m, torch.Generator().manual_seed(0), "release")
+    rel = noised(masked, m, torch.Generator().manual_seed(0), "release")
     u = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))  # one channel, the whole image
     assert torch.equal(rel, masked * (1 - m) + u)
     assert not torch.equal(rel * (1 - m), masked * (1 - m))  # the visible pixels get noise too
-    ours = noised_input(masked, m, torch.Generator().manual_seed(0), "hole")
+    ours = noised(masked, m, torch.Generator().manual_seed(0), "hole")
     assert torch.equal(ours * (1 - m), masked * (1 - m)) and not torch.equal(ours[:, 0], ours[:, 1])
     # the release's 5x5 then 3x3 max filters are one 3-pixel dilation
     sparse = (torch.rand(1, 1, 32, 32, generator=g) > 0.97).float()

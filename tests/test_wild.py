@@ -36,9 +36,9 @@ def astronaut(tmp_path_factory):
 def lower_face_m(monkeypatch):
     """N_3D's occlusion map replaced by a lower-face ellipse (what a trained N_3D predicts for a mask; the tests'
     untrained N_3D marks the whole crop)."""
-    from tasks.removal import MaskRemover
+    from tasks.prior import PriorModule
 
-    analyze = MaskRemover.analyze
+    analyze = PriorModule.coefficients_and_mask
 
     def fixed(self, masked):
         coeffs, m = analyze(self, masked)
@@ -47,7 +47,7 @@ def lower_face_m(monkeypatch):
         ell = ((xx - s * 0.5) / (s * 0.28)) ** 2 + ((yy - s * 0.7) / (s * 0.22)) ** 2 <= 1
         return coeffs, ell.to(m).expand_as(m).contiguous()
 
-    monkeypatch.setattr(MaskRemover, "analyze", fixed)
+    monkeypatch.setattr(PriorModule, "coefficients_and_mask", fixed)
 
 
 def test_landmark_files_take_68_or_5_points(astronaut, tmp_path):

@@ -1,0 +1,117 @@
+"""The 3D prior of N_G (paper section 3.1): where I_3D and the occlusion map m come from, and the noised input I_n.
+
+At test time a frozen N_3D predicts the 3DMM coefficients and m from the masked image, and the renderer turns the
+coefficients into I_3D; the ablation ``source: gt`` takes both from the ground truth. Training
+(tasks.inpaint), validation, evaluation and remove_mask.py all get their prior from ``PriorModule`` and their I_n from
+``noised``; the removal itself is tasks.removal.remove.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from engine.config import path_field
+from tasks.common import MorphableConfig, build_morphable, build_renderer, resize_square
+from tasks.recon3d import load_n3d
+
+__all__ = ["NOISE_CONVENTIONS", "PriorConfig", "PriorModule", "dilate", "load_n3d", "noised"]
+
+NOISE_CONVENTIONS = ("hole", "release")
+
+
+@dataclass
+class PriorConfig:
+    """Where I_3D and m come from: a frozen N_3D (`n3d`, as at test time) or the ground truth (`gt`, ablation)."""
+
+    source: Literal["n3d", "gt"] = "n3d"
+    n3d_checkpoint: str | None = None  # RUN/n3d.pt written by train_3d.py
+    n3d_config: str | None = path_field(kind="file")  # if the checkpoint is missing: train it with this 3D config
+    mask_threshold: float = 0.5  # m = sigmoid(seg) > threshold
+    mask_dilate: int = 0  # dilate the predicted m by this many pixels (covers soft mask edges)
+    # Training only, with source n3d: each training sample takes the ground-truth coefficients and mask instead of
+    # N_3D's with this probability (0 = the paper's recipe). Validation and inference always use `source`.
+    train_gt_fraction: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.train_gt_fraction <= 1.0:
+            raise ValueError(f"prior.train_gt_fraction must be in [0, 1], got {self.train_gt_fraction}")
+
+
+def noised(masked: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None,
+           convention: str = "hole") -> torch.Tensor:
+    """N_G's input I_n for masked (N,3,H,W) [0,1] and m (N,1,H,W) {0,1} -> (N,3,H,W).
+
+    convention ``hole`` (ours): I_n = I_m (1 - m) + u m, u ~ U(0,1) per RGB channel; ``release`` (the authors'
+    test.py): I_n = I_m (1 - m) + u, one channel u ~ U(0,1) over the whole image, broadcast to RGB.
+    The noise comes from ``generator`` (a CPU generator: the same noise on every device) or, when None, from the
+    global RNG of masked's device (training: re-drawn at every call).
+    """
+    if convention not in NOISE_CONVENTIONS:
+        raise ValueError(f"noise must be one of {', '.join(NOISE_CONVENTIONS)}, got {convention!r}")
+    device = masked.device if generator is None else "cpu"
+    if convention == "hole":
+        noise = torch.rand(masked.shape, generator=generator, device=device)
+        return masked * (1 - m) + noise.to(masked.device) * m
+    noise = torch.rand(m.shape, generator=generator, device=device)
+    return masked * (1 - m) + noise.to(masked.device)
+
+
+def dilate(m: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Max filter of m (N,1,H,W) {0,1} over a (2 pixels + 1) square: m grown by `pixels` on every side."""
+    return F.max_pool2d(m, 2 * pixels + 1, stride=1, padding=pixels) if pixels > 0 else m
+
+
+class PriorModule(torch.nn.Module):
+    """I_3D and m for a batch of masked images: from a frozen N_3D + renderer, or from the ground truth.
+
+    An nn.Module so that ``.to(device)`` and ``modules()`` see N_3D and the renderer; it has no trainable
+    parameters (N_3D is frozen and in eval mode) and is not checkpointed by the training loop (its weights are
+    the N_3D export's). ``morph`` is the morphable model N_3D's coefficients belong to.
+    """
+
+    def __init__(self, cfg: PriorConfig, morph_cfg: MorphableConfig, image_size: int, device: torch.device):
+        super().__init__()
+        self.cfg, self.device = cfg, device
+        self.n3d, self.n3d_size = None, None
+        if cfg.source == "n3d":
+            n3d, morph_cfg, self.n3d_size = load_n3d(cfg.n3d_checkpoint, device, "prior.n3d_checkpoint")
+            self.n3d = n3d.requires_grad_(False)
+        self.morph = build_morphable(morph_cfg)
+        self.renderer = build_renderer(morph_cfg, image_size, device, self.morph)
+
+    @torch.no_grad()
+    def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """N_3D on masked (N,3,H,W) [0,1] (resized to its training size): coeffs (N,K), m (N,1,H,W) {0,1}."""
+        out = self.n3d(resize_square(masked, self.n3d_size))
+        logits = out["seg_logits"].float()
+        if logits.shape[-1] != masked.shape[-1]:
+            logits = F.interpolate(logits, size=masked.shape[-2:], mode="bilinear", align_corners=False)
+        m = (torch.sigmoid(logits) > self.cfg.mask_threshold).float()
+        return out["coeffs"].float(), dilate(m, self.cfg.mask_dilate)
+
+    @torch.no_grad()
+    def forward(self, batch: dict, gt_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training prior of a batch of pairs -> (I_3D (N,3,H,W) [0,1], m (N,1,H,W) {0,1}, coeffs (N,K)).
+
+        gt_fraction (source n3d): each sample independently takes the ground-truth coefficients and mask with this
+        probability (drawn from the global RNG, so a resumed run draws the same).
+        """
+        if self.cfg.source == "gt":
+            coeffs, m = batch["coeffs"].float(), batch["mask"]
+        else:
+            coeffs, m = self.coefficients_and_mask(batch["masked_image"])
+            if gt_fraction > 0:
+                pick = (torch.rand(coeffs.shape[0]) < gt_fraction).to(coeffs.device)
+                coeffs = torch.where(pick[:, None], batch["coeffs"].float(), coeffs)
+                m = torch.where(pick[:, None, None, None], batch["mask"].to(m), m)
+        return self.render(coeffs), m, coeffs
+
+    @torch.no_grad()
+    def render(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """coeffs (N,K) -> I_3D (N,3,H,W) [0,1], always in float32 (outside any autocast)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.renderer(coeffs.float()).image
