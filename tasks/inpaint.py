@@ -211,11 +211,14 @@ class InpaintTask:
 
     @torch.no_grad()
     def images(self, batch: dict) -> dict:
-        """I_m | m | I_3D | I_n | output | I."""
+        """I_m | m | I_3D | I_n | output | I (with model.prior_blend also the gate: white = I_3D copied)."""
         n = min(4, batch["image"].shape[0])
         b = {k: v[:n] for k, v in batch.items() if torch.is_tensor(v)}
         p = self.predict(b)
         rows = [b["masked_image"], gray3(p["m"]), p["i3d"], p["i_n"], p["output"], b["image"]]
+        if self.g_ema.gate is not None:
+            _, gate = self.g_ema(p["m"], p["i3d"], p["i_n"], return_gate=True)
+            return {"inpaint/masked|m|I3D|In|output|real|gate": torch.cat([*rows, gray3(gate)], 0)}
         return {"inpaint/masked|m|I3D|In|output|real": torch.cat(rows, 0)}
 
     # -------------------------------------------------------------------------------------------- export

@@ -12,25 +12,28 @@ from tasks.removal import MaskRemover
 from tests.helpers import tiny_data, tiny_train
 
 
-def make_task(n3d_export, source="n3d"):
+def make_task(n3d_export, source="n3d", prior_blend=False):
     torch.manual_seed(0)
     cfg = build_dataclass(InpaintExperiment, {
         "data": tiny_data(n_val=6), "prior": {"n3d_checkpoint": str(n3d_export), "source": source, "mask_dilate": 1},
-        "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32, "n_down": 1},
+        "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32, "n_down": 1,
+                  "prior_blend": prior_blend},
         "loss": {"w_id": 0.0}, "train": tiny_train(batch_size=4)})
     return InpaintTask(cfg, torch.device("cpu"))
 
 
-def test_validation_and_evaluation_give_identical_numbers(n3d_export, tmp_path):
+@pytest.mark.parametrize("prior_blend", [False, True])
+def test_validation_and_evaluation_give_identical_numbers(n3d_export, tmp_path, prior_blend):
     from tasks.evaluation import EvalExperiment, Evaluator
 
-    task = make_task(n3d_export)
+    task = make_task(n3d_export, prior_blend=prior_blend)
     val = task.validate(0)
     # evaluate.py's row "ours" of the exported model, given the validation batches (batch i gets noise seed i in both)
     ev = Evaluator(build_dataclass(EvalExperiment, {
         "test": {"image_size": 32, "faces": [{"kind": "synthetic", "num": 2, "offset": 2_000_000}]},
         "checkpoint": str(task.export(tmp_path / "i.pt")), "metrics": ["l1"], "baselines": []}), tmp_path / "eval")
     row = ev.methods["ours"]
+    assert (ev.removers["ours"].gen.gate is not None) == prior_blend  # the export rebuilds the gated N_G
     l1s, psnrs = [], []
     for bi, batch in enumerate(iterate(task.val_set(), task.cfg.train.batch_size)):
         out = row(batch, bi)
@@ -42,6 +45,8 @@ def test_validation_and_evaluation_give_identical_numbers(n3d_export, tmp_path):
     assert float(torch.cat(l1s).nanmean()) == val["l1_hole"]
     assert float(torch.cat(psnrs).nanmean()) == val["psnr"]
     assert 0 < val["l1_hole"] < 1
+    (key, grid), = task.images(batch).items()  # TensorBoard's grid shows the gate as a seventh row
+    assert key.endswith("|gate") == prior_blend and grid.shape[0] == (7 if prior_blend else 6) * batch["image"].shape[0]
 
 
 def test_ground_truth_prior_goes_in_as_coefficients_and_mask(n3d_export, tmp_path):
