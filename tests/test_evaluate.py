@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine.config import build_dataclass
-from tasks.evaluation import EvalExperiment, Evaluator, build_testset, results_markdown
+from tasks.evaluation import EvalExperiment, Evaluator, build_testset
+from tasks.report import results_markdown
 
 
 def eval_cfg(checkpoint=None, metrics=("l1", "l1_hole", "psnr", "ssim", "lpips", "arcface_cos", "fid"), **kw):
