@@ -160,6 +160,8 @@ def test_registry():
     assert "psnrr" in str(err.value) and "ssim" in str(err.value) and "fid" in str(err.value)
     m = metrics.get_metric("psnr", data_range=1.0)
     assert isinstance(m, metrics.PSNRMetric) and m.comparable and m.higher_is_better
+    assert metrics.available("image") == ["arcface_cos", "fid", "l1", "l1_hole", "lpips", "psnr", "ssim"]
+    assert metrics.available("mask") == ["mask_iou"] and metrics.available("landmarks") == ["landmark_nme"]
 
 
 # ---------------------------------------------------------------- Frechet distance and streaming statistics
@@ -239,6 +241,46 @@ def test_fid_metric_identical_sets_zero_and_cache(tmp_path):
     assert cached.compute()["fid"] == pytest.approx(value, rel=1e-9)
     other_set = metrics.FID(feature_net=_TinyFeatures(), cache_dir=tmp_path, reference_id="test:41")
     assert not other_set.has_reference and other_set.cache_path != cached.cache_path
+
+
+def test_metrics_of_one_context_share_its_networks_settings_and_fid_reference(tmp_path, monkeypatch):
+    seen = []  # batch sizes the FID network ran on
+
+    class Counting(_TinyFeatures):
+        def forward(self, x):
+            seen.append(len(x))
+            return super().forward(x)
+
+    monkeypatch.setattr(metrics.context, "FIDInception", lambda weights_path=None, key="": Counting())
+    ctx = metrics.MetricContext(cache_dir=tmp_path, test_set_id="test:8", psnr_max_db=50.0, ssim_convention="skimage")
+    assert metrics.build_metric("psnr", ctx).max_db == 50.0
+    assert metrics.build_metric("ssim", ctx).convention == "skimage"
+    assert metrics.build_metric("lpips", ctx).model is metrics.build_metric("diversity", ctx).lpips.model
+    a, b = metrics.build_metric("fid", ctx), metrics.build_metric("fid", ctx)  # two methods, one test set
+    assert a.net is b.net and a.reference is b.reference
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(8, 3, 16, 16, generator=g)
+    fake = torch.rand(8, 3, 16, 16, generator=g) ** 2
+    for i in (0, 4):
+        a.update(fake[i:i + 4], real[i:i + 4])
+        b.update(real[i:i + 4], real[i:i + 4])
+    assert seen == [4] * 6  # per batch: a's and b's predictions, the reference once
+    direct = metrics.FID(feature_net=_TinyFeatures())
+    direct.update(fake, real)
+    assert a.compute()["fid"] == pytest.approx(direct.compute()["fid"], rel=1e-6)  # batches of 4 vs 8
+    assert abs(b.compute()["fid"]) < 1e-8 and a.cache_path.is_file()
+
+    seen.clear()  # the next run on the same test set reads the reference from the cache
+    c = metrics.build_metric("fid", metrics.MetricContext(cache_dir=tmp_path, test_set_id="test:8"))
+    c.update(fake, real)
+    assert c.has_reference and seen == [8] and c.compute()["fid"] == pytest.approx(a.compute()["fid"], rel=1e-6)
+    d = metrics.build_metric("fid", metrics.MetricContext(test_set_id="test:8"))
+    d.update(fake[:4], real[:4])
+    d.reference.add(real[:4], 0, d.features)  # images 0-3 once more (another method): skipped
+    assert d.ref_stats.n == 4
+    with pytest.raises(ValueError, match="images from 8 given, but 4 accumulated"):
+        d.reference.add(real[4:], 8, d.features)  # a gap: not the test set in order
 
 
 # ---------------------------------------------------------------- FID Inception (299 px on CPU: 2 images only)
