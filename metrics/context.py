@@ -49,6 +49,7 @@ class MetricContext:
         weights_key: the config section naming ``weights``, for one-line errors ("weights.fid_inception: ...").
         cache_dir: folder of cached reference statistics; None: no caching.
         test_set_id: the test set's identity (``metrics.reference.reference_id``): keys the cached statistics.
+        image_size: side of the test images in pixels (None: unknown), checked by metrics with a minimum size.
         psnr_max_db: per-image PSNR cap (None: no cap).
         ssim_convention: a name of ``metrics.image.SSIM_CONVENTIONS``.
     """
@@ -58,6 +59,7 @@ class MetricContext:
     weights_key: str = "weights"
     cache_dir: str | os.PathLike | None = None
     test_set_id: str | None = None
+    image_size: int | None = None
     psnr_max_db: float | None = None
     ssim_convention: str = "wang"
 

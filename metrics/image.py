@@ -230,6 +230,10 @@ class SSIMMetric(PerImageMetric):
 
     @classmethod
     def from_context(cls, ctx) -> SSIMMetric:
+        win = ssim_window(ctx.ssim_convention)
+        if ctx.image_size is not None and ctx.image_size < win:
+            raise ValueError(f"ssim_convention {ctx.ssim_convention}: its {win}x{win} window needs test images of at "
+                             f"least {win} px, got {ctx.image_size}")
         return cls(convention=ctx.ssim_convention)
 
     def per_image(self, pred, target, mask=None, landmarks=None):

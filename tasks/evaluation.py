@@ -167,14 +167,10 @@ class PredictionsMethod:
 
 def _check_scoring(cfg: EvalExperiment) -> None:
     """One-line errors for the scoring settings, before any checkpoint is loaded."""
-    from metrics.image import SSIM_CONVENTIONS, ssim_window
+    from metrics.image import SSIM_CONVENTIONS
 
     if cfg.ssim_convention not in SSIM_CONVENTIONS:
         raise ValueError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
-    win = ssim_window(cfg.ssim_convention)
-    if "ssim" in cfg.metrics and cfg.test.image_size < win:
-        raise ValueError(f"ssim_convention {cfg.ssim_convention}: its {win}x{win} window needs test.image_size >= "
-                         f"{win}, got {cfg.test.image_size}")
     if not cfg.psnr_max_db > 0:
         raise ValueError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
 
@@ -236,8 +232,8 @@ class Evaluator:
                     valid = sorted(n for k in kinds for n in available(k))
                     raise ValueError(f"{section}: unknown metric {name!r}; valid: {', '.join(valid)}")
         self.context = MetricContext(self.device, cfg.weights, cache_dir=cfg.fid_cache_dir,
-                                     test_set_id=self.fid_reference_id(), psnr_max_db=cfg.psnr_max_db,
-                                     ssim_convention=cfg.ssim_convention)
+                                     test_set_id=self.fid_reference_id(), image_size=cfg.test.image_size,
+                                     psnr_max_db=cfg.psnr_max_db, ssim_convention=cfg.ssim_convention)
         self.metrics = {m: {name: build_metric(name, self.context) for name in cfg.metrics} for m in self.methods}
         self.n3d_metrics = {m: {name: build_metric(name, self.context) for name in cfg.n3d_metrics}
                             for m in self.removers}

@@ -79,7 +79,7 @@ def test_ssim_convention_flag_and_errors(tmp_path, capsys):
         capsys.readouterr().out
     with pytest.raises(SystemExit):  # 51x51 window on 32 px images: refused before any work
         evaluate.main([*base, "--ssim-convention", "edgeconnect"])
-    assert "needs test.image_size >= 51, got 32" in capsys.readouterr().out
+    assert "its 51x51 window needs test images of at least 51 px, got 32" in capsys.readouterr().out
     assert evaluate.main([*base, "--ssim-convention", "skimage"]) == 0
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["conventions"]["ssim"].startswith("skimage: scikit-image defaults")
