@@ -1,5 +1,9 @@
-"""FID: pytorch-fid's Inception features (weights from a local file), streaming Gaussian statistics, cached
-reference statistics, and the Frechet distance.
+"""FID: pytorch-fid's Inception features (weights from a local file), streaming Gaussian statistics, reference
+statistics shared by every method on one test set and cached, and the Frechet distance.
+
+The Inception is assembled here from torchvision's ``inception_v3`` and pytorch-fid's public ``FIDInception*``
+blocks, in the layout of pytorch-fid's ``InceptionV3``: nothing of pytorch-fid is patched (its constructor would
+download the weights), so it is thread-safe and uses none of its private helpers.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ def _check_state(net: nn.Module, state, path: Path, key: str) -> None:
 
 
 class FIDInception(nn.Module):
-    """pytorch-fid's ``InceptionV3`` (2048-d final average pool) with weights from a local file, never downloaded.
+    """The features of pytorch-fid's ``InceptionV3`` (2048-d final average pool, bit for bit) with weights from a
+    local file, never downloaded.
 
     Args:
         weights_path: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (a state dict of ``fid_inception_v3``).
