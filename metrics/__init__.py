@@ -1,19 +1,22 @@
 """Evaluation metrics: a registry of streaming metric objects plus the per-image functions behind them.
 
-    m = get_metric("psnr")            # or "ssim", "l1", "l1_hole", "lpips", "fid", "arcface_cos", ...
+    ctx = MetricContext(device="cpu", weights=FeatureWeights(...), cache_dir=..., test_set_id=...)
+    m = build_metric("psnr", ctx)     # or "ssim", "l1", "l1_hole", "lpips", "fid", "arcface_cos", ...
     for batch in loader:
         m.update(pred, target, mask=m_occ)   # see each class for what update takes (attribute `kind`)
     m.compute()                       # {"psnr": 27.2}
     m.comparable                      # False when a feature network lacks its published weights
 
-``available()`` lists the names; an unknown name raises ValueError listing them.
+``build_metric`` takes everything from the context (``metrics.context``); ``get_metric(name, **kwargs)`` passes
+kwargs to the class instead. ``available()`` lists the names; an unknown name raises ValueError listing them.
 """
 
 from __future__ import annotations
 
 from .base import Metric, PerImageMetric, mask_area, quantize
 from .bins import DEFAULT_AREA_EDGES, bin_by_area, bin_metrics
-from .fid import FID, FIDInception, GaussianStats, frechet_distance, reference_key
+from .context import FeatureWeights, MetricContext
+from .fid import FID, FIDInception, FIDReference, GaussianStats, frechet_distance, reference_key
 from .geometry import LandmarkNMEMetric, MaskIoUMetric, landmark_nme, mask_iou
 from .identity import IdentityCosineMetric, embedding_cosine
 from .image import L1HoleMetric, L1Metric, PSNRMetric, SSIMMetric, l1, l1_hole, psnr, ssim
@@ -33,18 +36,27 @@ _REGISTRY: dict[str, type[Metric]] = {
 }
 
 
-def available() -> list[str]:
-    """Registered metric names, sorted."""
-    return sorted(_REGISTRY)
+def available(kind: str | None = None) -> list[str]:
+    """Registered metric names, sorted; with ``kind``, those whose ``update`` takes that kind (e.g. "image")."""
+    return sorted(n for n, cls in _REGISTRY.items() if kind is None or cls.kind == kind)
+
+
+def metric_class(name: str) -> type[Metric]:
+    """The class registered under ``name``; ValueError listing the names for an unknown one."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(available())}") from None
 
 
 def get_metric(name: str, **kwargs) -> Metric:
     """A new metric object by registry name; kwargs go to its class (e.g. ``get_metric("fid", weights_path=...)``)."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; available: {', '.join(available())}") from None
-    return cls(**kwargs)
+    return metric_class(name)(**kwargs)
+
+
+def build_metric(name: str, ctx: MetricContext) -> Metric:
+    """A new metric object by registry name, configured from ``ctx`` (its device, shared networks, settings)."""
+    return metric_class(name).from_context(ctx)
 
 
 def summarize(metrics) -> dict[str, dict[str, float | bool]]:
@@ -57,9 +69,10 @@ def summarize(metrics) -> dict[str, dict[str, float | bool]]:
 
 
 __all__ = [
-    "DEFAULT_AREA_EDGES", "FID", "DiversityMetric", "FIDInception", "GaussianStats", "IdentityCosineMetric",
-    "L1HoleMetric", "L1Metric", "LPIPSMetric", "LandmarkNMEMetric", "MaskIoUMetric", "Metric", "PSNRMetric",
-    "PerImageMetric", "SSIMMetric", "available", "bin_by_area", "bin_metrics", "diversity", "embedding_cosine",
-    "frechet_distance", "get_metric", "l1", "l1_hole", "landmark_nme", "load_lpips", "mask_area", "mask_iou", "psnr",
-    "quantize", "reference_key", "ssim", "summarize",
+    "DEFAULT_AREA_EDGES", "FID", "DiversityMetric", "FIDInception", "FIDReference", "FeatureWeights", "GaussianStats",
+    "IdentityCosineMetric", "L1HoleMetric", "L1Metric", "LPIPSMetric", "LandmarkNMEMetric", "MaskIoUMetric", "Metric",
+    "MetricContext", "PSNRMetric", "PerImageMetric", "SSIMMetric", "available", "bin_by_area", "bin_metrics",
+    "build_metric", "diversity", "embedding_cosine", "frechet_distance", "get_metric", "l1", "l1_hole",
+    "landmark_nme", "load_lpips", "mask_area", "mask_iou", "metric_class", "psnr", "quantize", "reference_key",
+    "ssim", "summarize",
 ]

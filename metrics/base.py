@@ -9,6 +9,10 @@ Every metric is an object with ``update(...)``, ``compute() -> dict[str, float]`
 - ``higher_is_better``: direction of the main value.
 - ``comparable``: False when the value rests on a feature network without its published pretrained weights, so the
   number cannot be compared with published ones.
+- ``by_area``: reports also group its per-image values by occlusion-mask area (``metrics.bins``).
+
+Every metric is built from one ``metrics.context.MetricContext`` by ``from_context`` (``metrics.build_metric``),
+which takes the device, shared feature networks and settings the metric needs from it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ class Metric:
     name: str = ""
     kind: str = "image"
     higher_is_better: bool = True
+    by_area: bool = False
+
+    @classmethod
+    def from_context(cls, ctx) -> Metric:
+        """A new instance configured from a ``metrics.context.MetricContext`` (default: no settings needed)."""
+        return cls()
 
     @property
     def comparable(self) -> bool:

@@ -1,5 +1,9 @@
-"""FID: pytorch-fid's Inception features (weights from a local file), streaming Gaussian statistics, cached
-reference statistics, and the Frechet distance.
+"""FID: pytorch-fid's Inception features (weights from a local file), streaming Gaussian statistics, reference
+statistics shared by every method on one test set and cached, and the Frechet distance.
+
+The Inception is assembled here from torchvision's ``inception_v3`` and pytorch-fid's public ``FIDInception*``
+blocks, in the layout of pytorch-fid's ``InceptionV3``: nothing of pytorch-fid is patched (its constructor would
+download the weights), so it is thread-safe and uses none of its private helpers.
 """
 
 from __future__ import annotations
@@ -8,33 +12,27 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
 from pytorch_fid import inception as pfi
 from scipy import linalg
 from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.models import inception_v3
 
 from .base import Metric, quantize
-
-
-def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha1 of a file's bytes (identifies a weights file in cache keys)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from .reference import file_sha1
 
 
 def build_fid_inception_v3() -> nn.Module:
-    """The architecture of pytorch-fid's ``fid_inception_v3`` (torchvision Inception v3, 1008 classes, no aux head,
-    Mixed blocks replaced by pytorch-fid's patched FIDInception* blocks), without downloading its weights.
+    """The architecture of pytorch-fid's ``fid_inception_v3``, without downloading its weights: torchvision's
+    Inception v3 (1008 classes, no aux head, no weight init of its own, as pytorch-fid builds it) with the Mixed
+    blocks replaced by pytorch-fid's public FIDInception* blocks (TensorFlow's pooling).
 
     Parameters get PyTorch's default initialisation from the global RNG (seed it before calling).
     """
-    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net = inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
     net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
     net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
     net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
@@ -45,6 +43,17 @@ def build_fid_inception_v3() -> nn.Module:
     net.Mixed_7b = pfi.FIDInceptionE_1(1280)
     net.Mixed_7c = pfi.FIDInceptionE_2(2048)
     return net
+
+
+def pool3_blocks(net: nn.Module) -> nn.Sequential:
+    """The layers of ``net`` (``build_fid_inception_v3``) up to the 2048-d final average pool, in the order of
+    pytorch-fid's ``InceptionV3`` blocks 0-3 (the same modules, called the same way: the same features).
+    (N,3,299,299) in [-1,1] -> (N,2048,1,1)."""
+    return nn.Sequential(
+        net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(kernel_size=3, stride=2),
+        net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(kernel_size=3, stride=2),
+        net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d,
+        net.Mixed_6e, net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, nn.AdaptiveAvgPool2d(output_size=(1, 1)))
 
 
 def _check_state(net: nn.Module, state, path: Path, key: str) -> None:
@@ -62,7 +71,8 @@ def _check_state(net: nn.Module, state, path: Path, key: str) -> None:
 
 
 class FIDInception(nn.Module):
-    """pytorch-fid's ``InceptionV3`` (2048-d final average pool) with weights from a local file, never downloaded.
+    """The features of pytorch-fid's ``InceptionV3`` (2048-d final average pool, bit for bit) with weights from a
+    local file, never downloaded.
 
     Args:
         weights_path: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (a state dict of ``fid_inception_v3``).
@@ -104,10 +114,7 @@ class FIDInception(nn.Module):
                         nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             self.pretrained = False
             self.identity = f"fid_inception_v3:random-he-init:seed={seed}"
-        # InceptionV3 insists on building its network through fid_inception_v3(), which downloads; hand it ours.
-        with mock.patch.object(pfi, "fid_inception_v3", lambda: raw):
-            self.net = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[self.dim]], resize_input=True,
-                                       normalize_input=True, requires_grad=False, use_fid_inception=True)
+        self.blocks = pool3_blocks(raw).requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True) -> FIDInception:
@@ -115,7 +122,9 @@ class FIDInception(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(images.float())[0].flatten(1)
+        # pytorch-fid's input transform: bilinear to 299x299 (align_corners=False), then [0,1] -> [-1,1]
+        x = F.interpolate(images.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        return self.blocks(2 * x - 1).flatten(1)
 
 
 class GaussianStats:
@@ -213,6 +222,79 @@ def reference_key(reference_id: str, network_identity: str, quantize: bool) -> s
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+class FIDReference:
+    """The reference side of FID for one test set: Gaussian statistics of its ground-truth features, loaded from the
+    cache or accumulated once, then shared by every FID metric scoring a method on that test set.
+
+    Args:
+        dim: feature dimension; network_identity: the feature network's ``identity`` (part of the cache key).
+        cache_dir: folder of cached statistics (``fid_ref_<sha1>.npz``); None: no caching.
+        reference_id: a string that changes whenever the reference images change (``metrics.reference``); with
+            cache_dir it keys the cache together with the network identity and the rounding.
+        quantize: whether images are rounded to 8 bits before the network (part of the cache key).
+    Each FID metric tells ``add`` where its targets start in the test set: a batch already added by another
+    metric (several methods scored on the same test set, in the same order) is skipped, so the reference
+    features are computed once. ``finish`` writes new statistics to the cache and reads them back, so this run
+    computes the very numbers a later run reads from the cache.
+    """
+
+    def __init__(self, dim: int, network_identity: str, cache_dir: str | os.PathLike | None = None,
+                 reference_id: str | None = None, quantize: bool = True) -> None:
+        self.dim, self.network_identity, self.quantize = int(dim), str(network_identity), quantize
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.reference_id = reference_id
+        self.reset()
+
+    @property
+    def cache_path(self) -> Path | None:
+        if self.cache_dir is None or self.reference_id is None:
+            return None
+        key = reference_key(self.reference_id, self.network_identity, self.quantize)
+        return self.cache_dir / f"fid_ref_{key}.npz"
+
+    def reset(self) -> None:
+        """Forget what was accumulated; load the cached statistics if there are any (``complete`` then)."""
+        self.stats = GaussianStats(self.dim)
+        self.complete = False
+        path = self.cache_path
+        if path is not None and path.is_file():
+            with np.load(path) as data:
+                self.stats = GaussianStats.from_moments(data["mu"], data["sigma"], int(data["n"]))
+            self.complete = True
+
+    def add(self, images: Tensor, start: int, features) -> None:
+        """Reference images ``start .. start + N - 1`` of the test set; ``features``: images -> (N,D) features,
+        called only for images not added yet."""
+        if self.complete or start + len(images) <= self.stats.n:
+            return
+        if start != self.stats.n:
+            raise ValueError(f"FID reference: images from {start} given, but {self.stats.n} accumulated so far "
+                             "(every method must see the test set in the same order)")
+        self.stats.update(features(images))
+
+    def save(self) -> Path | None:
+        """Write the statistics to the cache (atomically); returns the path, None without a cache or images."""
+        path = self.cache_path
+        if path is None or self.stats.n < 2:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=self.stats.mu, sigma=self.stats.sigma, n=np.int64(self.stats.n),
+                     reference_id=np.str_(self.reference_id), network=np.str_(self.network_identity))
+        os.replace(tmp, path)
+        return path
+
+    def finish(self) -> None:
+        """The test set is through: cache new statistics and read them back (then ``complete``)."""
+        if not self.complete and self.save() is not None:
+            self.reset()
+
+    def merge(self, other: FIDReference) -> None:
+        if other is not self and not self.complete:
+            self.stats.merge(other.stats)
+
+
 class FID(Metric):
     """Frechet Inception Distance between predictions and references, streamed.
 
@@ -220,17 +302,17 @@ class FID(Metric):
         feature_net: callable images (N,3,H,W) [0,1] -> (N,D) with attributes ``dim``, ``pretrained``, ``identity``;
             default ``FIDInception(weights_path, seed)``.
         weights_path, seed, key: passed to FIDInception when feature_net is None.
-        cache_dir: folder of cached reference statistics (``fid_ref_<sha1>.npz``); None: no caching.
-        reference_id: a string that changes whenever the reference images change (e.g. the test set's dataset,
-            root, split, count, size); with cache_dir it keys the cache together with the network identity.
+        cache_dir, reference_id: of the reference statistics (see FIDReference) when ``reference`` is None.
+        reference: a FIDReference shared with other FID metrics on the same test set (``MetricContext``); default:
+            one of this metric's own.
         device: where the feature network runs.
         batch_size: images per forward pass of the feature network.
         quantize: round images to 8 bits first (``metrics.base.quantize``: floor(255 x + 0.5) / 255, half up), as if
             saved to PNG and read back, which is what pytorch-fid's file-based tool sees.
     Use: ``update(pred, target)`` per batch (or ``update_pred`` / ``update_reference``); when the reference statistics
-    were loaded from the cache (``has_reference``), targets are ignored and their features are not computed.
-    ``compute()`` -> {"fid": value}; it also writes the reference statistics to the cache when they were accumulated
-    here. Only two (D,) means and two (D,D) second moments are kept, in float64.
+    are known (loaded from the cache, or these targets added by another metric sharing the reference), targets are
+    ignored and their features are not computed. ``compute()`` -> {"fid": value}; it first finishes the reference
+    (``FIDReference.finish``). Only two (D,) means and two (D,D) second moments are kept, in float64.
     """
 
     name = "fid"
@@ -240,16 +322,23 @@ class FID(Metric):
     def __init__(self, feature_net: nn.Module | None = None, weights_path: str | os.PathLike | None = None,
                  seed: int = 0, key: str = "fid inception weights", cache_dir: str | os.PathLike | None = None,
                  reference_id: str | None = None, device: str | torch.device = "cpu", batch_size: int = 32,
-                 quantize: bool = True) -> None:
+                 quantize: bool = True, reference: FIDReference | None = None) -> None:
         self.device = torch.device(device)
         self.net = feature_net if feature_net is not None else FIDInception(weights_path, seed=seed, key=key)
         if isinstance(self.net, nn.Module):
             self.net = self.net.to(self.device).eval()
         self.batch_size = batch_size
         self.quantize = quantize
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.reference_id = reference_id
+        self.reference = reference if reference is not None else FIDReference(
+            int(self.net.dim), str(self.net.identity), cache_dir, reference_id, quantize)
+        if (self.reference.dim, self.reference.network_identity, self.reference.quantize) != \
+                (int(self.net.dim), str(self.net.identity), quantize):
+            raise ValueError("FID: the shared reference was made with another feature network or rounding")
         self.reset()
+
+    @classmethod
+    def from_context(cls, ctx) -> FID:
+        return cls(feature_net=ctx.fid_inception, reference=ctx.fid_reference, device=ctx.device)
 
     @property
     def comparable(self) -> bool:
@@ -257,22 +346,20 @@ class FID(Metric):
 
     @property
     def cache_path(self) -> Path | None:
-        if self.cache_dir is None or self.reference_id is None:
-            return None
-        key = reference_key(self.reference_id, str(self.net.identity), self.quantize)
-        return self.cache_dir / f"fid_ref_{key}.npz"
+        return self.reference.cache_path
+
+    @property
+    def ref_stats(self) -> GaussianStats:
+        return self.reference.stats
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference.complete
 
     def reset(self) -> None:
-        """Forget the predictions; reload the reference statistics from the cache if there are any."""
-        dim = int(self.net.dim)
-        self.pred_stats = GaussianStats(dim)
-        self.ref_stats = GaussianStats(dim)
-        self.has_reference = False
-        path = self.cache_path
-        if path is not None and path.is_file():
-            with np.load(path) as data:
-                self.ref_stats = GaussianStats.from_moments(data["mu"], data["sigma"], int(data["n"]))
-            self.has_reference = True
+        """Forget the predictions (the reference, of the test set, is kept)."""
+        self.pred_stats = GaussianStats(int(self.net.dim))
+        self._targets_seen = 0
 
     @torch.no_grad()
     def features(self, images: Tensor) -> np.ndarray:
@@ -289,9 +376,8 @@ class FID(Metric):
         self.pred_stats.update(self.features(images))
 
     def update_reference(self, images: Tensor) -> None:
-        if self.has_reference:
-            return
-        self.ref_stats.update(self.features(images))
+        self.reference.add(images, self._targets_seen, self.features)
+        self._targets_seen += len(images)
 
     def update(self, pred: Tensor, target: Tensor | None = None, mask: Tensor | None = None,
                landmarks: Tensor | None = None) -> None:
@@ -302,28 +388,13 @@ class FID(Metric):
 
     def merge(self, other: FID) -> None:
         self.pred_stats.merge(other.pred_stats)
-        if not self.has_reference:
-            self.ref_stats.merge(other.ref_stats)
-
-    def save_reference(self) -> Path | None:
-        """Write the reference statistics to the cache (atomically); returns the path, None without a cache."""
-        path = self.cache_path
-        if path is None or self.ref_stats.n < 2:
-            return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.savez(f, mu=self.ref_stats.mu, sigma=self.ref_stats.sigma, n=np.int64(self.ref_stats.n),
-                     reference_id=np.str_(self.reference_id), network=np.str_(self.net.identity))
-        os.replace(tmp, path)
-        self.has_reference = True
-        return path
+        self.reference.merge(other.reference)
 
     def compute(self) -> dict[str, float]:
         """{"fid": distance}; NaN when either side has fewer than 2 images."""
         if self.pred_stats.n < 2 or self.ref_stats.n < 2:
             return {self.name: math.nan}
-        if not self.has_reference:
-            self.save_reference()
-        value = frechet_distance(self.pred_stats.mu, self.pred_stats.sigma, self.ref_stats.mu, self.ref_stats.sigma)
+        self.reference.finish()
+        ref = self.ref_stats
+        value = frechet_distance(self.pred_stats.mu, self.pred_stats.sigma, ref.mu, ref.sigma)
         return {self.name: value}

@@ -43,6 +43,10 @@ class IdentityCosineMetric(PerImageMetric):
         self.device = None if device is None else torch.device(device)
         super().__init__()
 
+    @classmethod
+    def from_context(cls, ctx) -> IdentityCosineMetric:
+        return cls(embed=ctx.arcface)
+
     @property
     def comparable(self) -> bool:
         return self.pretrained

@@ -163,6 +163,7 @@ class L1Metric(PerImageMetric):
 
     name = "l1"
     higher_is_better = False
+    by_area = True
 
     def per_image(self, pred, target, mask=None, landmarks=None):
         return l1(pred, target)
@@ -173,6 +174,7 @@ class L1HoleMetric(PerImageMetric):
 
     name = "l1_hole"
     higher_is_better = False
+    by_area = True
 
     def per_image(self, pred, target, mask=None, landmarks=None):
         if mask is None:
@@ -186,11 +188,16 @@ class PSNRMetric(PerImageMetric):
     pairs that were identical (infinite PSNR before the cap); ``compute()`` reports it as ``psnr_exact``."""
 
     name = "psnr"
+    by_area = True
 
     def __init__(self, data_range: float = 1.0, max_db: float | None = None) -> None:
         self.data_range = data_range
         self.max_db = max_db
         super().__init__()
+
+    @classmethod
+    def from_context(cls, ctx) -> PSNRMetric:
+        return cls(max_db=ctx.psnr_max_db)
 
     def reset(self) -> None:
         super().reset()
@@ -213,12 +220,21 @@ class SSIMMetric(PerImageMetric):
     """Mean of per-image SSIM under a named convention (``SSIM_CONVENTIONS``; see ``ssim``)."""
 
     name = "ssim"
+    by_area = True
 
     def __init__(self, data_range: float = 1.0, convention: str = "wang") -> None:
         ssim_window(convention)  # validates the name
         self.data_range = data_range
         self.convention = convention
         super().__init__()
+
+    @classmethod
+    def from_context(cls, ctx) -> SSIMMetric:
+        win = ssim_window(ctx.ssim_convention)
+        if ctx.image_size is not None and ctx.image_size < win:
+            raise ValueError(f"ssim_convention {ctx.ssim_convention}: its {win}x{win} window needs test images of at "
+                             f"least {win} px, got {ctx.image_size}")
+        return cls(convention=ctx.ssim_convention)
 
     def per_image(self, pred, target, mask=None, landmarks=None):
         return ssim(pred, target, self.data_range, **SSIM_CONVENTIONS[self.convention][1])

@@ -93,6 +93,10 @@ class LPIPSMetric(PerImageMetric):
         self.model = (model if model is not None else load_lpips(net, backbone_weights, seed, key)).to(self.device)
         super().__init__()
 
+    @classmethod
+    def from_context(cls, ctx) -> LPIPSMetric:
+        return cls(model=ctx.lpips_network, device=ctx.device)
+
     @property
     def pretrained(self) -> bool:
         return bool(getattr(self.model, "pretrained", False))
@@ -144,6 +148,10 @@ class DiversityMetric(Metric):
     def __init__(self, lpips_metric: LPIPSMetric | None = None, **lpips_kwargs) -> None:
         self.lpips = lpips_metric if lpips_metric is not None else LPIPSMetric(**lpips_kwargs)
         self.reset()
+
+    @classmethod
+    def from_context(cls, ctx) -> DiversityMetric:
+        return cls(lpips_metric=LPIPSMetric.from_context(ctx))
 
     @property
     def comparable(self) -> bool:

@@ -29,6 +29,15 @@ def file_stats(paths: Iterable[str | os.PathLike]) -> list[list]:
     return out
 
 
+def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha1 of a file's bytes (names a weights file in cache keys, a checkpoint in results.json)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def module_fingerprint(module: nn.Module) -> str:
     """sha1 over the names, dtypes, shapes and bytes of a module's buffers and parameters (e.g. a MorphableModel,
     whose bases are non-persistent buffers); the same model loaded from the same file gives the same value."""

@@ -179,50 +179,6 @@ def build_control(testset, edits, control_edits, detector=None):
     return LandmarkControl(control_edits, detector) if _unique_edits(control_edits) else None
 
 
-_EDIT_COLUMNS = {  # key prefix -> header of the per-edit table
-    "edit_fidelity_gt": "fidelity, GT prior ↑", "edit_fidelity_n3d": "fidelity, N_3D prior ↑",
-    "edit_transfer_gt": "transfer, GT prior ↑", "edit_transfer_n3d": "transfer, N_3D prior ↑",
-    "lm_edit_fidelity": "fidelity, dlib mouth ↑",
-}
-_RELIANCE_COLUMNS = {"prior_reliance": "prior reliance ↑", "l1_hole_gt_prior": "L1 hole, GT prior ↓",
-                     "l1_hole_grey_prior": "L1 hole, grey I_3D ↓", "l1_hole_n3d_prior": "L1 hole, N_3D prior ↓"}
-
-
-def _table(head: list[str], rows: list[list]) -> list[str]:
-    cell = lambda v: v if isinstance(v, str) else "–" if v is None else f"{v:.3f}"  # noqa: E731
-    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|",
-            *("| " + " | ".join(cell(v) for v in r) + " |" for r in rows), ""]
-
-
-def control_markdown(row_by_method: dict[str, dict]) -> list[str]:
-    """The controllability section of results.md: prior reliance per method, then one row per (method, edit)."""
-    edits = {name: list(dict.fromkeys(k.split("/")[1] for k in r if k.split("/")[0] in _EDIT_COLUMNS))
-             for name, r in row_by_method.items()}
-    edits = {name: e for name, e in edits.items() if e}
-    if not edits:
-        return []
-    lines = ["", "## Controllability", ""]
-    reliance = [n for n in edits if "prior_reliance" in row_by_method[n]]
-    if reliance:
-        lines += _table(["Method", *_RELIANCE_COLUMNS.values()],
-                        [[n, *(row_by_method[n].get(k) for k in _RELIANCE_COLUMNS)] for n in reliance])
-    cols = [c for c in _EDIT_COLUMNS if any(f"{c}/{e}" in row_by_method[n] for n, es in edits.items() for e in es)]
-    lines += _table(["Method", "edit", *(_EDIT_COLUMNS[c] for c in cols)],
-                    [[n, e, *(row_by_method[n].get(f"{c}/{e}") for c in cols)] for n, es in edits.items() for e in es])
-    if reliance:
-        lines += ["Edit fidelity of edit e = 1 - L1_hole(out_e, truth_e) / L1_hole(out_keep, truth_e), truth_e = the "
-                  "edited ground truth rendered exactly (1 = exact, 0 = edit ignored); edit transfer = 1 - "
-                  "L1_hole(out_e - out_keep, truth_e - truth_keep) / L1_hole(0, truth_e - truth_keep) (the change "
-                  "alone, whatever the reconstruction error). GT prior: ground-truth coefficients and occlusion map; "
-                  "N_3D prior: N_3D's. Prior reliance = L1_hole with a constant grey I_3D / L1_hole with the "
-                  "ground-truth I_3D (1 = the prior is ignored)."]
-    else:
-        lines += ["Edit fidelity from landmarks = 1 - sum|d_det - d_req| / sum|d_req| over the 20 mouth landmarks "
-                  "(d = edited - unedited; det = dlib on the outputs, req = the requested 3D faces; N_3D prior): "
-                  "1 = exact, 0 = edit ignored."]
-    return lines
-
-
 def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral", "pucker", "brighter"),
             n3d_checkpoint: str | None = None, offset: int = 2_000_000, batch_size: int = 16,
             device: str = "cpu", image_size: int | None = None) -> dict[str, float]:

@@ -15,16 +15,13 @@ coefficient ``edits``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from engine.config import path_field, to_dict
+from metrics.context import FeatureWeights, MetricContext
 from models.generator import composite
 from tasks.baselines import OPENCV_METHODS, opencv_inpaint
 from tasks.common import (
@@ -36,21 +33,7 @@ from tasks.common import (
     iterate,
     resize_square,
 )
-
-PAPER_TABLE2 = {  # published numbers (their FFHQ test set), for reference only
-    "Zheng et al.": {"l1": 0.020, "psnr": 24.709, "ssim": 0.893, "arcface_cos": 0.506, "fid": 12.808},
-    "LaFIn": {"l1": 0.018, "psnr": 25.569, "ssim": 0.897, "arcface_cos": 0.543, "fid": 12.465},
-    "Din et al.": {"psnr": 26.19, "ssim": 0.864, "fid": 3.548},
-    "Yin & Chen (paper)": {"l1": 0.014, "psnr": 27.230, "ssim": 0.912, "arcface_cos": 0.654, "fid": 9.744},
-}
-COLUMNS = [  # (key, header, higher is better)
-    ("l1", "L1", False), ("psnr", "PSNR", True), ("ssim", "SSIM", True), ("arcface_cos", "Cos ID", True),
-    ("fid", "FID", False), ("lpips", "LPIPS", False), ("l1_hole", "L1 hole", False), ("mask_iou", "mask IoU", True),
-    ("landmark_nme", "LM NME", False), ("diversity", "Diversity", True), ("edit_spread", "Edit spread", True),
-    ("prior_reliance", "Prior rel.", True),
-]
-L1_CONVENTION = ("mean |output - truth| over pixels and RGB channels in [0,1] (EdgeConnect's script reports "
-                 "sum |diff| / sum (output + truth) on grey images instead)")
+from tasks.report import conventions, json_safe, write_results
 
 
 @dataclass
@@ -63,15 +46,6 @@ class TestSetConfig:
 
 
 @dataclass
-class EvalWeights:
-    fid_inception: str | None = path_field(kind="file")  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth
-    lpips_backbone: str | None = path_field(kind="file")  # torchvision alexnet-owt-7be5be79.pth (or vgg16)
-    lpips_net: str = "alex"
-    arcface: str | None = path_field(kind="file")  # arcface_torch backbone.pth
-    arcface_arch: str = "r50"
-
-
-@dataclass
 class EvalExperiment:
     test: TestSetConfig = field(default_factory=TestSetConfig)
     morphable: MorphableConfig = field(default_factory=MorphableConfig)  # for synthetic test faces
@@ -81,7 +55,8 @@ class EvalExperiment:
     baselines: list[str] = field(default_factory=lambda: ["telea", "navier_stokes"])
     metrics: list[str] = field(default_factory=lambda: ["l1", "l1_hole", "psnr", "ssim", "arcface_cos", "fid",
                                                         "lpips"])
-    weights: EvalWeights = field(default_factory=EvalWeights)
+    n3d_metrics: list[str] = field(default_factory=lambda: ["mask_iou", "landmark_nme"])  # of N_3D's mask, landmarks
+    weights: FeatureWeights = field(default_factory=FeatureWeights)
     ssim_convention: str = "wang"  # wang | skimage | edgeconnect (metrics.image.SSIM_CONVENTIONS)
     psnr_max_db: float = 100.0  # per-image PSNR cap: an identical pair (inf dB) would make the mean infinite
     gt_mask_row: bool = True  # also score ours with the ground-truth mask (row ours_gt_mask), as LaFIn is scored
@@ -192,14 +167,10 @@ class PredictionsMethod:
 
 def _check_scoring(cfg: EvalExperiment) -> None:
     """One-line errors for the scoring settings, before any checkpoint is loaded."""
-    from metrics.image import SSIM_CONVENTIONS, ssim_window
+    from metrics.image import SSIM_CONVENTIONS
 
     if cfg.ssim_convention not in SSIM_CONVENTIONS:
         raise ValueError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
-    win = ssim_window(cfg.ssim_convention)
-    if "ssim" in cfg.metrics and cfg.test.image_size < win:
-        raise ValueError(f"ssim_convention {cfg.ssim_convention}: its {win}x{win} window needs test.image_size >= "
-                         f"{win}, got {cfg.test.image_size}")
     if not cfg.psnr_max_db > 0:
         raise ValueError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
 
@@ -250,51 +221,31 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------ metrics
     def _build_metrics(self):
-        from metrics import FIDInception, LPIPSMetric, get_metric
-        from models.arcface import ArcFace
+        """Every row's metrics from one MetricContext: the configured names only, checked by what they score."""
+        from metrics import DiversityMetric, available, build_metric, metric_class
         from tasks.control import build_control
 
-        cfg, w = self.cfg, self.cfg.weights
-        valid = {"l1", "l1_hole", "psnr", "ssim", "arcface_cos", "fid", "lpips"}
-        for name in cfg.metrics:
-            if name not in valid:
-                raise ValueError(f"metrics: unknown metric {name!r}; valid: {', '.join(sorted(valid))}")
-        need_lpips = "lpips" in cfg.metrics or self.removers
-        self.lpips = LPIPSMetric(w.lpips_net, w.lpips_backbone, device=self.device,
-                                 key="weights.lpips_backbone") if need_lpips else None
-        self.arcface = None
-        if "arcface_cos" in cfg.metrics:
-            with torch.random.fork_rng():  # without weights: the same random network in every run
-                torch.manual_seed(0)
-                self.arcface = ArcFace(w.arcface_arch, w.arcface, what="weights.arcface").to(self.device)
-        self.inception = FIDInception(w.fid_inception, key="weights.fid_inception").to(self.device) \
-            if "fid" in cfg.metrics else None
-        self.fid_ref = get_metric("fid", feature_net=self.inception, cache_dir=cfg.fid_cache_dir,
-                                  reference_id=self.fid_reference_id(), device=self.device) \
-            if self.inception is not None else None
-
-        def make(name):
-            if name == "lpips":
-                return LPIPSMetric(model=self.lpips.model, device=self.device)
-            if name == "arcface_cos":
-                return get_metric("arcface_cos", embed=self.arcface)
-            if name == "fid":
-                return get_metric("fid", feature_net=self.inception, device=self.device)
-            if name == "psnr":
-                return get_metric("psnr", max_db=cfg.psnr_max_db)
-            if name == "ssim":
-                return get_metric("ssim", convention=cfg.ssim_convention)
-            return get_metric(name)
-
-        self.metrics = {m: {name: make(name) for name in cfg.metrics} for m in self.methods}
-        self.n3d_metrics = {m: {"mask_iou": get_metric("mask_iou"), "landmark_nme": get_metric("landmark_nme")}
+        cfg = self.cfg
+        for section, kinds in (("metrics", ("image",)), ("n3d_metrics", ("mask", "landmarks"))):
+            for name in getattr(cfg, section):
+                if name not in available() or metric_class(name).kind not in kinds:
+                    valid = sorted(n for k in kinds for n in available(k))
+                    raise ValueError(f"{section}: unknown metric {name!r}; valid: {', '.join(valid)}")
+        self.context = MetricContext(self.device, cfg.weights, cache_dir=cfg.fid_cache_dir,
+                                     test_set_id=self.fid_reference_id(), image_size=cfg.test.image_size,
+                                     psnr_max_db=cfg.psnr_max_db, ssim_convention=cfg.ssim_convention)
+        self.metrics = {m: {name: build_metric(name, self.context) for name in cfg.metrics} for m in self.methods}
+        self.n3d_metrics = {m: {name: build_metric(name, self.context) for name in cfg.n3d_metrics}
                             for m in self.removers}
+        # diversity and edit spread (edit_metrics) measure with LPIPS: built now, a bad weights path fails before work
+        self.variations = DiversityMetric.from_context(self.context) if self.removers else None
         # controllability: edit fidelity and prior reliance (synthetic test sets) or dlib mouth landmarks
         self.control = {m: build_control(self.testset, cfg.edits, cfg.control_edits) for m in self.removers}
 
     def fid_reference_id(self) -> str:
-        """What the reference (ground-truth) images depend on: test-set config, image size, the image files with
-        sizes and mtimes, files naming landmarks, and the morphable model when faces are synthetic."""
+        """The test set's identity (keys FID's cached reference statistics): what the ground-truth images depend
+        on: test-set config, image size, the image files with sizes and mtimes, files naming landmarks, and the
+        morphable model when faces are synthetic."""
         from metrics.reference import dataset_files, module_fingerprint, reference_id
 
         t = self.cfg.test
@@ -313,8 +264,6 @@ class Evaluator:
         for bi, batch in enumerate(iterate(self.testset, self.cfg.batch_size, device=self.device)):
             batch = as_exported(batch)
             gt, m, lm = batch["image"], batch["mask"], batch["landmarks"]
-            if self.fid_ref is not None:
-                self.fid_ref.update_reference(gt)
             take = max(0, min(self.cfg.grid_images - n_grid, gt.shape[0]))
             if take:
                 grid_rows["input"].append(batch["masked_image"][:take].cpu())
@@ -322,10 +271,7 @@ class Evaluator:
             for name, method in self.methods.items():
                 out = quantize(method(batch, bi))  # every row rounded alike, as if written to PNG
                 for metric in self.metrics[name].values():
-                    if metric.name == "fid":
-                        metric.update_pred(out)
-                    else:
-                        metric.update(out, gt, mask=m, landmarks=lm)
+                    metric.update(out, gt, mask=m, landmarks=lm)
                 if take:
                     grid_rows[name].append(out[:take].cpu())
             for name, remover in self.removers.items():
@@ -338,9 +284,12 @@ class Evaluator:
         return results
 
     def _n3d_metrics(self, name: str, remover, removal, batch: dict) -> None:
-        """Mask IoU and landmark NME of N_3D's outputs for this batch (taken from the removal, not run again)."""
-        self.n3d_metrics[name]["mask_iou"].update(resize(removal.m, batch["image"].shape[-1]).round(), batch["mask"])
-        self.n3d_metrics[name]["landmark_nme"].update(removal.landmarks, batch["landmarks"])
+        """N_3D's outputs for this batch (taken from the removal, not run again) against the truth: its occlusion
+        map for the metrics of kind "mask" (mask IoU), its landmarks for those of kind "landmarks" (NME)."""
+        pairs = {"mask": (resize(removal.m, batch["image"].shape[-1]).round(), batch["mask"]),
+                 "landmarks": (removal.landmarks, batch["landmarks"])}
+        for metric in self.n3d_metrics[name].values():
+            metric.update(*pairs[metric.kind])
 
     @torch.no_grad()
     def edit_metrics(self, name: str, remover) -> dict:
@@ -351,7 +300,7 @@ class Evaluator:
         from metrics import DiversityMetric, quantize
 
         cfg = self.cfg
-        div, spread = DiversityMetric(lpips_metric=self.lpips), DiversityMetric(lpips_metric=self.lpips)
+        div, spread = DiversityMetric.from_context(self.context), DiversityMetric.from_context(self.context)
         n_seeds = cfg.diversity_seeds
         control = self.control[name]
         shared = control.removal_edits if control is not None else []
@@ -373,49 +322,30 @@ class Evaluator:
 
     def _collect(self) -> dict:
         from metrics import bin_metrics
+        from metrics.reference import file_sha1
 
-        methods, comparable, bins = {}, {}, {}
-        fid_ref_stats = None
-        if self.fid_ref is not None:
-            if not self.fid_ref.has_reference and self.fid_ref.save_reference() is not None:
-                self.fid_ref.reset()  # read back what was cached, so a later run computes the very same numbers
-            fid_ref_stats = self.fid_ref.ref_stats
+        cfg, methods, comparable, bins = self.cfg, {}, {}, {}
         for name, ms in self.metrics.items():
             row = {}
             for metric in ms.values():
-                if metric.name == "fid":
-                    metric.ref_stats, metric.has_reference = fid_ref_stats, True
                 row.update(metric.compute())  # psnr adds psnr_exact: the count of identical pairs
                 comparable[metric.name] = bool(metric.comparable)
             if name in self.removers:
                 for metric in self.n3d_metrics[name].values():
                     row[metric.name] = metric.compute()[metric.name]
                 row.update(self.edit_metrics(name, self.removers[name]))
-                comparable["diversity"] = comparable["edit_spread"] = bool(self.lpips.comparable)
-            per_image = [m for m in ms.values() if hasattr(m, "values") and m.name in ("l1", "psnr", "ssim",
-                                                                                         "l1_hole")]
+                comparable["diversity"] = comparable["edit_spread"] = bool(self.variations.comparable)
+            per_image = [m for m in ms.values() if m.by_area]
             if per_image:
-                bins[name] = bin_metrics(per_image, self.cfg.area_edges)
+                bins[name] = bin_metrics(per_image, cfg.area_edges)
             methods[name] = row
-        n = len(self.testset)
-        return {"n_images": n, "test_set": to_dict(self.cfg.test), "methods": _finite(methods),
-                "comparable": comparable, "bins": _finite(bins),
-                "checkpoints": {k: _sha1(v) for k, v in self._checkpoints().items()},
-                "row_masks": {k: m.mask_source for k, m in self.methods.items()}, "notes": list(self.notes),
-                "conventions": self._conventions()}
-
-    def _conventions(self) -> dict:
-        from metrics.image import SSIM_CONVENTIONS
-
-        cfg = self.cfg
-        return {"quantization": "test items and every output rounded to 8 bits, half up (as PNG), before any metric",
-                "l1": L1_CONVENTION,
-                "psnr": f"per image, data range 1, capped at {cfg.psnr_max_db:g} dB (identical pairs are infinite; "
-                        "psnr_exact counts them)",
-                "ssim": f"{cfg.ssim_convention}: {SSIM_CONVENTIONS[cfg.ssim_convention][0]}",
-                "diversity": f"mean pairwise LPIPS among {cfg.diversity_seeds} noise seeds for the same input and "
-                             f"prior, first {cfg.extra_images} images",
-                "edit_spread": f"mean pairwise LPIPS among the {len(cfg.edits)} edits {cfg.edits}, one noise seed"}
+        return json_safe({
+            "n_images": len(self.testset), "test_set": to_dict(cfg.test), "methods": methods,
+            "comparable": comparable, "bins": bins,
+            "checkpoints": {k: file_sha1(v)[:12] for k, v in self._checkpoints().items()},
+            "row_masks": {k: m.mask_source for k, m in self.methods.items()}, "notes": list(self.notes),
+            "conventions": conventions(cfg.psnr_max_db, cfg.ssim_convention, cfg.diversity_seeds, cfg.extra_images,
+                                       cfg.edits)})
 
     def _checkpoints(self) -> dict:
         paths = {"ours": self.cfg.checkpoint, **self.cfg.ablations}
@@ -425,9 +355,7 @@ class Evaluator:
     def _write(self, results: dict, grid_rows: dict) -> None:
         from torchvision.utils import save_image
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        (self.out_dir / "results.md").write_text(results_markdown(results))
+        write_results(self.out_dir, results)
         rows = [torch.cat(v) for v in grid_rows.values() if v]
         if rows:
             n = rows[0].shape[0]
@@ -439,76 +367,3 @@ class Evaluator:
             save_image(images, self.out_dir / "edit_strip.png", nrow=len(col_labels), padding=2)
             (self.out_dir / "edit_strip.txt").write_text(f"columns: {', '.join(col_labels)}\n"
                                                          + "".join(f"row: {r}\n" for r in row_labels))
-
-
-def _finite(obj):
-    """JSON-safe: NaN / inf -> None."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.floating | np.integer):
-        return _finite(obj.item())
-    return obj
-
-
-def _sha1(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
-def _fmt(v, key: str) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.3f}" if key in ("psnr", "fid") else f"{v:.4f}"
-
-
-def results_markdown(results: dict) -> str:
-    """Table 2's layout plus the extra columns, one row per method; non-comparable metrics marked with †."""
-    from tasks.control import control_markdown
-
-    comp = results["comparable"]
-    masks = results.get("row_masks")  # the mask each row was composited with (absent in older results)
-    cols = [(k, h, hib) for k, h, hib in COLUMNS if any(k in r for r in results["methods"].values())]
-    head = [f"{h}{'†' if comp.get(k) is False else ''} {'↑' if hib else '↓'}" for k, h, hib in cols]
-    head = ["Mask", *head] if masks else head
-    lines = [f"Test set: {results['n_images']} images.", "", "| Method | " + " | ".join(head) + " |",
-             "|---" * (len(head) + 1) + "|"]
-    for name, row in results["methods"].items():
-        cells = [_fmt(row.get(k), k) for k, _, _ in cols]
-        lines.append(f"| {name} | " + " | ".join([masks.get(name, "–"), *cells] if masks else cells) + " |")
-    if any(v is False for v in comp.values()):
-        lines += ["", "† computed with a feature network without its published weights (none were given): useful "
-                      "to compare rows of this table, NOT comparable with published numbers."]
-    lines += ["", "Mask: the occlusion map each row was composited with (N_3D = our model's own prediction, as at "
-                  "test time; ground truth = the test set's map, given to the baselines, to --predictions and to "
-                  "ours_gt_mask, as LaFIn and Pluralistic are scored in the paper). Diversity: mean pairwise LPIPS "
-                  "among results for one input and prior that differ only in the noise seed; Edit spread: the same "
-                  "among the coefficient edits."]
-    lines += control_markdown(results["methods"])
-    exact = {k: r["psnr_exact"] for k, r in results["methods"].items() if r.get("psnr_exact") is not None}
-    if any(exact.values()):
-        lines += ["", "Identical output/truth pairs (PSNR capped): "
-                  + ", ".join(f"{k} {v}" for k, v in exact.items()) + "."]
-    if results.get("conventions"):
-        lines += ["", "## Conventions", ""] + [f"- {k}: {v}" for k, v in results["conventions"].items()]
-    if results.get("notes"):
-        lines += ["", *[f"Note: {n}" for n in results["notes"]]]
-    if results.get("bins"):
-        lines += ["", "## By mask area (fraction of the image occluded)", ""]
-        for name, bins in results["bins"].items():
-            keys = sorted({k for b in bins.values() for k in b if k != "count"})
-            lines += [f"**{name}**", "", "| area | n | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
-            for label, b in bins.items():
-                lines.append(f"| {label} | {b.get('count', 0)} | " + " | ".join(_fmt(b.get(k), k) for k in keys)
-                             + " |")
-            lines.append("")
-    lines += ["", "## Published Table 2 (paper, FFHQ test set; reference only)", "",
-              "| Method | L1 ↓ | PSNR ↑ | SSIM ↑ | Cos ID ↑ | FID ↓ |", "|---|---|---|---|---|---|"]
-    for name, row in PAPER_TABLE2.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(k), k) for k in ("l1", "psnr", "ssim", "arcface_cos",
-                                                                                "fid")) + " |")
-    return "\n".join(lines) + "\n"

@@ -15,9 +15,10 @@ from metrics.control import (
     RatioOfSums,
 )
 from tasks.common import iterate
-from tasks.control import LandmarkControl, SyntheticControl, build_control, control_markdown, synthetic_faces_of
+from tasks.control import LandmarkControl, SyntheticControl, build_control, synthetic_faces_of
 from tasks.evaluation import EvalExperiment, build_testset
 from tasks.removal import MaskRemover, apply_edit
+from tasks.report import control_markdown
 
 EDITS = ["open_mouth", "smile", "brighter"]
 

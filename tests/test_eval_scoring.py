@@ -35,7 +35,7 @@ class TinyFID(nn.Module):
 
 @pytest.fixture
 def tiny_fid(monkeypatch):
-    monkeypatch.setattr(metrics, "FIDInception", TinyFID)
+    monkeypatch.setattr(metrics.context, "FIDInception", TinyFID)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
@@ -79,7 +79,7 @@ def test_ssim_convention_flag_and_errors(tmp_path, capsys):
         capsys.readouterr().out
     with pytest.raises(SystemExit):  # 51x51 window on 32 px images: refused before any work
         evaluate.main([*base, "--ssim-convention", "edgeconnect"])
-    assert "needs test.image_size >= 51, got 32" in capsys.readouterr().out
+    assert "its 51x51 window needs test images of at least 51 px, got 32" in capsys.readouterr().out
     assert evaluate.main([*base, "--ssim-convention", "skimage"]) == 0
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["conventions"]["ssim"].startswith("skimage: scikit-image defaults")
@@ -130,9 +130,9 @@ def test_diversity_is_over_noise_seeds_and_edit_spread_over_edits(inpaint_export
     remover = ev.removers["ours"]
     batch = as_exported(next(iter(iterate(ev.testset, 4, 4, torch.device("cpu")))))
     seeds = torch.cat([remover(batch["masked_image"], ["keep"], seed=s).images for s in range(3)], 1)
-    div = metrics.DiversityMetric(lpips_metric=ev.lpips)
+    div = metrics.DiversityMetric.from_context(ev.context)
     div.update(metrics.quantize(seeds))
-    spread = metrics.DiversityMetric(lpips_metric=ev.lpips)
+    spread = metrics.DiversityMetric.from_context(ev.context)
     spread.update(metrics.quantize(remover(batch["masked_image"], cfg.edits, seed=0).images))
     assert row["diversity"] == pytest.approx(div.compute()["diversity"], rel=1e-6)
     assert row["edit_spread"] == pytest.approx(spread.compute()["diversity"], rel=1e-6)
@@ -166,27 +166,27 @@ def test_fid_cache_key_covers_everything_that_shapes_the_reference(tmp_path, tin
 
     first = evaluator()
     fid_a = first.run()["methods"]["telea"]["fid"]
-    key = first.fid_ref.cache_path
-    assert key.is_file() and evaluator().fid_ref.has_reference  # same images: a hit
-    assert evaluator(test={**test, "mask_seed": 7}).fid_ref.cache_path != key  # test-set config
-    assert evaluator(test={**test, "image_size": 36}).fid_ref.cache_path != key  # image size
+    key = first.context.fid_reference.cache_path
+    assert key.is_file() and evaluator().context.fid_reference.complete  # same images: a hit
+    assert evaluator(test={**test, "mask_seed": 7}).context.fid_reference.cache_path != key  # test-set config
+    assert evaluator(test={**test, "image_size": 36}).context.fid_reference.cache_path != key  # image size
     # a file changed in place under the same root (same name): another image's bytes, then only a new mtime
     gt = sorted((tmp_path / "ts" / "gt").glob("*.png"))
     gt[0].write_bytes(gt[1].read_bytes())
     second = evaluator()
-    assert not second.fid_ref.has_reference and second.fid_ref.cache_path != key
+    assert not second.context.fid_reference.complete and second.context.fid_reference.cache_path != key
     fid_b = second.run()["methods"]["telea"]["fid"]
     assert fid_b != pytest.approx(fid_a, rel=1e-6)  # the new reference images, not the first run's statistics
     st = os.stat(gt[2])
     os.utime(gt[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    third = evaluator().fid_ref.cache_path
-    assert third not in (key, second.fid_ref.cache_path)
+    third = evaluator().context.fid_reference.cache_path
+    assert third not in (key, second.context.fid_reference.cache_path)
     (tmp_path / "ts" / "gt" / "extra.png").write_bytes(gt[1].read_bytes())  # a file added under the root
     (tmp_path / "ts" / "landmarks" / "extra.txt").write_text((tmp_path / "ts" / "landmarks" / f"{gt[1].stem}.txt")
                                                              .read_text())
-    assert evaluator().fid_ref.cache_path not in (key, second.fid_ref.cache_path, third)
+    assert evaluator().context.fid_reference.cache_path not in (key, second.context.fid_reference.cache_path, third)
     # synthetic faces: the morphable model that renders them (same test config, another model)
     synth = {"image_size": 32, "faces": [{"kind": "synthetic", "num": 4, "offset": 2_000_000}]}
-    a = evaluator(test=synth).fid_ref.cache_path
-    assert evaluator(test=synth, morphable={"synthetic_seed": 1}).fid_ref.cache_path != a
-    assert evaluator(test=synth).fid_ref.cache_path == a
+    a = evaluator(test=synth).context.fid_reference.cache_path
+    assert evaluator(test=synth, morphable={"synthetic_seed": 1}).context.fid_reference.cache_path != a
+    assert evaluator(test=synth).context.fid_reference.cache_path == a

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine.config import build_dataclass
-from tasks.evaluation import EvalExperiment, Evaluator, build_testset, results_markdown
+from tasks.evaluation import EvalExperiment, Evaluator, build_testset
+from tasks.report import results_markdown
 
 
 def eval_cfg(checkpoint=None, metrics=("l1", "l1_hole", "psnr", "ssim", "lpips", "arcface_cos", "fid"), **kw):
@@ -100,6 +101,18 @@ def test_baselines_only_and_errors(tmp_path):
         Evaluator(eval_cfg(tmp_path / "missing.pt"), tmp_path / "x")
     with pytest.raises(ValueError, match="unknown metric"):
         Evaluator(eval_cfg(None, metrics=("l2",)), tmp_path / "y")
+    with pytest.raises(ValueError, match="^metrics: unknown metric 'mask_iou'; valid: arcface_cos, fid, l1, l1_hole, "
+                                         "lpips, psnr, ssim$"):  # registered, but it scores N_3D's masks
+        Evaluator(eval_cfg(None, metrics=("mask_iou",)), tmp_path / "y")
+
+
+def test_n3d_metrics_are_the_configured_ones(inpaint_export, tmp_path):
+    cfg = eval_cfg(inpaint_export, metrics=("l1",), baselines=[], gt_mask_row=False, n3d_metrics=["landmark_nme"],
+                   diversity_seeds=1, edits=["keep"], control_edits=[])
+    row = Evaluator(cfg, tmp_path / "e").run()["methods"]["ours"]
+    assert row["landmark_nme"] > 0 and "mask_iou" not in row
+    with pytest.raises(ValueError, match="^n3d_metrics: unknown metric 'psnr'; valid: landmark_nme, mask_iou$"):
+        Evaluator(eval_cfg(inpaint_export, n3d_metrics=["psnr"]), tmp_path / "f")
 
 
 def test_testset_is_deterministic():

@@ -160,6 +160,8 @@ def test_registry():
     assert "psnrr" in str(err.value) and "ssim" in str(err.value) and "fid" in str(err.value)
     m = metrics.get_metric("psnr", data_range=1.0)
     assert isinstance(m, metrics.PSNRMetric) and m.comparable and m.higher_is_better
+    assert metrics.available("image") == ["arcface_cos", "fid", "l1", "l1_hole", "lpips", "psnr", "ssim"]
+    assert metrics.available("mask") == ["mask_iou"] and metrics.available("landmarks") == ["landmark_nme"]
 
 
 # ---------------------------------------------------------------- Frechet distance and streaming statistics
@@ -241,10 +243,57 @@ def test_fid_metric_identical_sets_zero_and_cache(tmp_path):
     assert not other_set.has_reference and other_set.cache_path != cached.cache_path
 
 
+def test_metrics_of_one_context_share_its_networks_settings_and_fid_reference(tmp_path, monkeypatch):
+    seen = []  # batch sizes the FID network ran on
+
+    class Counting(_TinyFeatures):
+        def forward(self, x):
+            seen.append(len(x))
+            return super().forward(x)
+
+    monkeypatch.setattr(metrics.context, "FIDInception", lambda weights_path=None, key="": Counting())
+    ctx = metrics.MetricContext(cache_dir=tmp_path, test_set_id="test:8", psnr_max_db=50.0, ssim_convention="skimage")
+    assert metrics.build_metric("psnr", ctx).max_db == 50.0
+    assert metrics.build_metric("ssim", ctx).convention == "skimage"
+    assert metrics.build_metric("lpips", ctx).model is metrics.build_metric("diversity", ctx).lpips.model
+    a, b = metrics.build_metric("fid", ctx), metrics.build_metric("fid", ctx)  # two methods, one test set
+    assert a.net is b.net and a.reference is b.reference
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(8, 3, 16, 16, generator=g)
+    fake = torch.rand(8, 3, 16, 16, generator=g) ** 2
+    for i in (0, 4):
+        a.update(fake[i:i + 4], real[i:i + 4])
+        b.update(real[i:i + 4], real[i:i + 4])
+    assert seen == [4] * 6  # per batch: a's and b's predictions, the reference once
+    direct = metrics.FID(feature_net=_TinyFeatures())
+    direct.update(fake, real)
+    assert a.compute()["fid"] == pytest.approx(direct.compute()["fid"], rel=1e-6)  # batches of 4 vs 8
+    assert abs(b.compute()["fid"]) < 1e-8 and a.cache_path.is_file()
+
+    seen.clear()  # the next run on the same test set reads the reference from the cache
+    c = metrics.build_metric("fid", metrics.MetricContext(cache_dir=tmp_path, test_set_id="test:8"))
+    c.update(fake, real)
+    assert c.has_reference and seen == [8] and c.compute()["fid"] == pytest.approx(a.compute()["fid"], rel=1e-6)
+    d = metrics.build_metric("fid", metrics.MetricContext(test_set_id="test:8"))
+    d.update(fake[:4], real[:4])
+    d.reference.add(real[:4], 0, d.features)  # images 0-3 once more (another method): skipped
+    assert d.ref_stats.n == 4
+    with pytest.raises(ValueError, match="images from 8 given, but 4 accumulated"):
+        d.reference.add(real[4:], 8, d.features)  # a gap: not the test set in order
+
+
 # ---------------------------------------------------------------- FID Inception (299 px on CPU: 2 images only)
 
 
-def test_fid_inception_random_and_from_file(tmp_path):
+def test_fid_inception_builds_without_pytorch_fids_private_or_downloading_parts(monkeypatch):
+    def download(*args, **kwargs):
+        raise AssertionError("pytorch-fid's downloading constructor was called")
+
+    # built from torchvision parts and pytorch-fid's public blocks only: no private helper, nothing patched in
+    monkeypatch.delattr(pfi, "_inception_v3")
+    monkeypatch.setattr(pfi, "fid_inception_v3", download)
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", download)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 48, 48, generator=g)
     a = metrics.FIDInception(seed=0)
@@ -252,19 +301,30 @@ def test_fid_inception_random_and_from_file(tmp_path):
     assert fa.shape == (2, 2048) and torch.isfinite(fa).all() and fa.std() > 1e-3
     assert not a.pretrained and not metrics.FID(feature_net=a).comparable
 
-    # A weights file in pytorch-fid's format; pytorch-fid's own InceptionV3 (download swapped for the file) is the
-    # reference for our loader.
+
+def test_fid_inception_features_equal_pytorch_fids_own_model(tmp_path, monkeypatch):
+    """pool3 features of FIDInception and of pytorch-fid's own InceptionV3 (its public constructor) with the same
+    seeded random weights in pytorch-fid's file format. Theirs reads the file without a download: it lies where
+    torch.hub caches FID_WEIGHTS_URL (TORCH_HOME/hub/checkpoints/<the URL's file name>)."""
     torch.manual_seed(1)
-    state = build_fid_inception_v3().state_dict()
-    path = tmp_path / "pt_inception.pth"
-    torch.save(state, path)
+    net = build_fid_inception_v3()
+    for module in net.modules():  # O(1) activations (the default init shrinks them to ~1e-8)
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    path = hub / pfi.FID_WEIGHTS_URL.rsplit("/", 1)[1]
+    torch.save(net.state_dict(), path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    theirs = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
     ours = metrics.FIDInception(weights_path=path)
-    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *args, **kw: state):
-        ref = pfi.InceptionV3([3]).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.rand(2, 3, 48, 48, generator=g), torch.rand(1, 3, 48, 48, generator=g) ** 3])
     with torch.no_grad():
-        expect = ref(x)[0].flatten(1)
+        expect = theirs(x)[0].flatten(1)
     assert ours.pretrained and ours.identity.startswith("pt_inception:sha1=")
-    torch.testing.assert_close(ours(x), expect, rtol=1e-5, atol=1e-6)
+    assert expect.shape == (3, 2048) and expect.std() > 1e-3
+    assert torch.equal(ours(x), expect)  # the same modules, called the same way: bit for bit
 
 
 def test_fid_weights_missing_or_wrong(tmp_path):
