@@ -394,7 +394,12 @@ DETECTORS: dict[str, type[LandmarkDetector]] = {
 
 
 def get_detector(name: str, **kwargs) -> LandmarkDetector:
-    """Build a landmark detector by registry name (``dlib``, ``dlib_cnn``, ``insightface``, ``file``)."""
+    """Build a landmark detector by registry name (``dlib``, ``dlib_cnn``, ``masked``, ``insightface``, ``file``)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)
+
+
+from data.detect_masked import MaskedFaceDetector  # noqa: E402  (it builds on the classes above)
+
+DETECTORS["masked"] = MaskedFaceDetector
