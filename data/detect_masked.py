@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from data.align import ARCFACE_TEMPLATE_112, estimate_similarity, five_points, transform_points
-from data.landmarks import DlibDetector, _check_rgb_uint8, _dlib_model
+from data.landmarks import DETECTORS, DlibDetector, _check_rgb_uint8, _dlib_model
 
 __all__ = ["MaskedFaceDetector", "mix_lower_face", "merge_boxes"]
 
@@ -121,3 +121,6 @@ class MaskedFaceDetector(DlibDetector):
     def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
         faces = super().detect(image, name)
         return [mix_lower_face(lm, self.lower_mix) if self.lower_mix else lm for lm in faces]
+
+
+DETECTORS[MaskedFaceDetector.name] = MaskedFaceDetector

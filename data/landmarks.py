@@ -400,6 +400,4 @@ def get_detector(name: str, **kwargs) -> LandmarkDetector:
     return DETECTORS[name](**kwargs)
 
 
-from data.detect_masked import MaskedFaceDetector  # noqa: E402  (it builds on the classes above)
-
-DETECTORS["masked"] = MaskedFaceDetector
+import data.detect_masked  # noqa: E402, F401  (registers "masked"; it builds on the classes above)

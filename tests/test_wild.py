@@ -259,7 +259,14 @@ def test_mix_lower_face_moves_nose_and_mouth_towards_the_mean_face_placed_from_t
 
 
 def test_merge_boxes_keeps_the_most_confident_of_overlapping_boxes():
+    import subprocess
+    import sys
+
     from data.detect_masked import merge_boxes
+
+    # the module registers itself whichever of it and data.landmarks is imported first
+    code = "import data.detect_masked; from data.landmarks import get_detector as g; print(g.__module__)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
 
     boxes = [(0, 0, 100, 100, 0.2), (5, 5, 105, 105, 0.9), (200, 0, 260, 60, 0.1), (0, 0, 100, 100, 0.5)]
     assert merge_boxes(boxes) == [(5, 5, 105, 105, 0.9), (200, 0, 260, 60, 0.1)]
