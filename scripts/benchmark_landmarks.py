@@ -273,11 +273,12 @@ def main(argv=None) -> int:
     try:
         detectors = {name: get_any_detector(name) for name in args.detectors.split(",") if name}
         sets = {}
-        if not args.no_photos:
-            for which in args.photos.split(","):
-                if which not in ("astronaut", "insightface"):
-                    raise ValueError(f"--photos: unknown set {which!r} (astronaut, insightface)")
-                sets[which] = photo_sets(args.seeds if which == "astronaut" else max(args.seeds // 2, 1), which)
+        photos = [] if args.no_photos else [w for w in args.photos.split(",") if w]
+        unknown = sorted(set(photos) - {"astronaut", "insightface"})
+        if unknown:
+            raise ValueError(f"--photos: unknown set {unknown[0]!r} (astronaut, insightface)")
+        for which in photos:
+            sets[which] = photo_sets(args.seeds if which == "astronaut" else max(args.seeds // 2, 1), which)
         if args.synthetic > 0:
             sets["synthetic"] = synthetic_sets(args.synthetic, args.seeds)
         refined = {}

@@ -294,3 +294,16 @@ def test_masked_detector_is_the_default_and_finds_a_masked_face_single_scale_cnn
     det.lower_mix = 0.0
     alone = match(det.detect(u8), astronaut["lm"])
     assert nme5(hit, astronaut["lm"]) < nme5(alone, astronaut["lm"])
+
+
+def test_benchmark_photo_set_of_the_insightface_wheel(capsys):
+    """The second real-photo set: the seven faces of the photos insightface's wheel ships, three rolls each."""
+    pytest.importorskip("insightface")
+    from scripts.benchmark_landmarks import insightface_variants, main
+
+    views = insightface_variants()
+    labels = [label for _, label in views]
+    assert len(views) == 21 and sum(lb.startswith("t1") for lb in labels) == 18 and "hanks0_r0" in labels
+    assert all(img.shape == (256, 256, 3) and img.dtype == np.uint8 for img, _ in views)
+    assert main(["--photos", "astronaut,nope", "--synthetic", "0", "--detectors", "dlib"]) == 2
+    assert capsys.readouterr().err == "error: --photos: unknown set 'nope' (astronaut, insightface)\n"
