@@ -394,7 +394,10 @@ DETECTORS: dict[str, type[LandmarkDetector]] = {
 
 
 def get_detector(name: str, **kwargs) -> LandmarkDetector:
-    """Build a landmark detector by registry name (``dlib``, ``dlib_cnn``, ``insightface``, ``file``)."""
+    """Build a landmark detector by registry name (``dlib``, ``dlib_cnn``, ``masked``, ``insightface``, ``file``)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)
+
+
+import data.detect_masked  # noqa: E402, F401  (registers "masked"; it builds on the classes above)

@@ -1,12 +1,15 @@
 """How well each detector finds and aligns *masked* faces: faces found and 5-point NME per detector.
 
-    python scripts/benchmark_landmarks.py [--seeds 4] [--synthetic 16] [--detectors dlib,dlib_cnn]
+    python scripts/benchmark_landmarks.py [--seeds 4] [--synthetic 16] [--detectors dlib,dlib_cnn,masked]
                                           [--n3d runs/3d_demo/n3d.pt] [--refine 2] [--json OUT.json]
 
 Sets (each face masked by our synthesiser, data.synth.MaskedPairSynthesizer, once per seed):
   astronaut  scikit-image's astronaut (the real face photo a registry package ships), FFHQ-framed at 256 px
              (eyes ~62 px apart), in 12 variants: mirrored or not x roll -12 / 0 / +12 degrees x crop scale 1, 1.3.
              Reference: dlib HOG + 68 points on the *unmasked* variant (the faces a detector sees unmasked).
+  insightface  the real faces insightface's wheel ships (data/images: the six of the group photo t1.jpg and
+             Tom_Hanks_54745.png), each FFHQ-framed at 256 px, rolled -12 / 0 / +12 degrees, masked with 2 seeds
+             (``--seeds`` halved); reference as the astronaut's. Several are turned or tilted: a harder set.
   synthetic  held-out SyntheticFaces at 256 px; reference: their exact (renderer) landmarks.
 A detection counts as found when its eye midpoint is within one inter-ocular distance of the reference's; the NME
 is the mean distance of the 5 alignment points (data.align.five_points: eye centres, nose tip, mouth corners) over
@@ -101,10 +104,7 @@ def astronaut_variants() -> list[tuple[np.ndarray, str]]:
         for scale in (1.0, 1.3):
             crop = align_face(src, lm_src, SIZE, scale=scale).image
             for roll in (-12, 0, 12):
-                rot = cv2.getRotationMatrix2D(((SIZE - 1) / 2, (SIZE - 1) / 2), roll, 1.0)
-                view = cv2.warpAffine(crop, rot, (SIZE, SIZE), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_REFLECT101)
-                out.append((view, f"astronaut{'_m' if mirror else ''}_s{scale}_r{roll}"))
+                out.append((_roll(crop, roll), f"astronaut{'_m' if mirror else ''}_s{scale}_r{roll}"))
     return out
 
 
@@ -122,13 +122,44 @@ def masked_cases(views: list[tuple[np.ndarray, np.ndarray, str]], seeds: int) ->
     return cases
 
 
-def photo_sets(seeds: int) -> tuple[list[Case], list[Case]]:
-    """(unmasked, masked) astronaut cases; the reference is HOG + 68 points on the unmasked view."""
+def insightface_variants() -> list[tuple[np.ndarray, str]]:
+    """The faces of the photos in insightface's wheel (t1.jpg, Tom_Hanks_54745.png), FFHQ-framed at 256 px and
+    rolled -12 / 0 / +12 degrees, (H, W, 3) uint8; FileNotFoundError when insightface is not installed."""
+    import importlib.util
+
+    from data.align import align_face
+    from data.io import read_image_uint8
+    from data.landmarks import DlibDetector
+
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("insightface photo set: the insightface package is not installed")
+    root = Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
+    hanks = read_image_uint8(root / "Tom_Hanks_54745.png")  # a 112 px ArcFace crop: enlarged, with a border
+    hanks = cv2.copyMakeBorder(cv2.resize(hanks, (224, 224), interpolation=cv2.INTER_CUBIC), 64, 64, 64, 64,
+                               cv2.BORDER_REFLECT101)
+    hog, out = DlibDetector(), []
+    for name, src in (("t1", read_image_uint8(root / "t1.jpg")), ("hanks", hanks)):
+        for j, lm in enumerate(hog.detect(src)):
+            crop = align_face(src, lm, SIZE).image
+            out.extend((_roll(crop, roll), f"{name}{j}_r{roll}") for roll in (-12, 0, 12))
+    return out
+
+
+def _roll(img: np.ndarray, degrees: float) -> np.ndarray:
+    rot = cv2.getRotationMatrix2D(((SIZE - 1) / 2, (SIZE - 1) / 2), degrees, 1.0)
+    return cv2.warpAffine(img, rot, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def photo_sets(seeds: int, which: str = "astronaut") -> tuple[list[Case], list[Case]]:
+    """(unmasked, masked) cases of a photo set (``astronaut`` or ``insightface``); the reference is HOG + 68 points
+    on the unmasked view (views where HOG finds no face are left out)."""
     from data.landmarks import DlibDetector
 
     hog = DlibDetector()
     views = []
-    for img, label in astronaut_variants():
+    variants = astronaut_variants() if which == "astronaut" else insightface_variants()
+    for img, label in variants:
         found = hog.detect(img)
         if found:
             views.append((img, found[0], label))
@@ -225,13 +256,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=4, help="masks per face")
     p.add_argument("--synthetic", type=int, default=16, help="synthetic faces (0: none)")
-    p.add_argument("--detectors", default="dlib,dlib_cnn", help="comma-separated data.landmarks detector names "
+    p.add_argument("--detectors", default="dlib,dlib_cnn,masked", help="comma-separated data.landmarks detector names "
                                                                 "(and mtcnn / mediapipe, if importable)")
     p.add_argument("--n3d", default=None, help="N_3D export for the refinement rows (e.g. runs/3d_demo/n3d.pt)")
     p.add_argument("--n3d-photos", action="store_true", help="refinement rows on the photo set too (an N_3D "
                                                              "trained on real faces)")
     p.add_argument("--refine", type=int, default=2, help="N_3D refinement rounds")
-    p.add_argument("--no-photos", action="store_true", help="skip the astronaut set")
+    p.add_argument("--no-photos", action="store_true", help="skip the photo sets")
+    p.add_argument("--photos", default="astronaut,insightface", help="photo sets (astronaut, insightface)")
     p.add_argument("--json", default=None, help="write the results here")
     return p.parse_args(argv)
 
@@ -241,8 +273,12 @@ def main(argv=None) -> int:
     try:
         detectors = {name: get_any_detector(name) for name in args.detectors.split(",") if name}
         sets = {}
-        if not args.no_photos:
-            sets["astronaut"] = photo_sets(args.seeds)
+        photos = [] if args.no_photos else [w for w in args.photos.split(",") if w]
+        unknown = sorted(set(photos) - {"astronaut", "insightface"})
+        if unknown:
+            raise ValueError(f"--photos: unknown set {unknown[0]!r} (astronaut, insightface)")
+        for which in photos:
+            sets[which] = photo_sets(args.seeds if which == "astronaut" else max(args.seeds // 2, 1), which)
         if args.synthetic > 0:
             sets["synthetic"] = synthetic_sets(args.synthetic, args.seeds)
         refined = {}

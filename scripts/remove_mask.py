@@ -3,9 +3,11 @@
     python scripts/remove_mask.py --image PHOTO.jpg --checkpoint runs/inpaint_paper/inpaint.pt \
         --variations 4 [--edit "exp[3]=+1.5"] [--edit smile,brighter] --out OUT_DIR
 
-Every face is found (dlib's CNN detector + 68 landmarks by default, `--detector dlib` for dlib's faster HOG,
-`--detector insightface`, or `--landmarks FILE`: 68 rows "x y", or 5 rows: left eye, right eye, nose tip, left mouth
-corner, right mouth corner, in image pixels), optionally re-located by N_3D (`--refine N`, data.landmarks.
+Every face is found (by default `--detector masked`, data.detect_masked: dlib's CNN over an image pyramid, a HOG
+fallback, the nose and mouth half-way between the 68-point predictor and a mean face placed from the eyes;
+`--detector dlib_cnn` for dlib's CNN at one scale, `--detector dlib` for dlib's faster HOG, `--detector insightface`,
+or `--landmarks FILE`: 68 rows "x y", or 5 rows: left eye, right eye, nose tip, left mouth corner, right mouth
+corner, in image pixels), optionally re-located by N_3D (`--refine N`, data.landmarks.
 RefinedDetector), aligned to the model's crop, run through N_3D and N_G with each edit (see tasks/removal.py for the
 edit syntax and presets), and pasted back into the original photo: only N_3D's occluded region (grown by
 tasks.removal.SEAM_MARGIN = 2 px, so the feathered seam lies outside it) changes. Faces too small for the model's
@@ -52,10 +54,12 @@ def parse_args(argv=None):
     p.add_argument("--variations", type=int, default=4, help="number of preset variations (first K presets)")
     p.add_argument("--edit", action="append", default=[], help="extra edit, e.g. 'exp[3]=+1.5' or 'smile,brighter'")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--detector", default="dlib_cnn", help="landmark detector: dlib_cnn (dlib's CNN) | dlib (HOG) | "
-                                                           "insightface")
+    p.add_argument("--detector", default="masked", help="landmark detector: masked (robust to masks, BENCHMARKS.md) "
+                                                         "| dlib_cnn (dlib's CNN) | dlib (HOG) | insightface")
     p.add_argument("--insightface-root", default=None, help="insightface model-pack root (for --detector insightface)")
-    p.add_argument("--det-threshold", type=float, default=0.3, help="dlib detection score threshold")
+    p.add_argument("--det-threshold", type=float, default=None,
+                   help="dlib detection score threshold (default: the detector's own: 0.3 for dlib / dlib_cnn, 0 for "
+                        "masked)")
     p.add_argument("--landmarks", default=None,
                    help="landmark file (.txt/.npy) instead of a detector: 68 x 2, or 5 x 2 (left eye, right eye, "
                         "nose tip, left / right mouth corner)")
@@ -93,8 +97,8 @@ def find_faces(args, image_u8: np.ndarray) -> list[np.ndarray]:
 
     if args.landmarks:
         return [load_landmarks_file(args.landmarks, counts=(68, 5))]
-    if args.detector in ("dlib", "dlib_cnn"):
-        kw = {"threshold": args.det_threshold}
+    if args.detector in ("dlib", "dlib_cnn", "masked"):
+        kw = {} if args.det_threshold is None else {"threshold": args.det_threshold}
     else:
         kw = {"root": args.insightface_root} if args.insightface_root else {}
     return get_detector(args.detector, **kw).detect(image_u8)

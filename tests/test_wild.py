@@ -234,3 +234,76 @@ def test_benchmark_landmarks_on_synthetic_faces_with_n3d_refinement(n3d_export, 
     ref = np.array([[100, 100], [140, 100], [120, 125], [105, 145], [135, 145]], np.float64)
     assert nme5(ref + [4.0, 0.0], ref) == pytest.approx(0.1)
     assert match([ref + 60.0], ref) is None and match([ref + 60.0, ref + 1.0], ref)[0, 0] == 101
+
+
+def test_mix_lower_face_moves_nose_and_mouth_towards_the_mean_face_placed_from_the_eyes(astronaut):
+    from data.align import ARCFACE_TEMPLATE_112, estimate_similarity, transform_points
+    from data.detect_masked import mix_lower_face
+
+    lm = astronaut["lm"].astype(np.float64)
+    f = five_points(lm)
+    placed = transform_points(ARCFACE_TEMPLATE_112, estimate_similarity(ARCFACE_TEMPLATE_112[:2], f[:2]))
+    assert np.allclose(mix_lower_face(lm, 0.0), lm, atol=1e-4)
+    full, half = five_points(mix_lower_face(lm, 1.0).astype(np.float64)), mix_lower_face(lm, 0.5)
+    assert np.allclose(full[2:], placed[2:], atol=1e-3) and np.allclose(full[:2], f[:2], atol=1e-4)
+    assert np.allclose(five_points(half.astype(np.float64))[2:], (f[2:] + placed[2:]) / 2, atol=1e-3)
+    assert np.allclose(half[:27], lm[:27], atol=1e-4) and np.allclose(half[36:48], lm[36:48], atol=1e-4)
+    # the whole nose moves with its tip; the mouth keeps its shape up to a similarity
+    assert np.allclose(half[27:36] - lm[27:36], half[30] - lm[30], atol=1e-4)
+    a = estimate_similarity(lm[48:68], half[48:68])
+    assert np.allclose(transform_points(lm[48:68], a), half[48:68], atol=1e-3)
+    # the template is placed in the face's own frame: a rolled face gets the same mix, rolled
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot = np.array([[c, -s, 10.0], [s, c, -5.0]])
+    assert np.allclose(mix_lower_face(transform_points(lm, rot), 0.5), transform_points(half, rot), atol=1e-3)
+
+
+def test_merge_boxes_keeps_the_most_confident_of_overlapping_boxes():
+    import subprocess
+    import sys
+
+    from data.detect_masked import merge_boxes
+
+    # the module registers itself whichever of it and data.landmarks is imported first
+    code = "import data.detect_masked; from data.landmarks import get_detector as g; print(g.__module__)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+    boxes = [(0, 0, 100, 100, 0.2), (5, 5, 105, 105, 0.9), (200, 0, 260, 60, 0.1), (0, 0, 100, 100, 0.5)]
+    assert merge_boxes(boxes) == [(5, 5, 105, 105, 0.9), (200, 0, 260, 60, 0.1)]
+
+
+_MISSED_SEED = 2  # a mask (on the fixture's face) that dlib's CNN at one scale misses and the pyramid finds
+
+
+def test_masked_detector_is_the_default_and_finds_a_masked_face_single_scale_cnn_misses(astronaut):
+    """The pyramid finds the masked astronaut where dlib's CNN at one scale (the old default, threshold 0.3) does
+    not, and its 5 points are closer to the unmasked face's than the 68-point predictor's alone."""
+    from data.landmarks import DlibCNNDetector, get_detector
+    from data.synth import MaskedPairSynthesizer
+    from scripts.benchmark_landmarks import match, nme5
+    from scripts.remove_mask import parse_args
+
+    assert parse_args(["--image", "x.png", "--out", "o"]).detector == "masked"
+    x = torch.from_numpy(astronaut["image"]).permute(2, 0, 1).float() / 255
+    masked, _ = MaskedPairSynthesizer().synth(x, torch.from_numpy(astronaut["lm"]), _MISSED_SEED)
+    u8 = (masked.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    assert match(DlibCNNDetector().detect(u8), astronaut["lm"]) is None
+    det = get_detector("masked")
+    hit = match(det.detect(u8), astronaut["lm"])
+    assert hit is not None and hit.shape == (68, 2)
+    det.lower_mix = 0.0
+    alone = match(det.detect(u8), astronaut["lm"])
+    assert nme5(hit, astronaut["lm"]) < nme5(alone, astronaut["lm"])
+
+
+def test_benchmark_photo_set_of_the_insightface_wheel(capsys):
+    """The second real-photo set: the seven faces of the photos insightface's wheel ships, three rolls each."""
+    pytest.importorskip("insightface")
+    from scripts.benchmark_landmarks import insightface_variants, main
+
+    views = insightface_variants()
+    labels = [label for _, label in views]
+    assert len(views) == 21 and sum(lb.startswith("t1") for lb in labels) == 18 and "hanks0_r0" in labels
+    assert all(img.shape == (256, 256, 3) and img.dtype == np.uint8 for img, _ in views)
+    assert main(["--photos", "astronaut,nope", "--synthetic", "0", "--detectors", "dlib"]) == 2
+    assert capsys.readouterr().err == "error: --photos: unknown set 'nope' (astronaut, insightface)\n"
