@@ -138,7 +138,7 @@ def photo_sets(seeds: int) -> tuple[list[Case], list[Case]]:
 
 def synthetic_sets(num: int, seeds: int) -> tuple[list[Case], list[Case]]:
     """(unmasked, masked) held-out SyntheticFaces at 256 px with their exact landmarks."""
-    from data.faces import SyntheticFaces
+    from data.synthetic import SyntheticFaces
 
     faces = SyntheticFaces(num, SIZE, offset=2_000_000)
     views = [(_u8(faces[i]["image"]), faces[i]["landmarks"].numpy(), f"synthetic{i}") for i in range(num)]

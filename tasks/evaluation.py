@@ -24,15 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.config import FaceDataConfig, FFHQConfig, SynthesizerConfig
+from data.pairs import MaskedPairs, build_faces
 from engine.config import path_field, to_dict
 from models.generator import composite
 from tasks.common import (
-    FaceDataConfig,
     MorphableConfig,
-    build_faces,
     build_morphable,
     build_synthesizer,
     iterate,
+    resize,
     resize_square,
 )
 from tasks.inpaint import telea
@@ -56,9 +57,10 @@ L1_CONVENTION = ("mean |output - truth| over pixels and RGB channels in [0,1] (E
 @dataclass
 class TestSetConfig:
     image_size: int = 256
-    faces: list[FaceDataConfig] = field(default_factory=lambda: [FaceDataConfig(kind="ffhq", split="test")])
+    faces: list[FaceDataConfig] = field(default_factory=lambda: [FFHQConfig(split="test")])
     mask_library: str | None = path_field(kind="dir")
     mask_seed: int = 2024  # test image i is always masked with seed (mask_seed, i)
+    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
     limit: int | None = None  # evaluate the first `limit` images only
 
 
@@ -98,18 +100,12 @@ class EvalExperiment:
 
 def build_testset(cfg: EvalExperiment, model=None):
     """The deterministic masked test set (fixed mask per image)."""
-    from data.faces import MaskedPairs
-
     t = cfg.test
     faces = build_faces(t.faces, t.image_size, "test.faces", model)
-    pairs = MaskedPairs(faces, build_synthesizer(t), seed=t.mask_seed, fixed=True)
+    pairs = MaskedPairs(faces, build_synthesizer(t.mask_library, t.synth), seed=t.mask_seed, fixed=True)
     if t.limit is not None and t.limit < len(pairs):
         pairs = torch.utils.data.Subset(pairs, range(t.limit))
     return pairs
-
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    return x if x.shape[-1] == size else resize_square(x, size).clamp(0, 1)
 
 
 def as_exported(batch: dict) -> dict:

@@ -442,8 +442,8 @@ def test_damaged_jpeg_data_is_detected(tmp_path, capfd):
 
 
 def test_damaged_jpeg_is_skipped_and_counted_by_a_folder_dataset(tmp_path):
-    from data.faces import build_dataset
     from data.landmarks import save_landmarks_file
+    from data.pairs import build_dataset
 
     rng = np.random.default_rng(1)
     (tmp_path / "img").mkdir()
