@@ -17,6 +17,7 @@ import torch
 
 from data.align import align_face, five_points, invert_transform, transform_points
 from data.landmarks import N_FIVE, N_LANDMARKS, find_landmarks_file, load_landmarks_file
+from engine.config import ConfigError
 
 __all__ = [
     "LandmarkDetector",
@@ -307,5 +308,5 @@ DETECTORS: dict[str, type[LandmarkDetector]] = {
 def get_detector(name: str, **kwargs) -> LandmarkDetector:
     """Build a landmark detector by registry name (``dlib``, ``dlib_cnn``, ``insightface``, ``file``)."""
     if name not in DETECTORS:
-        raise ValueError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
+        raise ConfigError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)

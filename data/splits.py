@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.config import ConfigError
+
 __all__ = ["FFHQ_SIZE", "FFHQ_TEST_RANGE", "CELEBAMASK_HQ_SIZE", "ffhq_split", "split_indices", "SPLIT_NAMES",
            "item_seed"]
 
@@ -27,7 +29,7 @@ def ffhq_split(name: str) -> list[int]:
         return list(range(FFHQ_TEST_RANGE.start))
     if name == "all":
         return list(range(FFHQ_SIZE))
-    raise ValueError(f"unknown FFHQ split {name!r}; valid: {', '.join(SPLIT_NAMES)}")
+    raise ConfigError(f"unknown FFHQ split {name!r}; valid: {', '.join(SPLIT_NAMES)}")
 
 
 def split_indices(n: int, n_test: int, seed: int = 0) -> tuple[list[int], list[int]]:

@@ -205,13 +205,12 @@ def n3d_refiner(base, n3d_path: str, iterations: int, device: str = "cpu"):
     face as the renderer frames it, data.align ffhq similarity onto its 5 points)."""
     from data.align import five_points
     from data.detectors import RefinedDetector
-    from renderer.render import FaceRenderer
-    from tasks.common import build_morphable, resize_square
+    from tasks.common import build_morphable, build_renderer, resize_square
     from tasks.recon3d import load_n3d
 
     net, morph_cfg, size = load_n3d(n3d_path, torch.device(device), "--n3d")
     morph = build_morphable(morph_cfg)
-    renderer = FaceRenderer(morph, size, backend=morph_cfg.backend).to(device)
+    renderer = build_renderer(morph_cfg, size, device, morph)
     mean_lm = renderer.landmarks(morph.layout.zeros(1))[0].numpy()
     template = (five_points(mean_lm) + 0.5) / size
 

@@ -49,7 +49,9 @@ def build_morphable(cfg: MorphableConfig):
     return MorphableModel.synthetic(seed=cfg.synthetic_seed, n_vertices=cfg.synthetic_vertices)
 
 
-def build_renderer(cfg: MorphableConfig, image_size: int, device: torch.device, model=None):
+def build_renderer(cfg: MorphableConfig, image_size: int, device: torch.device | str, model=None):
+    """The (parameter-free) FaceRenderer of `model` (default: built from `cfg`) at image_size, with cfg's rasterizer
+    backend, on `device`."""
     from renderer.render import FaceRenderer
 
     model = build_morphable(cfg) if model is None else model

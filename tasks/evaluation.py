@@ -26,7 +26,7 @@ import torch
 
 from data.config import FaceDataConfig, FFHQConfig, SynthesizerConfig
 from data.pairs import MaskedPairs, build_faces
-from engine.config import path_field, to_dict
+from engine.config import ConfigError, path_field, to_dict
 from models.generator import composite
 from tasks.common import (
     MorphableConfig,
@@ -191,13 +191,13 @@ def _check_scoring(cfg: EvalExperiment) -> None:
     from metrics.image import SSIM_CONVENTIONS, ssim_window
 
     if cfg.ssim_convention not in SSIM_CONVENTIONS:
-        raise ValueError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
+        raise ConfigError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
     win = ssim_window(cfg.ssim_convention)
     if "ssim" in cfg.metrics and cfg.test.image_size < win:
-        raise ValueError(f"ssim_convention {cfg.ssim_convention}: its {win}x{win} window needs test.image_size >= "
+        raise ConfigError(f"ssim_convention {cfg.ssim_convention}: its {win}x{win} window needs test.image_size >= "
                          f"{win}, got {cfg.test.image_size}")
     if not cfg.psnr_max_db > 0:
-        raise ValueError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
+        raise ConfigError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
 
 
 class Evaluator:
@@ -222,12 +222,12 @@ class Evaluator:
                 self.methods["ours_gt_mask"] = GTMaskMethod(self.methods["ours"])
         for b in cfg.baselines:
             if b not in ("telea", "navier_stokes"):
-                raise ValueError(f"baselines: unknown baseline {b!r}; valid: telea, navier_stokes")
+                raise ConfigError(f"baselines: unknown baseline {b!r}; valid: telea, navier_stokes")
             self.methods[b] = OpenCVMethod(b)
         if predictions:
             self.methods["predictions"] = PredictionsMethod(predictions)
         if not self.methods:
-            raise ValueError("nothing to evaluate: give --checkpoint, ablations, baselines or --predictions")
+            raise ConfigError("nothing to evaluate: give --checkpoint, ablations, baselines or --predictions")
         model = self.removers["ours"].model if "ours" in self.removers else build_morphable(cfg.morphable)
         self.testset = build_testset(cfg, model)
         self.face_model = model  # renders synthetic test faces: part of the FID reference cache key
@@ -254,7 +254,7 @@ class Evaluator:
         valid = {"l1", "l1_hole", "psnr", "ssim", "arcface_cos", "fid", "lpips"}
         for name in cfg.metrics:
             if name not in valid:
-                raise ValueError(f"metrics: unknown metric {name!r}; valid: {', '.join(sorted(valid))}")
+                raise ConfigError(f"metrics: unknown metric {name!r}; valid: {', '.join(sorted(valid))}")
         need_lpips = "lpips" in cfg.metrics or self.removers
         self.lpips = LPIPSMetric(w.lpips_net, w.lpips_backbone, device=self.device,
                                  key="weights.lpips_backbone") if need_lpips else None

@@ -29,6 +29,7 @@ from tasks.common import (
     MorphableConfig,
     build_morphable,
     build_pairs,
+    build_renderer,
     gray3,
     iterate,
     require_arcface,
@@ -117,8 +118,6 @@ class PriorModule:
     """I_3D and m for a batch of masked images: from a frozen N_3D + renderer, or from the ground truth."""
 
     def __init__(self, cfg: PriorConfig, morph_cfg: MorphableConfig, image_size: int, device: torch.device):
-        from renderer.render import FaceRenderer
-
         self.cfg, self.device = cfg, device
         self.n3d = None
         if cfg.source == "n3d":
@@ -129,7 +128,7 @@ class PriorModule:
             for p in self.n3d.parameters():
                 p.requires_grad_(False)
         self.morph = build_morphable(morph_cfg)
-        self.renderer = FaceRenderer(self.morph, image_size, backend=morph_cfg.backend).to(device)
+        self.renderer = build_renderer(morph_cfg, image_size, device, self.morph)
 
     @torch.no_grad()
     def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
