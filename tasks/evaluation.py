@@ -296,7 +296,7 @@ class Evaluator:
         t = self.cfg.test
         synthetic = any(f.kind == "synthetic" for f in t.faces)
         return reference_id(to_dict(t), t.image_size, dataset_files(self.testset),
-                            [f.landmarks_json for f in t.faces if f.landmarks_json],
+                            [f.landmarks_json for f in t.faces if isinstance(f, FFHQConfig) and f.landmarks_json],
                             module_fingerprint(self.face_model) if synthetic else None)
 
     # ---------------------------------------------------------------------------------------------- run
