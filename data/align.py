@@ -40,6 +40,9 @@ import cv2
 import numpy as np
 import torch
 
+from engine.config import ConfigError
+from engine.files import FileReadError
+
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "FFHQ_TEMPLATE",
@@ -97,7 +100,7 @@ def get_framing(name: str | Framing) -> Framing:
     if isinstance(name, Framing):
         return name
     if name not in FRAMINGS:
-        raise ValueError(f"unknown framing {name!r}; valid: {', '.join(FRAMINGS)}")
+        raise ConfigError(f"unknown framing {name!r}; valid: {', '.join(FRAMINGS)}")
     return FRAMINGS[name]
 
 
@@ -117,9 +120,9 @@ def load_lm3d(path: str | os.PathLike, what: str = "lm3d_path") -> np.ndarray:
     try:
         lm = np.asarray(loadmat(str(path))["lm"], np.float64)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{what}: cannot read 3D reference landmarks from {path}: {e!s}".splitlines()[0]) from None
+        raise FileReadError(f"{what}: cannot read 3D reference landmarks from {path}: {e!s}".splitlines()[0]) from None
     if lm.shape != (68, 3):
-        raise ValueError(f"{what}: {path}: 'lm' must be 68 x 3, got {lm.shape}")
+        raise FileReadError(f"{what}: {path}: 'lm' must be 68 x 3, got {lm.shape}")
     return five_points(lm)
 
 

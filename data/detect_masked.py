@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from data.align import ARCFACE_TEMPLATE_112, estimate_similarity, five_points, transform_points
-from data.landmarks import DETECTORS, DlibDetector, _check_rgb_uint8, _dlib_model
+from data.detectors import DETECTORS, DlibDetector, _check_rgb_uint8, _dlib_model
 
 __all__ = ["MaskedFaceDetector", "mix_lower_face", "merge_boxes"]
 

@@ -1,4 +1,4 @@
-"""Face landmarks: files, detectors (dlib HOG, dlib CNN, insightface), refinement by N_3D.
+"""Face landmarks: the iBUG-68 convention and landmark files.
 
 Landmarks are iBUG-68, 0-based, (68, 2) pixel coordinates (x right, y down) with pixel centres at integers (OpenCV
 convention). Where only alignment is needed (``scripts/remove_mask.py --landmarks``), 5 points are accepted too, in
@@ -9,12 +9,8 @@ Landmark files (one per image, named after the image's file stem):
     ``<stem>.npy``  float array (68, 2) [or (68, 3): the third column is ignored]; (5, 2) where 5 points are allowed
     ``<stem>.txt``  68 (or 5) lines "x y" (whitespace or comma separated; more columns are ignored)
 
-Masked faces: detectors and 68-point predictors are trained on unmasked faces and misplace the nose and mouth under
-a mask. ``RefinedDetector`` re-locates a detector's faces with N_3D (trained on masked faces): align, predict the
-3DMM, take the reconstructed face's landmarks back into the photo, re-align, repeat (BENCHMARKS.md measures it).
-
-Alignment (5 points, the FFHQ / Deng / release framings, paste-back) lives in ``data.align``; its names are
-re-exported here for the modules that import them from this one.
+Detectors (dlib HOG, dlib CNN, insightface, N_3D refinement) live in ``data.detectors``; alignment (5 points, the
+FFHQ / Deng / release framings, paste-back) in ``data.align``.
 """
 
 from __future__ import annotations
@@ -25,38 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.align import (  # noqa: F401  (re-exported)
-    ARCFACE_TEMPLATE_112,
-    FFHQ_TEMPLATE,
-    AlignResult,
-    align_face,
-    alignment_template,
-    alignment_transform,
-    estimate_similarity,
-    five_points,
-    invert_transform,
-    paste_back,
-    transform_points,
-    warp_affine,
-)
 from data.io import read_array
 
 __all__ = [
     "N_LANDMARKS",
-    "LandmarkDetector",
-    "DlibDetector",
-    "DlibCNNDetector",
-    "InsightFaceDetector",
-    "RefinedDetector",
-    "FileLandmarks",
-    "DETECTORS",
-    "get_detector",
+    "N_FIVE",
     "load_landmarks_file",
     "save_landmarks_file",
     "find_landmarks_file",
-    "dlib_model_dir",
     "eye_span",
 ]
+
 
 N_LANDMARKS = 68
 N_FIVE = 5
@@ -112,130 +87,7 @@ def find_landmarks_file(landmarks_dir: str | os.PathLike, stem: str) -> Path | N
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# detectors
-
-
-class LandmarkDetector:
-    """Finds 68-point landmarks of every face in an image.
-
-    ``detect(image, name=None)``: image (H, W, 3) uint8 RGB -> list of (68, 2) float32 arrays in image pixel
-    coordinates, largest face first; an empty list when no face is found. ``name`` (the image's file stem) is only
-    used by file-backed detectors.
-    """
-
-    name = "base"
-
-    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def __call__(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
-        return self.detect(image, name)
-
-
-def dlib_model_dir() -> Path | None:
-    """The ``models`` folder of the ``face_recognition_models`` package, found without importing it (its
-    ``__init__`` needs pkg_resources). None when the package is not installed."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        if (Path(loc) / "models").is_dir():
-            return Path(loc) / "models"
-    return None
-
-
-def _check_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"detector input must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-    return np.ascontiguousarray(image)
-
-
-def _dlib_model(path: str | os.PathLike | None, file_name: str, what: str) -> Path:
-    """A dlib model file: ``path`` or the copy in the ``face_recognition_models`` package."""
-    if path is None:
-        model_dir = dlib_model_dir()
-        if model_dir is None:
-            raise FileNotFoundError(f"dlib detector: {what} not given and the face_recognition_models package is "
-                                    "not installed")
-        path = model_dir / file_name
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dlib detector: {what}: model file not found: {path}")
-    return path
-
-
-class DlibDetector(LandmarkDetector):
-    """dlib HOG frontal face detector + the 68-point shape predictor.
-
-    Args:
-        predictor_path: shape_predictor_68_face_landmarks.dat; default: the copy in the ``face_recognition_models``
-            package (``models/shape_predictor_68_face_landmarks.dat``).
-        upsample: times the detector upsamples the image (finds smaller faces, slower).
-        threshold: minimum detection score (dlib's own default is 0; 0.3 drops face-like patterns such as logos,
-            which score about 0.1, while frontal faces in photos score about 1).
-    """
-
-    name = "dlib"
-
-    def __init__(self, predictor_path: str | os.PathLike | None = None, upsample: int = 1,
-                 threshold: float = 0.3) -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise ImportError("dlib detector: `import dlib` failed (install the dlib-bin package)") from None
-        self.predictor_path = _dlib_model(predictor_path, "shape_predictor_68_face_landmarks.dat", "predictor_path")
-        self.upsample = int(upsample)
-        self.threshold = float(threshold)
-        self._predictor = dlib.shape_predictor(str(self.predictor_path))
-        self._detector = self._build_detector(dlib)
-
-    def _build_detector(self, dlib):
-        return dlib.get_frontal_face_detector()
-
-    def boxes(self, image: np.ndarray) -> list:
-        """dlib rectangles of the faces in (H, W, 3) uint8 RGB whose score reaches ``threshold``."""
-        found, _scores, _ = self._detector.run(image, self.upsample, self.threshold)
-        return list(found)
-
-    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
-        image = _check_rgb_uint8(image)
-        rects = sorted(self.boxes(image), key=lambda r: -r.width() * r.height())
-        out = []
-        for rect in rects:
-            shape = self._predictor(image, rect)
-            out.append(np.array([[shape.part(k).x, shape.part(k).y] for k in range(N_LANDMARKS)], np.float32))
-        return out
-
-
-class DlibCNNDetector(DlibDetector):
-    """dlib's CNN face detector (MMOD, ``mmod_human_face_detector.dat`` of ``face_recognition_models``) + the same
-    68-point shape predictor. Slower than HOG on a CPU (~0.3 s at 256 px), but it finds faces from the eyes and the
-    head's outline, so a mask hurts it less (BENCHMARKS.md).
-
-    Args:
-        detector_path: mmod_human_face_detector.dat (default: the packaged copy).
-        predictor_path, upsample: as :class:`DlibDetector`.
-        threshold: minimum MMOD confidence (dlib reports it as the box's score; 0 keeps every box it returns).
-    """
-
-    name = "dlib_cnn"
-
-    def __init__(self, predictor_path: str | os.PathLike | None = None, upsample: int = 1,
-                 threshold: float = 0.3, detector_path: str | os.PathLike | None = None) -> None:
-        self.detector_path = _dlib_model(detector_path, "mmod_human_face_detector.dat", "detector_path")
-        super().__init__(predictor_path, upsample, threshold)
-
-    def _build_detector(self, dlib):
-        return dlib.cnn_face_detection_model_v1(str(self.detector_path))
-
-    def boxes(self, image: np.ndarray) -> list:
-        return [d.rect for d in self._detector(image, self.upsample) if d.confidence >= self.threshold]
+# geometry
 
 
 def eye_span(landmarks: np.ndarray) -> float:
@@ -245,159 +97,3 @@ def eye_span(landmarks: np.ndarray) -> float:
     if lm.shape[0] == N_FIVE:
         return float(1.4 * np.hypot(*(lm[1] - lm[0])))
     return float(np.hypot(*(lm[45] - lm[36])))
-
-
-class InsightFaceDetector(LandmarkDetector):
-    """insightface FaceAnalysis restricted to the detector and the 3D 68-point landmark model (x, y used).
-
-    Args:
-        root: model-pack root: ``<root>/models/<pack>/*.onnx`` (FaceAnalysis' layout), or the pack folder itself.
-            Nothing is ever downloaded: an absent pack is a FileNotFoundError.
-        pack: model pack name (``buffalo_l`` holds ``det_10g.onnx`` and ``1k3d68.onnx``).
-        det_size: detector input size (square).
-        det_thresh: detection score threshold.
-        ctx_id: -1 = CPU, >= 0 = that GPU (onnxruntime provider permitting).
-    """
-
-    name = "insightface"
-
-    def __init__(
-        self,
-        root: str | os.PathLike = "~/.insightface",
-        pack: str = "buffalo_l",
-        det_size: int = 640,
-        det_thresh: float = 0.5,
-        ctx_id: int = -1,
-        providers: list[str] | None = None,
-    ) -> None:
-        root = Path(root).expanduser()
-        pack_dir = next((d for d in (root / "models" / pack, root) if d.is_dir() and any(d.glob("*.onnx"))), None)
-        if pack_dir is None:
-            raise FileNotFoundError(
-                f"insightface detector: root: model pack not found: {root / 'models' / pack} has no *.onnx files "
-                "(no download is attempted)"
-            )
-        try:
-            from insightface.app import FaceAnalysis
-        except ImportError:
-            raise ImportError("insightface detector: `import insightface` failed") from None
-        if providers is None:
-            providers = ["CPUExecutionProvider"] if ctx_id < 0 else ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        # A folder passed as `name` is loaded directly, which bypasses FaceAnalysis' download path.
-        self._app = FaceAnalysis(
-            name=str(pack_dir), root=str(root), allowed_modules=["detection", "landmark_3d_68"], providers=providers
-        )
-        if "landmark_3d_68" not in self._app.models:
-            raise FileNotFoundError(f"insightface detector: no landmark_3d_68 model (e.g. 1k3d68.onnx) in {pack_dir}")
-        self._app.prepare(ctx_id=ctx_id, det_thresh=det_thresh, det_size=(int(det_size), int(det_size)))
-
-    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
-        image = _check_rgb_uint8(image)
-        faces = self._app.get(np.ascontiguousarray(image[:, :, ::-1]))  # insightface expects BGR
-
-        def area(f):
-            x0, y0, x1, y1 = f.bbox[:4]
-            return (x1 - x0) * (y1 - y0)
-
-        faces = sorted(faces, key=lambda f: -area(f))
-        return [np.asarray(f.landmark_3d_68[:, :2], np.float32) for f in faces if f.landmark_3d_68 is not None]
-
-
-class FileLandmarks(LandmarkDetector):
-    """Precomputed landmarks: ``detect(image, name)`` returns ``[load(<landmarks_dir>/<name>.npy|.txt)]`` or []."""
-
-    name = "file"
-
-    def __init__(self, landmarks_dir: str | os.PathLike) -> None:
-        self.landmarks_dir = Path(landmarks_dir)
-        if not self.landmarks_dir.is_dir():
-            raise FileNotFoundError(f"file landmarks: landmarks_dir: folder not found: {self.landmarks_dir}")
-
-    def detect(self, image: np.ndarray | None = None, name: str | None = None) -> list[np.ndarray]:
-        if name is None:
-            raise ValueError("file landmarks: detect() needs the image's file stem as `name`")
-        p = find_landmarks_file(self.landmarks_dir, name)
-        return [] if p is None else [load_landmarks_file(p)]
-
-
-def _five(landmarks: np.ndarray) -> np.ndarray:
-    """(68, 2) or (5, 2) -> (5, 2) float64 alignment points."""
-    lm = np.asarray(landmarks, np.float64)
-    return lm if lm.shape[0] == N_FIVE else five_points(lm)
-
-
-class RefinedDetector(LandmarkDetector):
-    """A detector's faces re-located by a 3D reconstruction: the paper's N_3D serving its own pipeline.
-
-    For each face of ``base``: align the photo from the current 5 points (``data.align``), ``predict`` the 68
-    landmarks of the reconstructed 3D face in the crop, map them back into the photo, and repeat ``iterations``
-    times. N_3D is trained on masked faces, so its nose and mouth do not follow the mask as a 2D predictor's do.
-
-    Args:
-        base: the detector that finds the faces (its landmarks start the loop); None when only ``refine`` is used.
-        predict: (N, 3, S, S) float crops in [0, 1] -> (N, 68, 2) crop pixels (e.g. N_3D's coefficients through
-            the renderer's ``landmarks``: ``tasks.removal.MaskRemover.predict_landmarks``).
-        image_size: S, the crop side ``predict`` takes.
-        iterations: align-predict rounds (0 returns the base's landmarks).
-        keep_eyes: keep the base's eye landmarks (36-47), which a mask does not hide, and replace the rest.
-        max_eye_shift: a refinement that moves an eye centre by more than this fraction of the detected inter-ocular
-            distance is rejected (the base's landmarks are kept, ``rejected`` counts it): a mask does not hide the
-            eyes, so there a detector is right, and an N_3D that disagrees is one that does not fit the photo (e.g.
-            trained on synthetic faces, or in another framing).
-        template, framing, lm3d: the crop framing, as ``data.align.align_face`` (the framing ``predict`` expects).
-    """
-
-    name = "refined"
-
-    def __init__(self, base: LandmarkDetector, predict, image_size: int, iterations: int = 2,
-                 keep_eyes: bool = False, max_eye_shift: float = 0.25, template: np.ndarray | None = None,
-                 framing: str = "ffhq", lm3d: np.ndarray | None = None) -> None:
-        self.base, self.predict, self.image_size = base, predict, int(image_size)
-        self.iterations, self.keep_eyes, self.max_eye_shift = int(iterations), bool(keep_eyes), float(max_eye_shift)
-        self.template, self.framing, self.lm3d = template, framing, lm3d
-        self.rejected = 0
-
-    def refine(self, image: np.ndarray | torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
-        """image (H, W, 3) uint8 or (3, H, W) float tensor, landmarks (68, 2) or (5, 2) -> refined (68, 2) float32
-        (the input landmarks when there are no rounds or the refinement is rejected)."""
-        lm = np.asarray(landmarks, np.float32)
-        for _ in range(self.iterations):
-            al = align_face(image, lm, self.image_size, template=self.template, framing=self.framing,
-                            lm3d=self.lm3d)
-            crop = al.image
-            if not isinstance(crop, torch.Tensor):
-                arr = np.asarray(crop, np.float32) / (255.0 if crop.dtype == np.uint8 else 1.0)
-                crop = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-            with torch.no_grad():
-                pred = self.predict(crop[None].float())[0].detach().cpu().numpy()
-            new = np.asarray(transform_points(pred.astype(np.float64), invert_transform(al.transform)), np.float32)
-            if self.keep_eyes and lm.shape[0] == N_LANDMARKS:
-                new[36:48] = lm[36:48]
-            lm = new
-        eyes0 = _five(landmarks)[:2]
-        shift = np.linalg.norm(_five(lm)[:2] - eyes0, axis=1).max()
-        if shift > self.max_eye_shift * np.linalg.norm(eyes0[1] - eyes0[0]):
-            self.rejected += 1
-            return np.asarray(landmarks, np.float32)
-        return lm
-
-    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
-        return [self.refine(image, lm) for lm in self.base.detect(image, name)]
-
-
-DETECTORS: dict[str, type[LandmarkDetector]] = {
-    "dlib": DlibDetector,
-    "dlib_cnn": DlibCNNDetector,
-    "insightface": InsightFaceDetector,
-    "file": FileLandmarks,
-}
-
-
-def get_detector(name: str, **kwargs) -> LandmarkDetector:
-    """Build a landmark detector by registry name (``dlib``, ``dlib_cnn``, ``masked``, ``insightface``, ``file``)."""
-    if name not in DETECTORS:
-        raise ValueError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
-    return DETECTORS[name](**kwargs)
-
-
-import data.detect_masked  # noqa: E402, F401  (registers "masked"; it builds on the classes above)

@@ -1,4 +1,4 @@
-"""Deterministic train/test splits.
+"""Deterministic train/test splits, and per-item seeds.
 
 The FFHQ test set is images 69000..69999 (the last 1000 images of FFHQ's official validation range 60000..69999);
 FFHQ 'train' is every other image, 0..68999. The paper leaves 1000 FFHQ images out for testing without saying
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FFHQ_SIZE", "FFHQ_TEST_RANGE", "CELEBAMASK_HQ_SIZE", "ffhq_split", "split_indices", "SPLIT_NAMES"]
+from engine.config import ConfigError
+
+__all__ = ["FFHQ_SIZE", "FFHQ_TEST_RANGE", "CELEBAMASK_HQ_SIZE", "ffhq_split", "split_indices", "SPLIT_NAMES",
+           "item_seed"]
 
 FFHQ_SIZE = 70000
 FFHQ_TEST_RANGE = range(69000, 70000)
@@ -26,7 +29,7 @@ def ffhq_split(name: str) -> list[int]:
         return list(range(FFHQ_TEST_RANGE.start))
     if name == "all":
         return list(range(FFHQ_SIZE))
-    raise ValueError(f"unknown FFHQ split {name!r}; valid: {', '.join(SPLIT_NAMES)}")
+    raise ConfigError(f"unknown FFHQ split {name!r}; valid: {', '.join(SPLIT_NAMES)}")
 
 
 def split_indices(n: int, n_test: int, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -40,3 +43,9 @@ def split_indices(n: int, n_test: int, seed: int = 0) -> tuple[list[int], list[i
     test = np.sort(perm[:n_test])
     train = np.sort(perm[n_test:])
     return train.tolist(), test.tolist()
+
+
+def item_seed(*keys: int) -> int:
+    """A 63-bit seed derived from a tuple of non-negative ints (np.random.SeedSequence); stable across runs."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0]
+    return int(state) & (2**63 - 1)

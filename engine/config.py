@@ -126,6 +126,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        tagged = _tagged_arms(args)
+        if tagged:
+            return _convert_tagged(value, tagged, key)
         errors = []
         for a in args:
             if a is type(None):
@@ -200,6 +203,38 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r}")
     raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _tagged_arms(args: tuple) -> dict[str, type] | None:
+    """{kind value: dataclass} when every arm of a union (None aside) is a dataclass with a ``kind: Literal[...]``
+    field (a tagged union, e.g. data.config.FaceDataConfig); None otherwise."""
+    arms = [a for a in args if a is not type(None)]
+    tags: dict[str, type] = {}
+    for a in arms:
+        hint = typing.get_type_hints(a).get("kind") if dataclasses.is_dataclass(a) else None
+        if typing.get_origin(hint) is not typing.Literal:
+            return None
+        tags.update({v: a for v in typing.get_args(hint)})
+    return tags
+
+
+def _convert_tagged(value: Any, tagged: dict[str, type], key: str) -> Any:
+    """A mapping -> the dataclass its ``kind`` names (an instance of one of them passes as it is)."""
+    if any(isinstance(value, cls) for cls in tagged.values()):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping with a 'kind' ({', '.join(tagged)}), got {value!r}")
+    kind = value.get("kind")
+    if kind not in tagged:
+        what = "missing" if kind is None else f"unknown kind {kind!r}"
+        raise ConfigError(f"{key}.kind: {what}; valid: {', '.join(tagged)}")
+    return build_dataclass(tagged[kind], value, key)
+
+
+def convert_value(value: Any, tp: Any, key: str) -> Any:
+    """Check / convert one value against a type annotation as a config field of that type is (ConfigError naming
+    ``key`` otherwise); e.g. a plain mapping into a tagged union of dataclasses."""
+    return _convert(value, tp, key)
 
 
 def build_dataclass(cls: type[T], data: dict, prefix: str = "") -> T:

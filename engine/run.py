@@ -10,6 +10,7 @@ import torch
 from engine import dist
 from engine.checkpoint import CheckpointManager
 from engine.config import ConfigError, dump_yaml, load_yaml, resume_conflicts, to_dict
+from engine.files import FileReadError
 
 
 def check_resumable(cfg, run_dir: str | Path) -> None:
@@ -54,11 +55,17 @@ def start_run(cfg, run_dir: str, train_cfg, restart: bool = False) -> torch.devi
     return device
 
 
+# What a build step raises for the user's mistakes: a bad option (ConfigError), a missing file, a file that is not
+# what its key says (FileReadError, CheckpointError). Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ConfigError, FileNotFoundError, FileReadError)
+
+
 def fail_fast(fn, *args, **kwargs):
-    """Run a build step; missing files and bad options become one `error:` line and exit status 2."""
+    """Run a build step; config errors and missing or unreadable files become one `error:` line and exit status 2
+    (USER_ERRORS). Any other exception, e.g. a KeyError or ValueError of a programming error, propagates."""
     try:
         return fn(*args, **kwargs)
-    except (FileNotFoundError, KeyError, ValueError) as e:  # FileReadError / CheckpointError are ValueErrors
+    except USER_ERRORS as e:
         msg = e.args[0] if e.args else repr(e)
         print(f"error: {msg}", flush=True)
         raise SystemExit(2) from None

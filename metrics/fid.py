@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models import inception_v3
 
+from engine.files import FileReadError
+
 from .base import Metric, quantize
 from .reference import file_sha1
 
@@ -57,15 +59,15 @@ def pool3_blocks(net: nn.Module) -> nn.Sequential:
 
 
 def _check_state(net: nn.Module, state, path: Path, key: str) -> None:
-    """One-line ValueError unless ``state`` has exactly the keys and shapes of ``net``'s state dict."""
+    """One-line FileReadError unless ``state`` has exactly the keys and shapes of ``net``'s state dict."""
     if not isinstance(state, dict):
-        raise ValueError(f"{key}: {path} does not hold a state dict")
+        raise FileReadError(f"{key}: {path} does not hold a state dict")
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     bad_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or bad_shape:
-        raise ValueError(f"{key}: {path} is not pytorch-fid's Inception state dict ({len(missing)} keys missing, "
+        raise FileReadError(f"{key}: {path} is not pytorch-fid's Inception state dict ({len(missing)} keys missing, "
                          f"e.g. {missing[:1]}; {len(unexpected)} unexpected, e.g. {unexpected[:1]}; "
                          f"{len(bad_shape)} with other shapes, e.g. {bad_shape[:1]})")
 

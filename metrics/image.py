@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from engine.config import ConfigError
+
 from .base import PerImageMetric
 
 
@@ -232,7 +234,7 @@ class SSIMMetric(PerImageMetric):
     def from_context(cls, ctx) -> SSIMMetric:
         win = ssim_window(ctx.ssim_convention)
         if ctx.image_size is not None and ctx.image_size < win:
-            raise ValueError(f"ssim_convention {ctx.ssim_convention}: its {win}x{win} window needs test images of at "
+            raise ConfigError(f"ssim_convention {ctx.ssim_convention}: its {win}x{win} window needs test images of at "
                              f"least {win} px, got {ctx.image_size}")
         return cls(convention=ctx.ssim_convention)
 

@@ -12,6 +12,8 @@ import lpips
 import torch
 from torch import Tensor
 
+from engine.files import FileReadError
+
 from .base import Metric, PerImageMetric
 
 _TRUNKS = {"alex": "alexnet", "vgg": "vgg16", "vgg16": "vgg16"}
@@ -22,7 +24,7 @@ def _trunk_state_from_file(model: lpips.LPIPS, path: Path, key: str) -> dict[str
     from engine.files import read_torch
     state = read_torch(path, key)  # one line for an empty / truncated / code-bearing file
     if not isinstance(state, dict):
-        raise ValueError(f"{key}: {path} does not hold a state dict")
+        raise FileReadError(f"{key}: {path} does not hold a state dict")
     trunk = model.net.state_dict()
     mapped = {}
     for name in trunk:
@@ -32,10 +34,10 @@ def _trunk_state_from_file(model: lpips.LPIPS, path: Path, key: str) -> dict[str
                 mapped[name] = state[src]
                 break
         else:
-            raise ValueError(f"{key}: {path} has no 'features.{rest}' (expected torchvision "
+            raise FileReadError(f"{key}: {path} has no 'features.{rest}' (expected torchvision "
                              f"{_TRUNKS[model.pnet_type]} weights)")
         if mapped[name].shape != trunk[name].shape:
-            raise ValueError(f"{key}: {path}: features.{rest} has shape {tuple(mapped[name].shape)}, expected "
+            raise FileReadError(f"{key}: {path}: features.{rest} has shape {tuple(mapped[name].shape)}, expected "
                              f"{tuple(trunk[name].shape)}")
     return mapped
 

@@ -55,7 +55,7 @@ def dataset_files(dataset) -> list[Path]:
     ``records``); synthetic datasets have none."""
     if hasattr(dataset, "records"):
         return [r.path for r in dataset.records]
-    for attr in ("dataset", "faces"):  # torch Subset, data.faces.MaskedPairs
+    for attr in ("dataset", "faces"):  # torch Subset, data.pairs.MaskedPairs
         if hasattr(dataset, attr):
             return dataset_files(getattr(dataset, attr))
     return [p for d in getattr(dataset, "datasets", []) for p in dataset_files(d)]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import ConfigError
 from models.weights import load_state_dict_file
 
 __all__ = [
@@ -196,7 +197,7 @@ class ArcFace(nn.Module):
     def __init__(self, arch: str = "r50", weights: str | os.PathLike | None = None, what: str = "arcface_weights"):
         super().__init__()
         if arch not in IRESNET_LAYERS:
-            raise ValueError(f"unknown ArcFace arch {arch!r}; valid: {', '.join(IRESNET_LAYERS)}")
+            raise ConfigError(f"unknown ArcFace arch {arch!r}; valid: {', '.join(IRESNET_LAYERS)}")
         self.arch = arch
         self.backbone = IResNet(IRESNET_LAYERS[arch])
         if weights:

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from engine.config import ConfigError
+from engine.files import FileReadError
 from models.layers import AttentionRefinement, ConvBNReLU, FeatureFusion, GatedConv, SegOutput, global_avg
-from models.weights import load_state_dict_file, strip_prefix
+from models.weights import load_state_dict_file, rename_by_prefix, strip_prefix
 
 __all__ = [
     "BACKBONES",
@@ -61,7 +63,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 def _backbone_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
+        raise ConfigError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name]
 
 
@@ -182,17 +184,17 @@ def load_deng_net_recon(model: ReconNet | DengReconNet, state_dict: Mapping[str,
     backbone_sd = {k[len("backbone."):]: v for k, v in sd.items()
                    if k.startswith("backbone.") and not k.startswith("backbone.fc.")}
     if not backbone_sd:
-        raise ValueError("Deng net_recon: no 'backbone.*' keys found")
+        raise FileReadError("Deng net_recon: no 'backbone.*' keys found")
     model.backbone.load_state_dict(backbone_sd, strict=True)
     n_final = len(DENG_FINAL_LAYER_SIZES)
     try:
         weights = [sd[f"final_layers.{i}.weight"] for i in range(n_final)]
         biases = [sd[f"final_layers.{i}.bias"] for i in range(n_final)]
     except KeyError as e:
-        raise ValueError(f"Deng net_recon: missing key {e.args[0]}") from None
+        raise FileReadError(f"Deng net_recon: missing key {e.args[0]}") from None
     weight, bias = torch.cat(weights, dim=0), torch.cat(biases, dim=0)
     if weight.shape != model.coeff_head.weight.shape:
-        raise ValueError(f"Deng net_recon: final layers give {tuple(weight.shape)}, coefficient head expects "
+        raise FileReadError(f"Deng net_recon: final layers give {tuple(weight.shape)}, coefficient head expects "
                          f"{tuple(model.coeff_head.weight.shape)}")
     with torch.no_grad():
         model.coeff_head.weight.copy_(weight)
@@ -237,21 +239,10 @@ _AUTHORS_PREFIXES: tuple[tuple[str, str], ...] = (
 def key_map_authors_release(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename the authors' FaceEncoder keys (``3D_it_500000.pkl``, DataParallel ``module.`` prefix) to ReconNet's.
 
-    Best effort from the release's module names; NOT yet tested against the real file. Raises ``ValueError``
+    Best effort from the release's module names; NOT yet tested against the real file. Raises ``FileReadError``
     listing any key it cannot place. Load the result with ``ReconNet(backbone="resnet50").load_state_dict(...)``.
     """
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in strip_prefix(state_dict).items():
-        for old, new in _AUTHORS_PREFIXES:
-            if key.startswith(old):
-                out[new + key[len(old):]] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(f"authors' N_3D weights: {len(unknown)} unrecognised keys, e.g. {unknown[:5]}")
-    return out
+    return rename_by_prefix(state_dict, list(_AUTHORS_PREFIXES), "authors' N_3D weights")
 
 
 def load_authors_release(model: ReconNet, path: str | os.PathLike, what: str = "authors_checkpoint") -> None:

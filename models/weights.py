@@ -80,7 +80,8 @@ def rename_spectral_norm_keys(key: str) -> str:
 def rename_by_prefix(state_dict: Mapping[str, torch.Tensor], pairs: list[tuple[str, str]],
                      what: str) -> dict[str, torch.Tensor]:
     """Rename keys by the first matching (old prefix, new prefix) pair, after stripping 'module.' and converting
-    old spectral-norm names; any key no pair matches raises one ValueError naming `what`."""
+    old spectral-norm names; any key no pair matches raises one FileReadError naming `what` (the file is not the
+    weights it is said to be)."""
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in strip_prefix(state_dict).items():
@@ -91,5 +92,5 @@ def rename_by_prefix(state_dict: Mapping[str, torch.Tensor], pairs: list[tuple[s
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"{what}: {len(unknown)} unrecognised keys, e.g. {unknown[:5]}")
+        raise FileReadError(f"{what}: {len(unknown)} unrecognised keys, e.g. {unknown[:5]}")
     return out

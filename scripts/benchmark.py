@@ -81,8 +81,9 @@ def bench_synth(quick: bool) -> dict:
 
 def bench_loader(quick: bool, workers: int = 2) -> dict:
     """Masked pairs per second through a DataLoader with 0 and ``workers`` worker processes, cold and warm."""
-    from data.faces import MaskedPairs, SyntheticFaces
+    from data.pairs import MaskedPairs
     from data.synth import MaskedPairSynthesizer
+    from data.synthetic import SyntheticFaces
 
     n = 32 if quick else 128
     faces = SyntheticFaces(n, 256)

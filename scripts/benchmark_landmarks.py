@@ -14,7 +14,7 @@ Sets (each face masked by our synthesiser, data.synth.MaskedPairSynthesizer, onc
 A detection counts as found when its eye midpoint is within one inter-ocular distance of the reference's; the NME
 is the mean distance of the 5 alignment points (data.align.five_points: eye centres, nose tip, mouth corners) over
 the reference's eye-centre distance, on the faces found. ``--n3d`` adds each detector followed by ``--refine``
-rounds of N_3D refinement (data.landmarks.RefinedDetector) on the synthetic set, in the framing a model trained on
+rounds of N_3D refinement (data.detectors.RefinedDetector) on the synthetic set, in the framing a model trained on
 SyntheticFaces expects (the mean face as the renderer frames it); on the photo set that needs an N_3D trained on
 real faces (``--n3d-photos``). Results go to BENCHMARKS.md by hand.
 """
@@ -91,7 +91,7 @@ def astronaut_variants() -> list[tuple[np.ndarray, str]]:
     from skimage import data as skdata
 
     from data.align import align_face
-    from data.landmarks import DlibDetector
+    from data.detectors import DlibDetector
 
     photo = skdata.astronaut()
     lm = DlibDetector().detect(photo)[0]
@@ -128,8 +128,8 @@ def insightface_variants() -> list[tuple[np.ndarray, str]]:
     import importlib.util
 
     from data.align import align_face
+    from data.detectors import DlibDetector
     from data.io import read_image_uint8
-    from data.landmarks import DlibDetector
 
     spec = importlib.util.find_spec("insightface")
     if spec is None or not spec.submodule_search_locations:
@@ -154,7 +154,7 @@ def _roll(img: np.ndarray, degrees: float) -> np.ndarray:
 def photo_sets(seeds: int, which: str = "astronaut") -> tuple[list[Case], list[Case]]:
     """(unmasked, masked) cases of a photo set (``astronaut`` or ``insightface``); the reference is HOG + 68 points
     on the unmasked view (views where HOG finds no face are left out)."""
-    from data.landmarks import DlibDetector
+    from data.detectors import DlibDetector
 
     hog = DlibDetector()
     views = []
@@ -169,7 +169,7 @@ def photo_sets(seeds: int, which: str = "astronaut") -> tuple[list[Case], list[C
 
 def synthetic_sets(num: int, seeds: int) -> tuple[list[Case], list[Case]]:
     """(unmasked, masked) held-out SyntheticFaces at 256 px with their exact landmarks."""
-    from data.faces import SyntheticFaces
+    from data.synthetic import SyntheticFaces
 
     faces = SyntheticFaces(num, SIZE, offset=2_000_000)
     views = [(_u8(faces[i]["image"]), faces[i]["landmarks"].numpy(), f"synthetic{i}") for i in range(num)]
@@ -224,8 +224,8 @@ class MediaPipeDetector:
 
 
 def get_any_detector(name: str):
-    """data.landmarks' registry, plus ``mtcnn`` and ``mediapipe`` (measuring only)."""
-    from data.landmarks import get_detector
+    """data.detectors' registry, plus ``mtcnn`` and ``mediapipe`` (measuring only)."""
+    from data.detectors import get_detector
 
     extra = {"mtcnn": MTCNNDetector, "mediapipe": MediaPipeDetector}
     return extra[name]() if name in extra else get_detector(name)
@@ -235,14 +235,13 @@ def n3d_refiner(base, n3d_path: str, iterations: int, device: str = "cpu"):
     """``base`` followed by N_3D refinement with the export at ``n3d_path`` (the SyntheticFaces framing: the mean
     face as the renderer frames it, data.align ffhq similarity onto its 5 points)."""
     from data.align import five_points
-    from data.landmarks import RefinedDetector
-    from renderer.render import FaceRenderer
-    from tasks.common import build_morphable, resize_square
+    from data.detectors import RefinedDetector
+    from tasks.common import build_morphable, build_renderer, resize_square
     from tasks.recon3d import load_n3d
 
     net, morph_cfg, size = load_n3d(n3d_path, torch.device(device), "--n3d")
     morph = build_morphable(morph_cfg)
-    renderer = FaceRenderer(morph, size, backend=morph_cfg.backend).to(device)
+    renderer = build_renderer(morph_cfg, size, device, morph)
     mean_lm = renderer.landmarks(morph.layout.zeros(1))[0].numpy()
     template = (five_points(mean_lm) + 0.5) / size
 
@@ -256,7 +255,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=4, help="masks per face")
     p.add_argument("--synthetic", type=int, default=16, help="synthetic faces (0: none)")
-    p.add_argument("--detectors", default="dlib,dlib_cnn,masked", help="comma-separated data.landmarks detector names "
+    p.add_argument("--detectors", default="dlib,dlib_cnn,masked", help="comma-separated data.detectors detector names "
                                                                 "(and mtcnn / mediapipe, if importable)")
     p.add_argument("--n3d", default=None, help="N_3D export for the refinement rows (e.g. runs/3d_demo/n3d.pt)")
     p.add_argument("--n3d-photos", action="store_true", help="refinement rows on the photo set too (an N_3D "

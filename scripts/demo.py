@@ -41,10 +41,11 @@ def stage(title: str, cmd: list[str], timings: dict) -> None:
 
 def held_out_photo() -> tuple[Path, Path]:
     """A masked synthetic face that no training or test stage has seen, as a PNG + landmark file."""
-    from data.faces import MaskedPairs, SyntheticFaces
     from data.io import write_image
     from data.landmarks import save_landmarks_file
+    from data.pairs import MaskedPairs
     from data.synth import MaskedPairSynthesizer
+    from data.synthetic import SyntheticFaces
 
     faces = SyntheticFaces(1, 128, offset=3_000_000)
     item = MaskedPairs(faces, MaskedPairSynthesizer(), seed=99, fixed=True)[0]

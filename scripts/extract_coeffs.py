@@ -33,6 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.config import ConfigError  # noqa: E402
+
 DENG_INPUT_SIZE = 224
 DENG_FRAMINGS = ("deng", "release")
 
@@ -52,14 +54,14 @@ def parse_args(argv=None):
 
 
 def check_deng_framing(fcfgs, key: str) -> None:
-    """Deng's coefficients fit only images in Deng's framing: raise one ValueError naming the first entry that is
+    """Deng's coefficients fit only images in Deng's framing: raise one ConfigError naming the first entry that is
     not (synthetic faces carry exact coefficients already)."""
     for i, f in enumerate(fcfgs):
         where = f"{key}[{i}]"
         if f.kind == "synthetic":
-            raise ValueError(f"{where}: synthetic faces carry their exact coefficients; nothing to extract")
-        if not f.align or (f.framing or "ffhq") not in DENG_FRAMINGS:
-            raise ValueError(f"{where}: Deng et al.'s network needs faces in its own framing: set align: true, "
+            raise ConfigError(f"{where}: synthetic faces carry their exact coefficients; nothing to extract")
+        if not f.align or f.framing not in DENG_FRAMINGS:
+            raise ConfigError(f"{where}: Deng et al.'s network needs faces in its own framing: set align: true, "
                              f"framing: deng (or release) and lm3d_path (got align={f.align}, framing={f.framing})")
 
 
@@ -73,9 +75,10 @@ def save_atomic(path: Path, array: np.ndarray) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from engine.config import ConfigError, load_config
+    from data.pairs import build_faces
+    from engine.config import load_config
     from engine.run import fail_fast
-    from tasks.common import build_faces, build_morphable, resize_square
+    from tasks.common import build_morphable, resize_square
     from tasks.recon3d import Recon3DExperiment, load_n3d
 
     try:

@@ -221,10 +221,10 @@ def draw_face(landmarks: np.ndarray, size: int, rng: np.random.Generator) -> np.
 
 
 def preview_faces(n: int, size: int, seed: int):
-    """n (image (3,H,W) float32, landmarks (68,2)) pairs: SyntheticFaces from data.faces when it is available,
+    """n (image (3,H,W) float32, landmarks (68,2)) pairs: SyntheticFaces from data.synthetic when it is available,
     else drawn faces with random yaw, roll and mouth opening."""
     try:
-        from data.faces import SyntheticFaces
+        from data.synthetic import SyntheticFaces
 
         ds = SyntheticFaces(n, size, seed=seed)
         out = []

@@ -15,9 +15,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral", "pucker", "brighter"),
+            n3d_checkpoint: str | None = None, offset: int = 2_000_000, batch_size: int = 16,
+            device: str = "cpu", image_size: int | None = None) -> dict[str, float]:
+    """Controllability of RUN/inpaint.pt on `n` held-out SyntheticFaces (the demo's test offset and mask seed),
+    at the generator's size unless `image_size` is given. -> SyntheticControl.compute()."""
+    from engine.config import build_dataclass
+    from tasks.common import iterate
+    from tasks.control import SyntheticControl, synthetic_faces_of
+    from tasks.evaluation import EvalExperiment, as_exported, build_testset
+    from tasks.removal import MaskRemover
+
+    remover = MaskRemover.from_checkpoints(checkpoint, n3d_checkpoint, device, key="--checkpoint")
+    cfg = build_dataclass(EvalExperiment, {"test": {
+        "image_size": image_size or remover.image_size, "mask_library": None,
+        "faces": [{"kind": "synthetic", "num": int(n), "offset": int(offset)}]}})
+    testset = build_testset(cfg, remover.model)
+    control = SyntheticControl(synthetic_faces_of(testset), edits)
+    for bi, batch in enumerate(iterate(testset, batch_size, device=device)):
+        control.update(remover, as_exported(batch), seed=bi)  # the inputs evaluate.py gives the model
+    return control.compute()
+
+
 def main(argv=None) -> int:
     from engine.run import fail_fast
-    from tasks.control import measure
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="RUN/inpaint.pt")

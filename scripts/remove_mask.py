@@ -7,7 +7,7 @@ Every face is found (by default `--detector masked`, data.detect_masked: dlib's 
 fallback, the nose and mouth half-way between the 68-point predictor and a mean face placed from the eyes;
 `--detector dlib_cnn` for dlib's CNN at one scale, `--detector dlib` for dlib's faster HOG, `--detector insightface`,
 or `--landmarks FILE`: 68 rows "x y", or 5 rows: left eye, right eye, nose tip, left mouth corner, right mouth
-corner, in image pixels), optionally re-located by N_3D (`--refine N`, data.landmarks.
+corner, in image pixels), optionally re-located by N_3D (`--refine N`, data.detectors.
 RefinedDetector), aligned to the model's crop, run through N_3D and N_G with each edit (see tasks/removal.py for the
 edit syntax and presets), and pasted back into the original photo: only N_3D's occluded region (grown by
 tasks.removal.SEAM_MARGIN = 2 px, so the feathered seam lies outside it) changes. Faces too small for the model's
@@ -93,7 +93,8 @@ def edit_list(k: int, extra: list[str], model) -> list[str]:
 
 def find_faces(args, image_u8: np.ndarray) -> list[np.ndarray]:
     """The faces' landmarks, (68, 2) or (5, 2) each, largest face first."""
-    from data.landmarks import get_detector, load_landmarks_file
+    from data.detectors import get_detector
+    from data.landmarks import load_landmarks_file
 
     if args.landmarks:
         return [load_landmarks_file(args.landmarks, counts=(68, 5))]
@@ -143,8 +144,9 @@ def debug_row(photo: torch.Tensor, found: np.ndarray, lm: np.ndarray, al, res, t
 def main(argv=None) -> int:
     args = parse_args(argv)
     from data.align import align_face, alignment_template, five_points, paste_back, pasted_region
+    from data.detectors import RefinedDetector
     from data.io import CorruptImageError, read_image, write_image
-    from data.landmarks import RefinedDetector, eye_span
+    from data.landmarks import eye_span
     from tasks.removal import MaskRemover, seam_region
 
     try:

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 import torch
 
+from data.config import FaceDataConfig, SynthesizerConfig, SyntheticConfig
+from data.pairs import MaskedPairs, build_faces
 from engine.config import path_field
 
 
-@dataclass
-class FaceDataConfig:
-    """One face dataset (see data.faces.build_dataset). Unset (None) entries are not passed on.
-
-    kind: synthetic | ffhq | celebamask_hq | folder.
-    """
-
-    kind: str = "synthetic"
-    root: str | None = path_field(kind="dir")
-    landmarks_json: str | None = path_field(kind="file")  # ffhq: ffhq-dataset-v2.json
-    landmarks_dir: str | None = path_field(kind="dir")  # per-image <stem>.npy / .txt (68 x 2)
-    coeffs_dir: str | None = path_field(kind="dir")  # per-image <stem>.npy (257,) GT coefficients
-    face_masks_dir: str | None = path_field(kind="dir")  # folder: <stem>.png face-region maps
-    split: str | None = None  # ffhq: train | test | all
-    detector: str | None = None  # landmark detector fallback: dlib | insightface
-    align: bool | None = None
-    framing: str | None = None  # with align: ffhq (default) | deng (Deng et al.'s align_img) | release (116/s at 256)
-    lm3d_path: str | None = path_field(kind="file")  # deng / release framing: BFM/similarity_Lm3D_all.mat
-    strict: bool | None = None
-    num: int | None = None  # synthetic: number of faces
-    seed: int | None = None  # synthetic: sampling seed
-    offset: int | None = None  # synthetic: first item index (train and held-out sets use disjoint offsets)
-
-
-def _synthetic(num: int, offset: int = 0) -> FaceDataConfig:
-    return FaceDataConfig(kind="synthetic", num=num, offset=offset)
+def _synthetic(num: int, offset: int = 0) -> SyntheticConfig:
+    return SyntheticConfig(num=num, offset=offset)
 
 
 @dataclass
@@ -49,6 +26,7 @@ class DataConfig:
     mask_library: str | None = path_field(kind="dir")  # scripts/make_masks.py output; None = procedural library
     mask_seed: int = 0  # training masks: item i of epoch e uses seed (mask_seed, e, i)
     val_mask_seed: int = 777  # held-out masks: item i always uses seed (val_mask_seed, i)
+    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
 
     def __post_init__(self):
         if self.image_size % 32:
@@ -71,44 +49,32 @@ def build_morphable(cfg: MorphableConfig):
     return MorphableModel.synthetic(seed=cfg.synthetic_seed, n_vertices=cfg.synthetic_vertices)
 
 
-def build_renderer(cfg: MorphableConfig, image_size: int, device: torch.device, model=None):
+def build_renderer(cfg: MorphableConfig, image_size: int, device: torch.device | str, model=None):
+    """The (parameter-free) FaceRenderer of `model` (default: built from `cfg`) at image_size, with cfg's rasterizer
+    backend, on `device`."""
     from renderer.render import FaceRenderer
 
     model = build_morphable(cfg) if model is None else model
     return FaceRenderer(model, image_size, backend=cfg.backend).to(device)
 
 
-def build_faces(fcfg: FaceDataConfig | list[FaceDataConfig], image_size: int, key: str, model=None):
-    """A face dataset (or the concatenation of several) at `image_size`; synthetic ones share `model`."""
-    from data.faces import ConcatFaces, build_dataset
-
-    if isinstance(fcfg, list):
-        parts = [build_faces(c, image_size, f"{key}[{i}]", model) for i, c in enumerate(fcfg)]
-        return parts[0] if len(parts) == 1 else ConcatFaces(parts)
-    opts = {k: v for k, v in dataclasses.asdict(fcfg).items() if v is not None}
-    if fcfg.kind == "synthetic" and model is not None:
-        opts["model"] = model
-    return build_dataset(opts, key=key, image_size=image_size)
-
-
-def build_synthesizer(cfg: DataConfig):
+def build_synthesizer(mask_library: str | None, synth: SynthesizerConfig):
+    """The masked-pair synthesiser: the library at ``mask_library`` (None = procedural) with ``synth``'s options."""
     from data.synth import MaskedPairSynthesizer
 
     library = None
-    if cfg.mask_library:
+    if mask_library:
         from data.masks.library import MaskLibrary
 
-        library = MaskLibrary.from_dir(cfg.mask_library)
-    return MaskedPairSynthesizer(library=library)
+        library = MaskLibrary.from_dir(mask_library)
+    return MaskedPairSynthesizer(library=library, **synth.kwargs())
 
 
 def build_pairs(cfg: DataConfig, which: str, model=None):
     """Masked pairs: which='train' (new masks every epoch) or 'val' (fixed masks per item)."""
-    from data.faces import MaskedPairs
-
     faces = build_faces(cfg.train if which == "train" else cfg.val, cfg.image_size, f"data.{which}", model)
     seed = cfg.mask_seed if which == "train" else cfg.val_mask_seed
-    return MaskedPairs(faces, build_synthesizer(cfg), seed=seed, fixed=which != "train")
+    return MaskedPairs(faces, build_synthesizer(cfg.mask_library, cfg.synth), seed=seed, fixed=which != "train")
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -117,6 +83,11 @@ def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
         return x
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                            antialias=True)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """resize_square, clamped to [0, 1] (images)."""
+    return x if x.shape[-1] == size else resize_square(x, size).clamp(0, 1)
 
 
 def iterate(dataset, batch_size: int, limit: int | None = None, device: torch.device | str = "cpu"):

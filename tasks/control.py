@@ -1,6 +1,6 @@
 """Controllability of a trained N_G on a test set, all inference through tasks.removal.MaskRemover.
 
-- Synthetic test sets (data.faces.SyntheticFaces: exact coefficients and background): ``SyntheticControl`` renders
+- Synthetic test sets (data.synthetic.SyntheticFaces: exact coefficients and background): ``SyntheticControl`` renders
   the edited ground truth of every edit and reports edit fidelity with the ground-truth prior (GT coefficients and
   occlusion map) and with N_3D's prior, and prior reliance (constant grey I_3D vs the ground-truth I_3D).
 - Other test sets: ``LandmarkControl`` compares dlib's 68-point mouth landmarks of the edited outputs with those
@@ -17,7 +17,7 @@ import torch
 
 from metrics import L1HoleMetric, quantize
 from metrics.control import EditFidelityMetric, EditTransferMetric, LandmarkEditFidelityMetric, PriorRelianceMetric
-from tasks.evaluation import resize
+from tasks.common import resize
 from tasks.removal import apply_edit
 
 PRIORS = ("gt", "n3d")  # ground-truth coefficients + occlusion map; N_3D's prediction of both
@@ -26,7 +26,7 @@ PRIORS = ("gt", "n3d")  # ground-truth coefficients + occlusion map; N_3D's pred
 def synthetic_faces_of(dataset):
     """The SyntheticFaces under a test set (through Subset / MaskedPairs), or None for any other face source
     (a concatenation of several sets included: their items have no single renderer to edit)."""
-    from data.faces import SyntheticFaces
+    from data.synthetic import SyntheticFaces
 
     while dataset is not None and not isinstance(dataset, SyntheticFaces):
         inner = getattr(dataset, "dataset", None)  # torch Subset
@@ -139,11 +139,11 @@ class LandmarkControl:
     """Landmark edit fidelity per edit (keys ``lm_edit_fidelity/EDIT`` and ``.../mouth_nme``), for real test sets.
 
     ``update(remover, batch, seed, n3d=None)`` as SyntheticControl's; N_3D's prior (no ground truth exists).
-    detector: a data.landmarks.LandmarkDetector (default dlib, from the face_recognition_models wheel).
+    detector: a data.detectors.LandmarkDetector (default dlib, from the face_recognition_models wheel).
     """
 
     def __init__(self, edits, detector=None) -> None:
-        from data.landmarks import DlibDetector
+        from data.detectors import DlibDetector
 
         self.edits = _unique_edits(edits)
         self.detector = DlibDetector() if detector is None else detector
@@ -177,24 +177,3 @@ def build_control(testset, edits, control_edits, detector=None):
     if faces is not None:
         return SyntheticControl(faces, [*control_edits, *edits])
     return LandmarkControl(control_edits, detector) if _unique_edits(control_edits) else None
-
-
-def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral", "pucker", "brighter"),
-            n3d_checkpoint: str | None = None, offset: int = 2_000_000, batch_size: int = 16,
-            device: str = "cpu", image_size: int | None = None) -> dict[str, float]:
-    """Controllability of RUN/inpaint.pt on `n` held-out SyntheticFaces (the demo's test offset and mask seed),
-    at the generator's size unless `image_size` is given. -> SyntheticControl.compute()."""
-    from engine.config import build_dataclass
-    from tasks.common import iterate
-    from tasks.evaluation import EvalExperiment, as_exported, build_testset
-    from tasks.removal import MaskRemover
-
-    remover = MaskRemover.from_checkpoints(checkpoint, n3d_checkpoint, device, key="--checkpoint")
-    cfg = build_dataclass(EvalExperiment, {"test": {
-        "image_size": image_size or remover.image_size, "mask_library": None,
-        "faces": [{"kind": "synthetic", "num": int(n), "offset": int(offset)}]}})
-    testset = build_testset(cfg, remover.model)
-    control = SyntheticControl(synthetic_faces_of(testset), edits)
-    for bi, batch in enumerate(iterate(testset, batch_size, device=device)):
-        control.update(remover, as_exported(batch), seed=bi)  # the inputs evaluate.py gives the model
-    return control.compute()

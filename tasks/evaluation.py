@@ -20,17 +20,18 @@ from pathlib import Path
 
 import torch
 
-from engine.config import path_field, to_dict
+from data.config import FaceDataConfig, FFHQConfig, SynthesizerConfig
+from data.pairs import MaskedPairs, build_faces
+from engine.config import ConfigError, path_field, to_dict
 from metrics.context import FeatureWeights, MetricContext
 from models.generator import composite
 from tasks.baselines import OPENCV_METHODS, opencv_inpaint
 from tasks.common import (
-    FaceDataConfig,
     MorphableConfig,
-    build_faces,
     build_morphable,
     build_synthesizer,
     iterate,
+    resize,
     resize_square,
 )
 from tasks.report import conventions, json_safe, write_results
@@ -39,9 +40,10 @@ from tasks.report import conventions, json_safe, write_results
 @dataclass
 class TestSetConfig:
     image_size: int = 256
-    faces: list[FaceDataConfig] = field(default_factory=lambda: [FaceDataConfig(kind="ffhq", split="test")])
+    faces: list[FaceDataConfig] = field(default_factory=lambda: [FFHQConfig(split="test")])
     mask_library: str | None = path_field(kind="dir")
     mask_seed: int = 2024  # test image i is always masked with seed (mask_seed, i)
+    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
     limit: int | None = None  # evaluate the first `limit` images only
 
 
@@ -73,18 +75,12 @@ class EvalExperiment:
 
 def build_testset(cfg: EvalExperiment, model=None):
     """The deterministic masked test set (fixed mask per image)."""
-    from data.faces import MaskedPairs
-
     t = cfg.test
     faces = build_faces(t.faces, t.image_size, "test.faces", model)
-    pairs = MaskedPairs(faces, build_synthesizer(t), seed=t.mask_seed, fixed=True)
+    pairs = MaskedPairs(faces, build_synthesizer(t.mask_library, t.synth), seed=t.mask_seed, fixed=True)
     if t.limit is not None and t.limit < len(pairs):
         pairs = torch.utils.data.Subset(pairs, range(t.limit))
     return pairs
-
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    return x if x.shape[-1] == size else resize_square(x, size).clamp(0, 1)
 
 
 def as_exported(batch: dict) -> dict:
@@ -170,9 +166,9 @@ def _check_scoring(cfg: EvalExperiment) -> None:
     from metrics.image import SSIM_CONVENTIONS
 
     if cfg.ssim_convention not in SSIM_CONVENTIONS:
-        raise ValueError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
+        raise ConfigError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
     if not cfg.psnr_max_db > 0:
-        raise ValueError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
+        raise ConfigError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
 
 
 class Evaluator:
@@ -197,12 +193,12 @@ class Evaluator:
                 self.methods["ours_gt_mask"] = GTMaskMethod(self.methods["ours"])
         for b in cfg.baselines:
             if b not in OPENCV_METHODS:
-                raise ValueError(f"baselines: unknown baseline {b!r}; valid: {', '.join(OPENCV_METHODS)}")
+                raise ConfigError(f"baselines: unknown baseline {b!r}; valid: {', '.join(OPENCV_METHODS)}")
             self.methods[b] = OpenCVMethod(b)
         if predictions:
             self.methods["predictions"] = PredictionsMethod(predictions)
         if not self.methods:
-            raise ValueError("nothing to evaluate: give --checkpoint, ablations, baselines or --predictions")
+            raise ConfigError("nothing to evaluate: give --checkpoint, ablations, baselines or --predictions")
         model = self.removers["ours"].model if "ours" in self.removers else build_morphable(cfg.morphable)
         self.testset = build_testset(cfg, model)
         self.face_model = model  # renders synthetic test faces: part of the FID reference cache key
@@ -230,7 +226,7 @@ class Evaluator:
             for name in getattr(cfg, section):
                 if name not in available() or metric_class(name).kind not in kinds:
                     valid = sorted(n for k in kinds for n in available(k))
-                    raise ValueError(f"{section}: unknown metric {name!r}; valid: {', '.join(valid)}")
+                    raise ConfigError(f"{section}: unknown metric {name!r}; valid: {', '.join(valid)}")
         self.context = MetricContext(self.device, cfg.weights, cache_dir=cfg.fid_cache_dir,
                                      test_set_id=self.fid_reference_id(), image_size=cfg.test.image_size,
                                      psnr_max_db=cfg.psnr_max_db, ssim_convention=cfg.ssim_convention)
@@ -251,7 +247,7 @@ class Evaluator:
         t = self.cfg.test
         synthetic = any(f.kind == "synthetic" for f in t.faces)
         return reference_id(to_dict(t), t.image_size, dataset_files(self.testset),
-                            [f.landmarks_json for f in t.faces if f.landmarks_json],
+                            [f.landmarks_json for f in t.faces if isinstance(f, FFHQConfig) and f.landmarks_json],
                             module_fingerprint(self.face_model) if synthetic else None)
 
     # ---------------------------------------------------------------------------------------------- run

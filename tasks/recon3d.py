@@ -13,6 +13,7 @@ import torch
 from engine import dist
 from engine.checkpoint import export_inference
 from engine.config import path_field, to_dict
+from engine.files import FileReadError
 from engine.loop import TrainConfig, make_adam
 from losses.identity import identity_loss
 from losses.recon import coef_l1, landmark_loss, landmark_weights, photo_loss
@@ -23,6 +24,7 @@ from tasks.common import (
     MorphableConfig,
     build_morphable,
     build_pairs,
+    build_renderer,
     draw_landmarks,
     iterate,
     require_arcface,
@@ -77,11 +79,11 @@ def build_n3d(model_cfg: Recon3DModelConfig, n_coeffs: int):
         try:
             weights = load_inference(model_cfg.init_checkpoint)["modules"]["n3d"]
         except (CheckpointError, KeyError) as e:
-            raise ValueError(f"model.init_checkpoint: not an N_3D export: {e}") from None
+            raise FileReadError(f"model.init_checkpoint: not an N_3D export: {e}") from None
         try:
             net.load_state_dict(weights)
         except RuntimeError as e:
-            raise ValueError(f"model.init_checkpoint: {model_cfg.init_checkpoint} does not fit backbone "
+            raise FileReadError(f"model.init_checkpoint: {model_cfg.init_checkpoint} does not fit backbone "
                              f"{model_cfg.backbone!r} with {n_coeffs} coefficients: {str(e).splitlines()[0]}") \
                 from None
     return net
@@ -91,11 +93,9 @@ class Recon3DTask:
     """Step object for engine.loop: owns N_3D, its optimiser and the (parameter-free) renderer."""
 
     def __init__(self, cfg: Recon3DExperiment, device: torch.device):
-        from renderer.render import FaceRenderer
-
         self.cfg, self.device = cfg, device
         self.morph = build_morphable(cfg.morphable)
-        self.renderer = FaceRenderer(self.morph, cfg.data.image_size, backend=cfg.morphable.backend).to(device)
+        self.renderer = build_renderer(cfg.morphable, cfg.data.image_size, device, self.morph)
         self.layout = self.morph.layout
         self.net = build_n3d(cfg.model, self.layout.size).to(device)
         if cfg.train.channels_last:

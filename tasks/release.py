@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import path_field, to_dict
+from engine.config import ConfigError, path_field, to_dict
+from engine.files import FileReadError
 
 __all__ = ["ReleaseConfig", "convert_release"]
 
@@ -63,7 +64,7 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
     from tasks.recon3d import Recon3DModelConfig
 
     if not cfg.n3d or not cfg.gen:
-        raise ValueError("release: both n3d (3D_it_500000.pkl) and gen (inpaint_it_200000.pkl) are needed")
+        raise ConfigError("release: both n3d (3D_it_500000.pkl) and gen (inpaint_it_200000.pkl) are needed")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     morph = to_dict(MorphableConfig(bfm_path=cfg.bfm_path, backend=cfg.backend))
@@ -73,7 +74,7 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
     try:
         load_authors_release(n3d, cfg.n3d, "n3d")
     except RuntimeError as e:  # strict load: shapes or keys that are not the release's
-        raise ValueError(f"n3d: {cfg.n3d} does not match the release's FaceEncoder: {str(e).splitlines()[0]}") \
+        raise FileReadError(f"n3d: {cfg.n3d} does not match the release's FaceEncoder: {str(e).splitlines()[0]}") \
             from None
     n3d_path = export_inference(out / "n3d.pt", {"n3d": n3d.state_dict()}, meta=meta, config={
         "model": to_dict(Recon3DModelConfig(backbone="resnet50")), "morphable": morph,
@@ -86,7 +87,7 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
     try:
         gen.load_state_dict(gen_key_map(sd, n_enc, cfg.n_res - n_enc), strict=True)
     except RuntimeError as e:
-        raise ValueError(f"gen: {cfg.gen} does not match the release's Generator: {str(e).splitlines()[0]}") \
+        raise FileReadError(f"gen: {cfg.gen} does not match the release's Generator: {str(e).splitlines()[0]}") \
             from None
     prior = PriorConfig(source="n3d", n3d_checkpoint=str(n3d_path), mask_threshold=cfg.mask_threshold,
                         mask_dilate=cfg.mask_dilate)

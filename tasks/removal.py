@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import path_field
+from engine.config import ConfigError, path_field
 from models.generator import composite
 from tasks.common import resize_square
 from tasks.prior import NOISE_CONVENTIONS, dilate, noised
@@ -88,14 +88,14 @@ def apply_edit(coeffs: torch.Tensor, edit: str, model) -> torch.Tensor:
             try:
                 parts["exp"].copy_(model.expression(op, out.shape[0]).to(out))
             except (KeyError, ValueError) as e:
-                raise ValueError(f"unknown edit {op!r}: {e.args[0] if e.args else e}") from None
+                raise ConfigError(f"unknown edit {op!r}: {e.args[0] if e.args else e}") from None
             continue
         name, idx, kind, val = m["name"], m["idx"], m["op"], float(m["val"])
         if name not in parts:
-            raise ValueError(f"unknown coefficient block {name!r} in edit {op!r}; valid: {', '.join(parts)}")
+            raise ConfigError(f"unknown coefficient block {name!r} in edit {op!r}; valid: {', '.join(parts)}")
         block = parts[name]
         if idx is not None and int(idx) >= block.shape[1]:
-            raise ValueError(f"edit {op!r}: index {idx} out of range for {name} ({block.shape[1]} coefficients)")
+            raise ConfigError(f"edit {op!r}: index {idx} out of range for {name} ({block.shape[1]} coefficients)")
         target = block if idx is None else block[:, int(idx)]
         if kind == "*=":
             target.mul_(val)
@@ -196,7 +196,7 @@ class MaskRemover:
 
             if get_framing(self.framing).needs_lm3d:
                 if not self.inference.lm3d_path:
-                    raise ValueError(f"inference.lm3d_path: framing {self.framing!r} needs "
+                    raise ConfigError(f"inference.lm3d_path: framing {self.framing!r} needs "
                                      "BFM/similarity_Lm3D_all.mat")
                 self.lm3d = load_lm3d(self.inference.lm3d_path, "inference.lm3d_path")
 
@@ -242,7 +242,7 @@ class MaskRemover:
     @torch.no_grad()
     def predict_landmarks(self, crops: torch.Tensor) -> torch.Tensor:
         """crops (N,3,S,S) [0,1] in the model's framing -> (N,68,2) landmarks of N_3D's reconstruction in crop
-        pixels (data.landmarks.RefinedDetector's ``predict``)."""
+        pixels (data.detectors.RefinedDetector's ``predict``)."""
         crops = crops.to(self.device).float()
         size = crops.shape[-1]
         coeffs, _ = self.analyze(resize_square(crops, self.image_size))

@@ -103,8 +103,8 @@ def _config(tmp_path, scene, image_size=224, framing="deng"):
 
 
 def _faces(cfg_path):
+    from data.pairs import build_faces
     from engine.config import load_config
-    from tasks.common import build_faces
     from tasks.recon3d import Recon3DExperiment
 
     cfg = load_config(Recon3DExperiment, str(cfg_path), [])
@@ -151,7 +151,7 @@ def test_lm3d_file_errors_are_one_line(tmp_path, synthetic_scene):
     savemat(tmp_path / "bad.mat", {"lm": np.zeros((5, 3))})
     with pytest.raises(ValueError, match="68 x 3"):
         load_lm3d(tmp_path / "bad.mat")
-    from data.faces import ImageFolderFaces
+    from data.photos import ImageFolderFaces
 
     with pytest.raises(ValueError, match="lm3d_path"):
         ImageFolderFaces(synthetic_scene["photos"], 64, align=True, framing="deng", config_key="data.train[0]")

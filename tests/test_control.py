@@ -128,7 +128,7 @@ def test_an_n_g_that_pastes_the_prior_has_fidelity_1_and_high_reliance(inpaint_e
 
 
 def test_edited_truth_is_the_items_own_render_for_keep():
-    from data.faces import SyntheticFaces
+    from data.synthetic import SyntheticFaces
 
     faces = SyntheticFaces(3, 32, offset=2_000_000)
     coeffs = torch.stack([faces[i]["coeffs"] for i in range(3)])
@@ -157,8 +157,8 @@ class RenderedTruth:
 
 def test_landmark_measure_on_synthetic_renders_with_known_landmarks():
     pytest.importorskip("dlib")
-    from data.faces import SyntheticFaces
-    from data.landmarks import DlibDetector
+    from data.detectors import DlibDetector
+    from data.synthetic import SyntheticFaces
     from metrics.control import mouth_nme
     from tasks.control import detect_landmarks
 

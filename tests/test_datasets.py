@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -11,29 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from data.faces import (
-    FFHQ,
-    CelebAMaskHQ,
-    ConcatFaces,
-    ImageFolderFaces,
-    MaskedPairs,
-    build_dataset,
-    item_seed,
-)
-from data.io import CorruptImageError, read_image, read_image_uint8, write_image
-from data.landmarks import (
+from data.align import (
     ARCFACE_TEMPLATE_112,
     align_face,
     alignment_template,
-    dlib_model_dir,
     estimate_similarity,
     five_points,
-    get_detector,
     paste_back,
-    save_landmarks_file,
     transform_points,
 )
-from data.splits import ffhq_split, split_indices
+from data.config import DATASET_CONFIGS, INTERNAL_OPTIONS
+from data.detectors import dlib_model_dir, get_detector
+from data.io import CorruptImageError, read_image, read_image_uint8, write_image
+from data.landmarks import save_landmarks_file
+from data.pairs import DATASETS, ConcatFaces, MaskedPairs, build_dataset
+from data.photos import FFHQ, CelebAMaskHQ, FaceImageDataset, ImageFolderFaces
+from data.splits import ffhq_split, item_seed, split_indices
+from engine.config import ConfigError
 
 # ---------------------------------------------------------------------------------------------------------------------
 # fixtures
@@ -232,21 +228,91 @@ def test_missing_or_empty_root(tmp_path):
             cls(root, 32, detector="dlib")
         msg = str(e.value)
         assert "\n" not in msg and msg.startswith("data.root:") and str(root) in msg
-    with pytest.raises(ValueError, match="landmark source"):
+    with pytest.raises(ConfigError, match="landmark source"):  # a ConfigError: fail_fast makes it one line
         FFHQ(tmp_path / "empty", 32)
     with pytest.raises(FileNotFoundError, match="data.train.root: no images found"):
-        build_dataset({"kind": "folder", "root": str(tmp_path / "empty"), "image_size": 32}, key="data.train")
+        build_dataset({"kind": "folder", "root": str(tmp_path / "empty")}, 32, key="data.train")
 
 
 def test_build_dataset_registry(ffhq_root):
-    with pytest.raises(ValueError, match="valid: ffhq, celebamask_hq, folder, synthetic"):
-        build_dataset({"kind": "imagenet"})
-    with pytest.raises(ValueError, match="unknown option"):
-        build_dataset({"kind": "ffhq", "root": str(ffhq_root), "image_size": 16, "colour": 1})
+    for cfg, msg in (({"kind": "imagenet"}, "data.kind: unknown kind 'imagenet'; valid: ffhq, celebamask_hq, folder, "
+                                            "synthetic"),
+                     ({"root": "x"}, "data.kind: missing; valid: ffhq"),
+                     ({"kind": "ffhq", "root": str(ffhq_root), "colour": 1}, "unknown config key 'data.colour'"),
+                     ({"kind": "synthetic"}, "missing required config key 'data.num'"),
+                     ({"kind": "ffhq", "root": "x", "align_template": [[0.1, 0.2]]}, "align_template: expected 5")):
+        with pytest.raises(ConfigError) as e:
+            build_dataset(cfg, 16)
+        assert msg in str(e.value) and "\n" not in str(e.value)
     cfg = {"kind": "ffhq", "root": str(ffhq_root), "landmarks_json": str(ffhq_root / "ffhq-dataset-v2.json"),
            "split": "train", "landmarks_dir": None}
-    ds = build_dataset(cfg, image_size=16)
+    ds = build_dataset(cfg, 16)
     assert isinstance(ds, FFHQ) and len(ds) == 3 and ds[0]["image"].shape == (3, 16, 16)
+
+
+def _options(cls) -> dict[str, object]:
+    """A dataset class's keyword options and defaults; a photo dataset's ``**common`` are FaceImageDataset's."""
+    out = {}
+    for c in ([cls, FaceImageDataset] if issubclass(cls, FaceImageDataset) else [cls]):
+        for p in inspect.signature(c).parameters.values():
+            if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD:
+                out[p.name] = p.default
+    return {k: v for k, v in out.items() if k not in ("records", "missing")}  # filled in by the subclasses
+
+
+def test_every_constructor_option_is_a_config_field_with_its_default():
+    assert set(DATASET_CONFIGS) == set(DATASETS)
+    for kind, cfg_cls in DATASET_CONFIGS.items():
+        fields = {f.name: f for f in dataclasses.fields(cfg_cls) if f.name != "kind"}
+        options = _options(DATASETS[kind])
+        reachable = set(options) - set(INTERNAL_OPTIONS)
+        assert set(fields) == reachable, (kind, set(fields) ^ reachable)
+        made = cfg_cls(**({"num": 1} if kind == "synthetic" else {}))
+        for name in fields:
+            default, want = getattr(made, name), options[name]
+            if want is inspect.Parameter.empty:  # required by the constructor: required (or a required path) here
+                continue
+            assert (list(default) if isinstance(want, tuple) else default) == \
+                (list(want) if isinstance(want, tuple) else want), (kind, name)
+
+
+def test_yaml_reaches_every_photo_option(ffhq_root, tmp_path):
+    """align_scale, align_template, landmarks_cache and indices from a YAML section down to the dataset."""
+    from engine.config import build_dataclass
+    from tasks.common import DataConfig, build_pairs
+
+    template = [[0.35, 0.45], [0.65, 0.45], [0.5, 0.6], [0.38, 0.75], [0.62, 0.75]]
+    section = {"kind": "ffhq", "root": str(ffhq_root), "landmarks_json": str(ffhq_root / "ffhq-dataset-v2.json"),
+               "landmarks_cache": str(tmp_path / "lm.npz"), "indices": [1, 69000], "align": True,
+               "align_scale": 1.3, "align_template": template}
+    cfg = build_dataclass(DataConfig, {"image_size": 32, "train": [section]}, "data")
+    faces = build_pairs(cfg, "train").faces
+    assert isinstance(faces, FFHQ) and [r.index for r in faces.records] == [1, 69000]
+    assert faces.align_scale == 1.3 and np.allclose(faces.align_template, template)
+    assert (tmp_path / "lm.npz").is_file()  # the json's landmarks were cached where the YAML said
+    plain = build_dataset({**section, "align_scale": 1.0, "align_template": None}, 32)
+    assert not torch.equal(faces[0]["image"], plain[0]["image"])  # the options change the crop
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.train\[0\].colour' \(valid keys under "):
+        build_dataclass(DataConfig, {"train": [{**section, "colour": 1}]}, "data")
+
+
+def test_synthesizer_options_are_a_config_section():
+    """data.synth's options reach MaskedPairSynthesizer (build_synthesizer used to drop them)."""
+    from data.config import SynthesizerConfig
+    from data.synth import MaskedPairSynthesizer
+    from engine.config import build_dataclass
+    from tasks.common import DataConfig, build_pairs
+
+    params = {p.name: p.default for p in inspect.signature(MaskedPairSynthesizer).parameters.values()
+              if p.kind is p.KEYWORD_ONLY}
+    assert SynthesizerConfig().kwargs() == params
+    data = {"image_size": 32, "val": [{"kind": "synthetic", "num": 1, "offset": 5}]}
+    plain = build_pairs(build_dataclass(DataConfig, data, "data"), "val")
+    cfg = build_dataclass(DataConfig, {**data, "synth": {"grain": 0.3, "lighting": [0.0, 0.0]}}, "data")
+    grainy = build_pairs(cfg, "val")
+    assert grainy.synthesizer.grain == 0.3 and grainy.synthesizer.lighting == (0.0, 0.0)
+    a, b = plain[0], grainy[0]
+    assert not torch.equal(a["masked_image"], b["masked_image"]) and torch.equal(a["image"], b["image"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -272,7 +338,7 @@ def test_celebamask_face_mask_union(celeba_root):
 def test_corrupt_image_skipped_and_counted(celeba_root, caplog):
     ds = CelebAMaskHQ(celeba_root, 32, landmarks_dir=celeba_root / "landmarks")
     assert len(ds) == 4
-    with caplog.at_level(logging.WARNING, logger="data.faces"):
+    with caplog.at_level(logging.WARNING, logger="data.photos"):
         names = [ds[k]["name"] for k in range(len(ds))]
     assert names == ["0", "1", "2", "0"]  # the corrupt 3.jpg is replaced by the next valid item
     assert ds.skipped == 1
@@ -435,7 +501,7 @@ def test_detector_dataset_fallback(ffhq_root):
             Fixed.calls += 1
             return [face68(32, 30, 30)] if name != "00002" else []
 
-    from data.landmarks import LandmarkDetector
+    from data.detectors import LandmarkDetector
 
     det = type("FixedDet", (LandmarkDetector,), {"detect": Fixed.detect})()
     ds = FFHQ(ffhq_root, 32, indices=[0, 1, 2], detector=det)
@@ -518,7 +584,7 @@ def synth_model():
 
 @needs_renderer
 def test_synthetic_faces(synth_model):
-    from data.faces import SyntheticFaces
+    from data.synthetic import SyntheticFaces
 
     a = SyntheticFaces(6, 64, seed=1, model=synth_model, chunk=4)
     b = SyntheticFaces(6, 64, seed=1, model=synth_model, chunk=4)
@@ -548,7 +614,7 @@ def test_synthetic_faces(synth_model):
 
 @needs_renderer
 def test_dlib_on_synthetic_face(synth_model):
-    from data.faces import SyntheticFaces
+    from data.synthetic import SyntheticFaces
 
     model_dir = dlib_model_dir()
     if model_dir is None or not (model_dir / "shape_predictor_68_face_landmarks.dat").is_file():

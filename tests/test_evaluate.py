@@ -45,8 +45,8 @@ def test_same_checkpoint_same_results(inpaint_export, tmp_path):
 
 def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_export, tmp_path):
     from metrics import get_metric
-    from tasks.common import iterate
-    from tasks.evaluation import as_exported, resize
+    from tasks.common import iterate, resize
+    from tasks.evaluation import as_exported
 
     ev = Evaluator(eval_cfg(inpaint_export, metrics=("l1",), baselines=[], test={
         "image_size": 48, "faces": [{"kind": "synthetic", "num": 6, "offset": 2_000_000}]}), tmp_path / "e")

@@ -94,12 +94,12 @@ def test_coverage_across_yaw(synth, yaw):
 
 def test_coverage_on_synthetic_faces(synth):
     try:
-        from data.faces import SyntheticFaces
+        from data.synthetic import SyntheticFaces
 
         faces = SyntheticFaces(6, 128, seed=3)
         items = [faces[i] for i in range(len(faces))]
     except Exception as e:  # noqa: BLE001 - the renderer area is optional here
-        pytest.skip(f"data.faces.SyntheticFaces unavailable: {type(e).__name__}: {e}")
+        pytest.skip(f"data.synthetic.SyntheticFaces unavailable: {type(e).__name__}: {e}")
     for i, item in enumerate(items):
         masked, m = synth.synth(item["image"], item["landmarks"], i)
         lm = item["landmarks"].numpy()

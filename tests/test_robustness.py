@@ -442,8 +442,8 @@ def test_damaged_jpeg_data_is_detected(tmp_path, capfd):
 
 
 def test_damaged_jpeg_is_skipped_and_counted_by_a_folder_dataset(tmp_path):
-    from data.faces import build_dataset
     from data.landmarks import save_landmarks_file
+    from data.pairs import build_dataset
 
     rng = np.random.default_rng(1)
     (tmp_path / "img").mkdir()
@@ -456,3 +456,22 @@ def test_damaged_jpeg_is_skipped_and_counted_by_a_folder_dataset(tmp_path):
     ds = build_dataset({"kind": "folder", "root": str(tmp_path / "img"), "landmarks_dir": str(tmp_path / "lm")},
                        image_size=32)
     assert ds[0]["name"] == "b" and ds.skipped == 1
+
+
+def test_fail_fast_turns_only_user_errors_into_one_line(capsys):
+    """Config errors and missing / unreadable files: `error:` and exit 2; a programming error keeps its traceback."""
+    for exc in (ConfigError("data.train[0].num: must be > 0"), FileNotFoundError("x.root: folder not found: y"),
+                FileReadError("prior.n3d_checkpoint: z is empty")):
+        def build(e=exc):
+            raise e
+
+        with pytest.raises(SystemExit) as e:
+            fail_fast(build)
+        assert e.value.code == 2 and capsys.readouterr().out == f"error: {exc.args[0]}\n"
+    for bug in (KeyError("coeffs"), ValueError("too many values to unpack"), TypeError("x")):
+        def broken(e=bug):
+            raise e
+
+        with pytest.raises(type(bug)):
+            fail_fast(broken)
+    assert fail_fast(lambda a, b=0: a + b, 2, b=3) == 5

@@ -24,7 +24,7 @@ def test_extract_coeffs_writes_one_file_per_face(n3d_export, tmp_path):
     coeffs = np.load(files[0])
     assert coeffs.shape == (257,) and coeffs.dtype == np.float32
     net, _, _ = load_n3d(n3d_export, torch.device("cpu"))
-    from tasks.common import build_faces
+    from data.pairs import build_faces
     from tasks.recon3d import Recon3DExperiment
 
     faces = build_faces(build_dataclass(Recon3DExperiment, yaml.safe_load(cfg.read_text())).data.train, 32, "x")

@@ -15,7 +15,8 @@ def astronaut(tmp_path_factory):
     unmasked face's dlib HOG landmarks as files (68 rows .txt, 5 rows .txt and .npy)."""
     from skimage import data as skdata
 
-    from data.landmarks import DlibDetector, save_landmarks_file
+    from data.detectors import DlibDetector
+    from data.landmarks import save_landmarks_file
     from data.synth import MaskedPairSynthesizer
 
     root = tmp_path_factory.mktemp("astronaut")
@@ -83,7 +84,7 @@ def test_five_point_landmarks_align_and_remove_like_their_68(astronaut, inpaint_
 
 
 def test_dlib_cnn_finds_masked_faces_that_hog_misses(astronaut):
-    from data.landmarks import DlibCNNDetector, DlibDetector
+    from data.detectors import DlibCNNDetector, DlibDetector
     from data.synth import MaskedPairSynthesizer
     from scripts.benchmark_landmarks import match, nme5
 
@@ -192,7 +193,7 @@ def _oracle(crops: torch.Tensor) -> torch.Tensor:
 def test_refinement_loop_recovers_the_face_a_mask_shifted(astronaut):
     """With an exact reconstruction (the oracle), one align-predict round undoes a detection whose nose and mouth
     slid down under a mask: the loop's crops, predictions and the way back into the photo are consistent."""
-    from data.landmarks import LandmarkDetector, RefinedDetector
+    from data.detectors import LandmarkDetector, RefinedDetector
     from scripts.benchmark_landmarks import nme5
 
     truth = five_points(astronaut["lm"].astype(np.float64))
@@ -264,8 +265,8 @@ def test_merge_boxes_keeps_the_most_confident_of_overlapping_boxes():
 
     from data.detect_masked import merge_boxes
 
-    # the module registers itself whichever of it and data.landmarks is imported first
-    code = "import data.detect_masked; from data.landmarks import get_detector as g; print(g.__module__)"
+    # the module registers itself whichever of it and data.detectors is imported first
+    code = "import data.detect_masked; from data.detectors import get_detector as g; print(g.__module__)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
 
     boxes = [(0, 0, 100, 100, 0.2), (5, 5, 105, 105, 0.9), (200, 0, 260, 60, 0.1), (0, 0, 100, 100, 0.5)]
@@ -278,7 +279,7 @@ _MISSED_SEED = 2  # a mask (on the fixture's face) that dlib's CNN at one scale 
 def test_masked_detector_is_the_default_and_finds_a_masked_face_single_scale_cnn_misses(astronaut):
     """The pyramid finds the masked astronaut where dlib's CNN at one scale (the old default, threshold 0.3) does
     not, and its 5 points are closer to the unmasked face's than the 68-point predictor's alone."""
-    from data.landmarks import DlibCNNDetector, get_detector
+    from data.detectors import DlibCNNDetector, get_detector
     from data.synth import MaskedPairSynthesizer
     from scripts.benchmark_landmarks import match, nme5
     from scripts.remove_mask import parse_args

@@ -7,7 +7,7 @@
 --sigint-at-step N      the same with SIGINT (Ctrl-C)
 --nan-grad-at-step N    the loss of step N stays finite but its gradient is NaN (the weights turn NaN)
 --disk-full-at-step N   writing the checkpoint of step N fails as on a full disk (/dev/full)
---bad-every K           every K-th item is unreadable and skipped (counted in `dataset.skipped`, as data.faces)
+--bad-every K           every K-th item is unreadable and skipped (counted in `dataset.skipped`, as data.photos)
 """
 
 import os
@@ -56,7 +56,7 @@ class ToyData(torch.utils.data.Dataset):
         return len(self.x)
 
     def __getitem__(self, i):
-        if self.bad_every and i % self.bad_every == 0:  # as data.faces: skip to the next item, count the file
+        if self.bad_every and i % self.bad_every == 0:  # as data.photos: skip to the next item, count the file
             self._bad.add(i)
             i = (i + 1) % len(self)
         return {"x": self.x[i], "y": self.y[i]}

@@ -1,4 +1,6 @@
-"""Face datasets: FFHQ, CelebAMask-HQ, an image folder, synthetic renders, and masked training/test pairs.
+"""Photo datasets: FFHQ, CelebAMask-HQ and an image folder (synthetic faces: data.synthetic; masked pairs and the
+factory: data.pairs).
+
 
 Every face dataset returns dicts (S = the dataset's ``image_size``):
     image      (3, S, S) float32 RGB in [0, 1]
@@ -30,12 +32,10 @@ a one-line FileNotFoundError at construction, naming the config key (``config_ke
 
 from __future__ import annotations
 
-import bisect
-import inspect
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,25 +46,25 @@ import torch
 from torch.utils.data import Dataset
 
 from data.align import alignment_transform, get_framing, load_lm3d, transform_points, warp_affine
+from data.detectors import LandmarkDetector, get_detector
 from data.io import CorruptImageError, list_images, read_array, read_image_uint8
-from data.landmarks import LandmarkDetector, find_landmarks_file, get_detector, load_landmarks_file
+from data.landmarks import find_landmarks_file, load_landmarks_file
 from data.splits import ffhq_split
+from engine.config import ConfigError
 
 __all__ = [
     "CELEBAMASK_PARTS",
     "CELEBAMASK_FACE_PARTS",
+    "N_COEFFS",
     "FaceImageDataset",
     "FFHQ",
     "CelebAMaskHQ",
     "ImageFolderFaces",
-    "SyntheticFaces",
-    "MaskedPairs",
-    "ConcatFaces",
-    "DATASETS",
-    "build_dataset",
+    "SkippedItem",
     "load_ffhq_landmarks",
-    "item_seed",
+    "scale_points",
 ]
+
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,6 @@ CELEBAMASK_FACE_PARTS = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "
 class SkippedItem(ValueError):
     """An item that cannot be produced (no landmarks, missing coefficient file, ...)."""
 
-
-def item_seed(*keys: int) -> int:
-    """A 63-bit seed derived from a tuple of non-negative ints (np.random.SeedSequence); stable across runs."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0]
-    return int(state) & (2**63 - 1)
 
 
 def _to_tensor_image(arr: np.ndarray) -> torch.Tensor:
@@ -130,8 +125,12 @@ class FaceImageDataset(Dataset):
 
     Landmarks are looked up in this order: the subclass' table (e.g. FFHQ's json), ``landmarks_dir`` files
     (``<stem>.npy`` / ``<stem>.txt``, in the original image's pixel coordinates), then ``detector`` (a name from
-    data.landmarks.get_detector, a dict ``{name: ..., **kwargs}``, or a LandmarkDetector; detections are cached in
+    data.detectors.get_detector, a dict ``{name: ..., **kwargs}``, or a LandmarkDetector; detections are cached in
     memory per image, the largest face is used).
+
+    The subclasses pass their ``**common`` options on to this constructor: landmarks_dir, detector, align,
+    align_scale, align_template, framing, lm3d_path, coeffs_dir, strict (module doc). ``records``, ``root`` and
+    ``missing`` are filled in by the subclass.
     """
 
     provides: frozenset[str] = frozenset()
@@ -163,11 +162,11 @@ class FaceImageDataset(Dataset):
         try:
             self.framing = get_framing(framing)
         except ValueError as e:
-            raise ValueError(f"{config_key}.framing: {e}") from None
+            raise ConfigError(f"{config_key}.framing: {e}") from None
         self.lm3d = None
         if self.align and self.framing.needs_lm3d:
             if lm3d_path is None:
-                raise ValueError(f"{config_key}.lm3d_path: framing {self.framing.name!r} needs Deng et al.'s "
+                raise ConfigError(f"{config_key}.lm3d_path: framing {self.framing.name!r} needs Deng et al.'s "
                                  "BFM/similarity_Lm3D_all.mat")
             self.lm3d = load_lm3d(lm3d_path, f"{config_key}.lm3d_path")
         self.strict = bool(strict)
@@ -357,12 +356,10 @@ class FFHQ(FaceImageDataset):
         landmarks_json: ffhq-dataset-v2.json; ``entry['image']['face_landmarks']`` (68 dlib points in the aligned
             1024 image) are rescaled to the actual image size.
         landmarks_cache: optional .npz cache of the landmarks extracted from the json (see load_ffhq_landmarks).
-        landmarks_dir: per-image landmark files (``<stem>.npy`` / ``.txt``, original image pixels), used where the
-            json has no entry.
         indices: image indices to use; or ``split``: 'train' / 'test' / 'all' (data.splits.ffhq_split). Requested
             images that do not exist are dropped with one summary warning and counted in ``skipped``.
-        detector: landmark detector fallback (see FaceImageDataset).
-        align, align_scale, framing, lm3d_path, coeffs_dir, strict, config_key: see the module doc.
+        common: FaceImageDataset's options (landmarks_dir: used where the json has no entry; detector, align,
+            align_scale, align_template, framing, lm3d_path, coeffs_dir, strict; see it and the module doc).
     """
 
     def __init__(
@@ -370,29 +367,24 @@ class FFHQ(FaceImageDataset):
         root: str | os.PathLike,
         image_size: int,
         landmarks_json: str | os.PathLike | None = None,
-        landmarks_dir: str | os.PathLike | None = None,
         indices: Sequence[int] | None = None,
         split: str | None = None,
-        detector: str | Mapping | LandmarkDetector | None = None,
-        align: bool = False,
-        align_scale: float = 1.0,
-        align_template: Sequence[Sequence[float]] | None = None,
-        framing: str = "ffhq",
-        lm3d_path: str | os.PathLike | None = None,
-        coeffs_dir: str | os.PathLike | None = None,
-        strict: bool = False,
         landmarks_cache: str | os.PathLike | None = None,
         config_key: str = "data",
+        **common: Any,
     ) -> None:
         root = Path(root)
-        if landmarks_json is None and landmarks_dir is None and detector is None:
-            raise ValueError(f"{config_key}: FFHQ needs a landmark source: landmarks_json, landmarks_dir or detector")
+        if landmarks_json is None and common.get("landmarks_dir") is None and common.get("detector") is None:
+            raise ConfigError(f"{config_key}: FFHQ needs a landmark source: landmarks_json, landmarks_dir or detector")
         images_dir = root / "images1024x1024" if (root / "images1024x1024").is_dir() else root
         found = {int(p.stem): p for p in list_images(images_dir) if p.stem.isdigit()}
         _require_images(list(found.values()), root, config_key)
         if indices is not None and split is not None:
-            raise ValueError(f"{config_key}: give either indices or split, not both")
-        wanted = ffhq_split(split) if split is not None else sorted(found) if indices is None else list(indices)
+            raise ConfigError(f"{config_key}: give either indices or split, not both")
+        try:
+            wanted = ffhq_split(split) if split is not None else sorted(found) if indices is None else list(indices)
+        except ValueError as e:
+            raise ConfigError(f"{config_key}.split: {e}") from None
         missing = [int(i) for i in wanted if int(i) not in found]
         records = [_Record(found[i].stem, found[i], int(i)) for i in map(int, wanted) if i in found]
         if not records:
@@ -412,13 +404,7 @@ class FFHQ(FaceImageDataset):
                 self._lm_rows, self._lm, self._lm_ref = load_ffhq_landmarks(landmarks_json, landmarks_cache)
             except FileNotFoundError as e:
                 raise FileNotFoundError(f"{config_key}.{e}") from None
-        super().__init__(
-            records, image_size, root=images_dir, landmarks_dir=landmarks_dir, detector=detector, align=align,
-            align_scale=align_scale, align_template=align_template, framing=framing, lm3d_path=lm3d_path,
-            coeffs_dir=coeffs_dir, strict=strict,
-            config_key=config_key,
-            missing=len(missing),
-        )
+        super().__init__(records, image_size, root=images_dir, config_key=config_key, missing=len(missing), **common)
 
     def _table_landmarks(self, rec: _Record, wh: tuple[int, int]) -> np.ndarray | None:
         row = self._lm_rows.get(rec.index)
@@ -457,8 +443,7 @@ class CelebAMaskHQ(FaceImageDataset):
     ``detector`` (e.g. "dlib", run on the fly on the 1024 image, cached in memory).
 
     Args:
-        root, image_size, landmarks_dir, detector, align, align_scale, framing, lm3d_path, coeffs_dir, strict,
-            config_key: see FaceImageDataset / module doc.
+        root, image_size, config_key: see FaceImageDataset / module doc; ``common``: FaceImageDataset's options.
         indices: image numbers to use (default: all found).
         face_parts: part names forming M.
     """
@@ -469,22 +454,14 @@ class CelebAMaskHQ(FaceImageDataset):
         self,
         root: str | os.PathLike,
         image_size: int,
-        landmarks_dir: str | os.PathLike | None = None,
-        detector: str | Mapping | LandmarkDetector | None = None,
         indices: Sequence[int] | None = None,
         face_parts: Sequence[str] = CELEBAMASK_FACE_PARTS,
-        align: bool = False,
-        align_scale: float = 1.0,
-        align_template: Sequence[Sequence[float]] | None = None,
-        framing: str = "ffhq",
-        lm3d_path: str | os.PathLike | None = None,
-        coeffs_dir: str | os.PathLike | None = None,
-        strict: bool = False,
         config_key: str = "data",
+        **common: Any,
     ) -> None:
         root = Path(root)
-        if landmarks_dir is None and detector is None:
-            raise ValueError(f"{config_key}: CelebAMaskHQ needs a landmark source: landmarks_dir or detector")
+        if common.get("landmarks_dir") is None and common.get("detector") is None:
+            raise ConfigError(f"{config_key}: CelebAMaskHQ needs a landmark source: landmarks_dir or detector")
         img_dir = root / "CelebA-HQ-img"
         found = {int(p.stem): p for p in list_images(img_dir, recursive=False) if p.stem.isdigit()}
         if not root.is_dir():
@@ -496,7 +473,7 @@ class CelebAMaskHQ(FaceImageDataset):
         unknown = [p for p in face_parts if p not in CELEBAMASK_PARTS]
         if unknown:
             valid = ", ".join(CELEBAMASK_PARTS)
-            raise ValueError(f"{config_key}.face_parts: unknown part(s) {unknown}; valid: {valid}")
+            raise ConfigError(f"{config_key}.face_parts: unknown part(s) {unknown}; valid: {valid}")
         self.face_parts = tuple(face_parts)
         wanted = sorted(found) if indices is None else [int(i) for i in indices]
         missing = [i for i in wanted if i not in found]
@@ -506,13 +483,7 @@ class CelebAMaskHQ(FaceImageDataset):
         if missing:
             log.warning("CelebAMaskHQ: %d requested images are missing in %s (first: %d); skipped",
                         len(missing), img_dir, missing[0])
-        super().__init__(
-            records, image_size, root=root, landmarks_dir=landmarks_dir, detector=detector, align=align,
-            align_scale=align_scale, align_template=align_template, framing=framing, lm3d_path=lm3d_path,
-            coeffs_dir=coeffs_dir, strict=strict,
-            config_key=config_key,
-            missing=len(missing),
-        )
+        super().__init__(records, image_size, root=root, config_key=config_key, missing=len(missing), **common)
 
     def part_path(self, index: int, part: str) -> Path:
         return self.mask_dir / str(index // 2000) / f"{index:05d}_{part}.png"
@@ -541,25 +512,18 @@ class ImageFolderFaces(FaceImageDataset):
     Landmarks: ``landmarks_dir/<stem>.npy`` or ``.txt`` (68 rows "x y" in the photo's pixel coordinates; see
     data.landmarks), else files with the same stem next to the image, else ``detector``. Optional face-region maps:
     ``face_masks_dir/<stem>.png`` (non-zero = face region, any resolution of the same framing). ``index`` is the
-    position in the sorted file list, ``name`` the file stem (stems should be unique).
+    position in the sorted file list, ``name`` the file stem (stems should be unique). ``recursive``: search
+    sub-folders; ``common``: FaceImageDataset's options.
     """
 
     def __init__(
         self,
         root: str | os.PathLike,
         image_size: int,
-        landmarks_dir: str | os.PathLike | None = None,
-        detector: str | Mapping | LandmarkDetector | None = None,
         face_masks_dir: str | os.PathLike | None = None,
-        align: bool = False,
-        align_scale: float = 1.0,
-        align_template: Sequence[Sequence[float]] | None = None,
-        framing: str = "ffhq",
-        lm3d_path: str | os.PathLike | None = None,
-        coeffs_dir: str | os.PathLike | None = None,
-        strict: bool = False,
         recursive: bool = True,
         config_key: str = "data",
+        **common: Any,
     ) -> None:
         root = Path(root)
         paths = list_images(root, recursive=recursive)
@@ -570,12 +534,7 @@ class ImageFolderFaces(FaceImageDataset):
             if not self.face_masks_dir.is_dir():
                 raise FileNotFoundError(f"{config_key}.face_masks_dir: folder not found: {self.face_masks_dir}")
             self.provides = self.provides | {"face_mask"}
-        super().__init__(
-            records, image_size, root=root, landmarks_dir=landmarks_dir, detector=detector, align=align,
-            align_scale=align_scale, align_template=align_template, framing=framing, lm3d_path=lm3d_path,
-            coeffs_dir=coeffs_dir, strict=strict,
-            config_key=config_key,
-        )
+        super().__init__(records, image_size, root=root, config_key=config_key, **common)
 
     def _table_landmarks(self, rec: _Record, wh: tuple[int, int]) -> np.ndarray | None:
         if self.landmarks_dir is not None:
@@ -596,326 +555,3 @@ class ImageFolderFaces(FaceImageDataset):
         if m is None:
             raise SkippedItem(f"face mask file not found: {p}")
         return m.astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# synthetic faces
-
-
-def _smooth_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) float32 in [0, 1]: a linear two-colour gradient at a random angle plus low-frequency colour
-    noise (a 4x4 grid of N(0, 0.08) upsampled bicubically), so a face never sits on black."""
-    c0, c1 = rng.uniform(0.1, 0.9, 3), rng.uniform(0.1, 0.9, 3)
-    theta = rng.uniform(0.0, 2.0 * np.pi)
-    coords = (np.arange(size, dtype=np.float64) + 0.5) / size - 0.5
-    xx, yy = np.meshgrid(coords, coords)
-    t = np.clip((xx * np.cos(theta) + yy * np.sin(theta)) / np.sqrt(0.5) + 0.5, 0.0, 1.0)[..., None]
-    grad = c0 * (1.0 - t) + c1 * t
-    noise = rng.normal(0.0, 0.08, (4, 4, 3)).astype(np.float32)
-    noise = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
-    return np.clip(grad + noise, 0.0, 1.0).astype(np.float32)
-
-
-class SyntheticFaces(Dataset):
-    """Faces rendered from the morphable model with random coefficients, over random smooth backgrounds.
-
-    Item i depends only on (seed, offset + i): use different offsets for disjoint train / held-out sets. Items carry
-    the exact ground truth: ``coeffs`` (257,), ``landmarks`` (renderer landmarks), ``face_mask`` (renderer mask).
-
-    Coefficients: ``model.sample_coeffs(1, generator, ...)`` with a torch.Generator seeded by item_seed(seed,
-    offset + i) (renderer.morphable.MorphableModel.sample_coeffs): id ~ N(0, id_sigma^2), tex ~ N(0, tex_sigma^2),
-    exp ~ N(0, exp_sigma^2) (the synthetic model's named mouth / brow expressions one-sided), angles (pitch, yaw, roll)
-    uniform in +-(pitch_deg, yaw_deg, roll_deg), SH lighting near white with a random direction (scaled by
-    light_sigma; the renderer adds its 0.8 ambient), translation ~ N(0, trans_sigma^2) (x2 for z, decimetres).
-    Background: see _smooth_background. Images and masks are stored as uint8 (the image is quantised to 1/255).
-
-    Rendering is batched in chunks of ``chunk`` consecutive items and, with ``cache=True``, kept in memory (about
-    S * S * 4 bytes per item); ``prerender()`` fills the whole cache, best done before DataLoader workers start so
-    they share it instead of each rendering its own copy.
-
-    Args:
-        num: number of items.
-        image_size: output side S.
-        seed, offset: see above.
-        model: a renderer.morphable.MorphableModel (default: MorphableModel.synthetic()).
-        backend: rasterizer backend name for renderer.render.FaceRenderer.
-        device: where to render ("cpu", "cuda"); items are returned on the CPU.
-    """
-
-    provides = frozenset({"face_mask", "coeffs"})
-
-    def __init__(
-        self,
-        num: int,
-        image_size: int,
-        seed: int = 0,
-        model: Any = None,
-        backend: str = "torch",
-        offset: int = 0,
-        id_sigma: float = 1.0,
-        exp_sigma: float = 0.4,
-        tex_sigma: float = 1.0,
-        yaw_deg: float = 30.0,
-        pitch_deg: float = 12.0,
-        roll_deg: float = 8.0,
-        light_sigma: float = 1.0,
-        trans_sigma: float = 0.03,
-        cache: bool = True,
-        chunk: int = 64,
-        device: str = "cpu",
-        config_key: str = "data",
-    ) -> None:
-        if num <= 0:
-            raise ValueError(f"{config_key}.num: must be > 0, got {num}")
-        self.num, self.image_size, self.seed, self.offset = int(num), int(image_size), int(seed), int(offset)
-        self.sample_kwargs = dict(
-            id_std=float(id_sigma), exp_std=float(exp_sigma), tex_std=float(tex_sigma), max_yaw_deg=float(yaw_deg),
-            max_pitch_deg=float(pitch_deg), max_roll_deg=float(roll_deg), light_std=float(light_sigma),
-            trans_std=float(trans_sigma),
-        )
-        self.cache, self.chunk, self.device, self.backend = bool(cache), int(chunk), device, backend
-        self.config_key = config_key
-        self._model = model
-        self._renderer = None
-        self._chunks: dict[int, dict[str, np.ndarray]] = {}
-        self.skipped = 0
-
-    def __len__(self) -> int:
-        return self.num
-
-    # -- model -------------------------------------------------------------------------------------------------------
-    @property
-    def renderer(self):
-        if self._renderer is None:
-            from renderer.morphable import MorphableModel
-            from renderer.render import FaceRenderer
-
-            if self._model is None:
-                self._model = MorphableModel.synthetic()
-            self._renderer = FaceRenderer(self._model, self.image_size, backend=self.backend).to(self.device)
-        return self._renderer
-
-    @property
-    def model(self):
-        """The MorphableModel (built on first use)."""
-        _ = self.renderer
-        return self._model
-
-    @property
-    def layout(self):
-        return self.model.layout
-
-    # -- sampling ----------------------------------------------------------------------------------------------------
-    def sample(self, i: int) -> tuple[torch.Tensor, np.ndarray]:
-        """Coefficients (257,) float32 (CPU) and background (S, S, 3) float32 [0, 1] of item i."""
-        key = item_seed(self.seed, self.offset + i)
-        gen = torch.Generator().manual_seed(key)
-        coeffs = self.model.sample_coeffs(1, generator=gen, **self.sample_kwargs)[0].float().cpu()
-        background = _smooth_background(np.random.default_rng(key), self.image_size)
-        return coeffs, background
-
-    # -- rendering ---------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _render(self, items: Sequence[int], coeffs: torch.Tensor | None = None) -> dict[str, np.ndarray]:
-        samples = [self.sample(i) for i in items]
-        coeffs = torch.stack([c for c, _ in samples]) if coeffs is None else coeffs.detach().float().cpu()
-        out = self.renderer(coeffs.to(self.device))
-        face = out.image.float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
-        mask = out.mask.float().cpu().permute(0, 2, 3, 1).numpy()
-        bg = np.stack([b for _, b in samples])
-        image = face * mask + bg * (1.0 - mask)
-        return {
-            "image": (image * 255.0 + 0.5).astype(np.uint8),
-            "face_mask": (mask[..., 0] > 0.5).astype(np.uint8),
-            "landmarks": out.landmarks.float().cpu().numpy(),
-            "coeffs": coeffs.numpy(),
-        }
-
-    def render_with(self, items: Sequence[int], coeffs: torch.Tensor) -> torch.Tensor:
-        """Items re-rendered with other coefficients over their own backgrounds (e.g. the exact truth of an edit).
-
-        Args:
-            items: dataset indices i (not offset + i), length N.
-            coeffs: (N, 257) coefficients replacing the items' own.
-        Returns:
-            (N, 3, S, S) float32 in [0, 1] on the CPU, quantised to 1/255 as the items' images are, so the items' own
-            coefficients give back exactly their ``image``.
-        """
-        items = list(items)
-        if coeffs.shape[0] != len(items):
-            raise ValueError(f"render_with: {len(items)} items but {coeffs.shape[0]} coefficient rows")
-        image = self._render(items, coeffs)["image"]
-        return torch.from_numpy(image).permute(0, 3, 1, 2).float().div_(255.0)
-
-    def _chunk(self, c: int) -> dict[str, np.ndarray]:
-        if c not in self._chunks:
-            lo, hi = c * self.chunk, min(self.num, (c + 1) * self.chunk)
-            self._chunks[c] = self._render(range(lo, hi))
-        return self._chunks[c]
-
-    def prerender(self) -> None:
-        """Render and cache every item (no-op for cache=False)."""
-        if self.cache:
-            for c in range((self.num + self.chunk - 1) // self.chunk):
-                self._chunk(c)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -self.num <= i < self.num:
-            raise IndexError(f"index {i} out of range for SyntheticFaces of length {self.num}")
-        i %= self.num
-        if self.cache:
-            data, k = self._chunk(i // self.chunk), i % self.chunk
-        else:
-            data, k = self._render([i]), 0
-        return {
-            "image": torch.from_numpy(data["image"][k]).permute(2, 0, 1).float().div_(255.0),
-            "landmarks": torch.from_numpy(data["landmarks"][k].copy()),
-            "face_mask": torch.from_numpy(data["face_mask"][k]).float()[None],
-            "coeffs": torch.from_numpy(data["coeffs"][k].copy()),
-            "index": self.offset + i,
-            "name": f"synth_{self.seed}_{self.offset + i:06d}",
-        }
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# masked pairs and concatenation
-
-
-class MaskedPairs(Dataset):
-    """A face dataset with synthetic face masks: adds ``masked_image`` (3, S, S) and ``mask`` m (1, S, S) {0, 1}.
-
-    ``synthesizer.synth(image, landmarks, seed) -> (masked, m)`` (data.synth.MaskedPairSynthesizer). Seeds:
-    fixed=True: item_seed(seed, i), the same mask for item i forever (test sets); fixed=False:
-    item_seed(seed, epoch, i) with ``set_epoch(e)`` (call it before each epoch; with persistent DataLoader workers
-    the new epoch does not reach the workers, as with DistributedSampler).
-    """
-
-    def __init__(self, faces: Dataset, synthesizer: Any, seed: int = 0, fixed: bool = False) -> None:
-        self.faces = faces
-        self.synthesizer = synthesizer
-        self.seed = int(seed)
-        self.fixed = bool(fixed)
-        self.epoch = 0
-        self.image_size = getattr(faces, "image_size", None)
-        self.provides = frozenset(getattr(faces, "provides", frozenset()))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    @property
-    def skipped(self) -> int:
-        return int(getattr(self.faces, "skipped", 0))
-
-    def item_seed(self, i: int) -> int:
-        return item_seed(self.seed, i) if self.fixed else item_seed(self.seed, self.epoch, i)
-
-    def __len__(self) -> int:
-        return len(self.faces)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = dict(self.faces[i])
-        masked, m = self.synthesizer.synth(item["image"], item["landmarks"], self.item_seed(i % len(self)))
-        item["masked_image"] = masked
-        item["mask"] = m
-        return item
-
-
-class ConcatFaces(Dataset):
-    """Concatenation of face datasets (e.g. FFHQ + CelebAMask-HQ, as the paper trains) with uniform batch keys.
-
-    Optional keys (``face_mask``, ``coeffs``) that some but not all members provide are filled with zeros where
-    missing, and ``<key>_valid`` (0-dim float32 tensor, 1 = real) is added to every item; ``source`` (int) names
-    the member dataset. All members must share ``image_size``.
-    """
-
-    def __init__(self, datasets: Sequence[Dataset]) -> None:
-        if not datasets:
-            raise ValueError("ConcatFaces: no datasets")
-        self.datasets = list(datasets)
-        sizes = {getattr(d, "image_size", None) for d in self.datasets}
-        if len(sizes) != 1:
-            raise ValueError(f"ConcatFaces: member datasets have different image_size values {sorted(map(str, sizes))}")
-        self.image_size = sizes.pop()
-        provided = [frozenset(getattr(d, "provides", frozenset())) for d in self.datasets]
-        self.provides = frozenset.union(*provided)
-        self._partial = sorted(k for k in self.provides if not all(k in p for p in provided))
-        self._ends = np.cumsum([len(d) for d in self.datasets]).tolist()
-
-    @property
-    def skipped(self) -> int:
-        return sum(int(getattr(d, "skipped", 0)) for d in self.datasets)
-
-    def set_epoch(self, epoch: int) -> None:
-        for d in self.datasets:
-            if hasattr(d, "set_epoch"):
-                d.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return self._ends[-1]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for ConcatFaces of length {len(self)}")
-        i %= len(self)
-        src = bisect.bisect_right(self._ends, i)
-        item = dict(self.datasets[src][i - (self._ends[src - 1] if src else 0)])
-        s = self.image_size
-        for key in self._partial:
-            present = key in item
-            if not present:
-                item[key] = torch.zeros(1, s, s) if key == "face_mask" else torch.zeros(N_COEFFS)
-            item[f"{key}_valid"] = torch.tensor(1.0 if present else 0.0)
-        item["source"] = src
-        return item
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# factory
-
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "ffhq": FFHQ,
-    "celebamask_hq": CelebAMaskHQ,
-    "folder": ImageFolderFaces,
-    "synthetic": SyntheticFaces,
-}
-
-
-def _as_dict(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    import dataclasses
-
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    if hasattr(cfg, "__dict__"):
-        return dict(vars(cfg))
-    raise TypeError(f"build_dataset: expected a mapping or dataclass config, got {type(cfg).__name__}")
-
-
-def build_dataset(cfg: Any, key: str = "data", **overrides: Any) -> Dataset:
-    """Build a face dataset from a config mapping / dataclass with a ``kind`` entry.
-
-    kinds: ffhq, celebamask_hq, folder, synthetic (constructor keyword arguments as the other entries; entries whose
-    value is None are dropped), or ``concat`` with ``datasets: [cfg, ...]`` (a plain list also means concat).
-    ``overrides`` are merged into cfg (e.g. image_size from the model config). Unknown kinds / options raise a
-    one-line ValueError naming ``key``.
-    """
-    if isinstance(cfg, (list, tuple)):
-        return ConcatFaces([build_dataset(c, f"{key}[{k}]", **overrides) for k, c in enumerate(cfg)])
-    cfg = {k: v for k, v in _as_dict(cfg).items() if v is not None}
-    cfg.update(overrides)
-    kind = cfg.pop("kind", None)
-    if kind == "concat":
-        members = cfg.pop("datasets", None) or []
-        if cfg.keys() - {"image_size"}:
-            raise ValueError(f"{key}: unknown option(s) for kind 'concat': {sorted(cfg.keys() - {'image_size'})}")
-        return ConcatFaces([build_dataset(c, f"{key}.datasets[{k}]", **cfg) for k, c in enumerate(members)])
-    if kind not in DATASETS:
-        raise ValueError(f"{key}.kind: unknown dataset kind {kind!r}; valid: {', '.join([*DATASETS, 'concat'])}")
-    cls = DATASETS[kind]
-    params = [p for p in inspect.signature(cls).parameters if p not in ("self", "config_key")]
-    unknown = sorted(set(cfg) - set(params))
-    if unknown:
-        raise ValueError(f"{key}: unknown option(s) {unknown} for kind {kind!r}; valid: {', '.join(params)}")
-    return cls(**cfg, config_key=key)
-
