@@ -3,8 +3,9 @@
     python scripts/remove_mask.py --image PHOTO.jpg --checkpoint runs/inpaint_paper/inpaint.pt \
         --variations 4 [--edit "exp[3]=+1.5"] [--edit smile,brighter] --out OUT_DIR
 
-Every face is found (by default `--detector masked`, data.detect_masked: dlib's CNN over an image pyramid, a HOG
-fallback, the nose and mouth half-way between the 68-point predictor and a mean face placed from the eyes;
+Every face is found (by default `--detector masked`, data.detectors.MaskedFaceDetector: dlib's CNN over an image
+pyramid, a HOG fallback, the nose and mouth half-way between the 68-point predictor and a mean face placed from the
+eyes;
 `--detector dlib_cnn` for dlib's CNN at one scale, `--detector dlib` for dlib's faster HOG, `--detector insightface`,
 or `--landmarks FILE`: 68 rows "x y", or 5 rows: left eye, right eye, nose tip, left mouth corner, right mouth
 corner, in image pixels), optionally re-located by N_3D (`--refine N`, data.detectors.
