@@ -14,7 +14,7 @@ import torch
 
 from engine import dist
 from engine.checkpoint import export_inference
-from engine.config import path_field, to_dict
+from engine.config import to_dict
 from engine.loop import TrainConfig, make_adam
 from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
 from losses.identity import identity_loss
@@ -22,29 +22,9 @@ from losses.inpaint import pixel_l1, pixel_l1_masked, tv_loss
 from metrics.image import l1_hole, psnr
 from tasks.baselines import telea
 from tasks.common import DataConfig, MorphableConfig, build_pairs, gray3, iterate, require_arcface
+from tasks.generator import InpaintModelConfig, build_generator
 from tasks.prior import PriorConfig, PriorModule, noised
 from tasks.removal import remove
-
-
-@dataclass
-class InpaintModelConfig:
-    base_channels: int = 64
-    n_res: int = 6
-    use_3d_prior: bool = True  # false: N_G sees only (m, I_n) (ablation "no 3D prior")
-    n_down: int = 2  # stride-2 stages of N_G (2 in the paper: residual blocks at 1/4 of the input size)
-    prior_blend: bool = False  # N_G's output = gate * I_3D + (1 - gate) * generated (not in the paper; README)
-    # an inpainting export to fine-tune from (its EMA generator starts N_G; e.g. the release's, convert_release.py)
-    init_checkpoint: str | None = path_field(kind="file")
-    d_base_channels: int = 64
-    d_max_channels: int = 512
-    composite: bool = True  # final result = prediction inside m, the input outside
-    ema_decay: float = 0.999
-    arcface_weights: str | None = path_field(kind="file")
-    arcface_arch: str = "r50"
-
-    def __post_init__(self):
-        if self.prior_blend and not self.use_3d_prior:
-            raise ValueError("model.prior_blend needs model.use_3d_prior: there is no I_3D to blend")
 
 
 @dataclass
@@ -76,14 +56,6 @@ class InpaintExperiment:
                 if d.kind != "synthetic" and not d.coeffs_dir:
                     raise ValueError(f"data.train[{i}].coeffs_dir: the ground-truth prior (prior.source=gt or "
                                      "prior.train_gt_fraction > 0) needs coefficients (scripts/extract_coeffs.py)")
-
-
-def build_generator(mc: InpaintModelConfig):
-    """N_G as configured (training, export loading and inference build it here, so they always agree)."""
-    from models.generator import Generator
-
-    return Generator(mc.base_channels, mc.n_res, use_3d_prior=mc.use_3d_prior, n_down=mc.n_down,
-                     prior_blend=mc.prior_blend)
 
 
 class InpaintTask:

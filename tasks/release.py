@@ -59,7 +59,7 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
     from models.recon3d import ReconNet, load_authors_release
     from models.weights import load_state_dict_file
     from tasks.common import MorphableConfig
-    from tasks.inpaint import InpaintModelConfig, build_generator
+    from tasks.generator import InpaintModelConfig, build_generator
     from tasks.prior import PriorConfig
     from tasks.recon3d import Recon3DModelConfig
 

@@ -215,7 +215,7 @@ class MaskRemover:
         from engine.checkpoint import load_inference
         from engine.config import build_dataclass
         from tasks.common import MorphableConfig
-        from tasks.inpaint import InpaintModelConfig, build_generator  # the export's N_G config lives with training
+        from tasks.generator import InpaintModelConfig, build_generator
         from tasks.prior import PriorConfig, PriorModule
 
         device = torch.device(device)
