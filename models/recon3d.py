@@ -115,7 +115,8 @@ class ReconNet(nn.Module):
     Submodules: ``backbone`` (torchvision ResNet, ``fc`` = Identity), ``gated``, ``seg_head``, ``coeff_head``.
     """
 
-    def __init__(self, backbone: str = "resnet50", n_coeffs: int = 257, seg_channels: int | None = None):
+    def __init__(self, backbone: str = "resnet50", n_coeffs: int = 257, seg_channels: int | None = None,
+                 coeff_scale: torch.Tensor | None = None):
         super().__init__()
         spec = _backbone_spec(backbone)
         self.backbone_name = backbone
@@ -129,6 +130,12 @@ class ReconNet(nn.Module):
         self.coeff_head = nn.Conv2d(w4, n_coeffs, 1)
         nn.init.zeros_(self.coeff_head.weight)
         nn.init.zeros_(self.coeff_head.bias)
+        # The head's outputs times a fixed per-coefficient factor (None = 1: the paper's, Deng's and the release's raw
+        # head). Not in the state dict, so every published file loads either way; the export's config rebuilds it.
+        if coeff_scale is not None and tuple(coeff_scale.shape) != (n_coeffs,):
+            raise ValueError(f"coeff_scale must have shape ({n_coeffs},), got {tuple(coeff_scale.shape)}")
+        self.register_buffer("coeff_scale", None if coeff_scale is None else coeff_scale.float().clone(),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         bb = self.backbone
@@ -139,6 +146,8 @@ class ReconNet(nn.Module):
         seg, aux = self.seg_head(f4, f8, f16, x.shape[2:], with_aux=self.training)
         f32 = bb.layer4(self.gated(f16))
         coeffs = self.coeff_head(global_avg(f32)).flatten(1)
+        if self.coeff_scale is not None:
+            coeffs = coeffs * self.coeff_scale
         return {"coeffs": coeffs, "seg_logits": seg, "aux_logits": aux}
 
 
@@ -251,14 +260,16 @@ def load_authors_release(model: ReconNet, path: str | os.PathLike, what: str = "
 
 
 def build_recon3d(backbone: str = "resnet50", n_coeffs: int = 257, imagenet_weights: str | None = None,
-                  deng_checkpoint: str | None = None, seg_channels: int | None = None) -> ReconNet:
+                  deng_checkpoint: str | None = None, seg_channels: int | None = None,
+                  coeff_scale: torch.Tensor | None = None) -> ReconNet:
     """Build N_3D; optionally initialise the backbone from ImageNet weights, then from Deng et al.'s net_recon.
 
     ``imagenet_weights``: torchvision ResNet state-dict file. ``deng_checkpoint``: Deng et al.'s ``epoch_20.pth``
     (backbone + coefficient head; needs ``backbone="resnet50"`` and ``n_coeffs=257``). Missing files raise
     ``FileNotFoundError`` naming the argument. Unknown backbone -> ``ValueError`` listing the valid names.
+    ``coeff_scale``: (n_coeffs,) factors applied to the head's outputs (ReconNet), None = the raw head.
     """
-    model = ReconNet(backbone=backbone, n_coeffs=n_coeffs, seg_channels=seg_channels)
+    model = ReconNet(backbone=backbone, n_coeffs=n_coeffs, seg_channels=seg_channels, coeff_scale=coeff_scale)
     if imagenet_weights:
         load_imagenet_backbone(model, imagenet_weights)
     if deng_checkpoint:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .camera import DENG_CAMERA_DISTANCE, default_focal, euler_rotation, model_to_camera, project
-from .lighting import INIT_LIGHT, sh_shading
+from .lighting import INIT_LIGHT, sh_basis, sh_shading
 from .morphable import MorphableModel
 from .raster import Fragments, get_rasterizer
 
@@ -102,3 +102,49 @@ class FaceRenderer(nn.Module):
         return RenderOutput(image=image, mask=mask, skin=skin_map, landmarks=pix[:, self.model.landmark_idx],
                             vertices=cam, triangles=self.model.triangles, colors=colors, albedo=albedo,
                             depth=frags.depth.unsqueeze(1), fragments=frags)
+
+    @torch.no_grad()
+    def fit_lighting(self, coeffs: torch.Tensor, image: torch.Tensor, keep: torch.Tensor, bands: int = 2,
+                     ridge: float = 1e-3) -> torch.Tensor:
+        """coeffs with their lighting refitted to `image`: the photometric term of eq. 3 minimised in closed form.
+
+        With the geometry and albedo fixed, the rendered colour is linear in the SH coefficients (albedo x
+        sum_k (gamma_k + init) B_k(n), interpolated linearly over each triangle), so each image and colour channel is
+        one ridge regression over the rendered skin pixels (the model's skin region) where ``keep`` > 0.5:
+        min ||X g - I||^2 + ridge * n_pixels * ||g - g_0||^2, g_0 = the given lighting. Only the first ``bands`` SH
+        bands are refitted (1: ambient, 1 coefficient; 2: + directional, 4; 3: all 9); the rest keep their values.
+        No pixel to fit leaves the lighting as it is.
+
+        coeffs (N, K); image (N, 3, S, S) [0, 1] at this renderer's size; keep (N, 1, S, S) {0, 1}, 0 where the
+        image does not show the face (an occlusion). Returns (N, K), a copy.
+        """
+        if bands not in (1, 2, 3):
+            raise ValueError(f"fit_lighting: bands must be 1, 2 or 3, got {bands}")
+        k = bands * bands
+        out = self(coeffs.float())
+        normals = self.model.vertex_normals(out.vertices) * out.vertices.new_tensor([-1.0, -1.0, 1.0])
+        basis = sh_basis(normals)  # (N, V, 9)
+        design = self.rasterizer.interpolate(
+            torch.cat([out.albedo[..., c:c + 1] * basis for c in range(3)], -1), out.fragments)  # (N, S, S, 27)
+        n = coeffs.shape[0]
+        full = design.reshape(n, -1, 3, 9).transpose(1, 2)  # (N, 3, P, 9)
+        x = full[..., :k]
+        gamma = self.layout.split(coeffs.float())["gamma"].reshape(n, 3, 9).clone()
+        # pixels the render clips (colour outside [0, 1]) are not linear in the lighting: left out of the fit
+        lit = out.image.reshape(n, 3, -1, 1)
+        w = ((keep * out.skin) > 0.5).reshape(n, 1, -1, 1) & (lit > 0) & (lit < 1)
+        w = w.all(1, keepdim=True).to(x.dtype)  # (N, 1, P, 1)
+        # the bands that stay fixed contribute their part of every pixel: the fitted bands explain the rest
+        y = image.float().reshape(n, 3, -1, 1) - full[..., k:] @ gamma[..., k:].unsqueeze(-1)  # (N, 3, P, 1)
+        g0 = gamma[..., :k].clone()
+        g0[..., 0] += self.init_light
+        lam = ridge * w.sum((1, 2, 3)).clamp_min(1.0).view(n, 1, 1, 1)
+        eye = torch.eye(k, dtype=x.dtype, device=x.device)
+        a = (x * w).transpose(-1, -2) @ x + lam * eye  # (N, 3, k, k)
+        b = (x * w).transpose(-1, -2) @ y + lam * g0.unsqueeze(-1)  # (N, 3, k, 1)
+        g = torch.linalg.solve(a, b).squeeze(-1)
+        g[..., 0] -= self.init_light
+        gamma[..., :k] = g
+        fitted = coeffs.float().clone()
+        fitted[:, self.layout.slice("gamma")] = gamma.reshape(n, 27)
+        return fitted

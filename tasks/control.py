@@ -23,6 +23,46 @@ from tasks.removal import apply_edit
 PRIORS = ("gt", "n3d")  # ground-truth coefficients + occlusion map; N_3D's prediction of both
 
 
+def unseen_groups() -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Coefficients of the embedded synthetic model that a masked 64 px face does not show: name -> (block,
+    indices). What no N_3D can read from its input, so a prior that sets them to the mean (0) bounds what any
+    N_3D prior can reach (SyntheticControl's ``unseen``):
+
+    - lower_face_id: identity components that move only the face below the nose (jaw, chin, lips, mouth, cheeks);
+    - lip_cheek_colour: lip colour and cheek blush, under the mask;
+    - fine_id, fine_tex: the unnamed identity / texture fields (smooth random fields, under 0.1 px or ~1/255 per
+      unit at 64 px each);
+    - sh_band2: the second-order lighting bands; depth: the translation along the view axis (a 0.6% scale).
+    ``all``: every group above at once.
+    """
+    from renderer import synthetic as syn
+
+    ident = {n: i for i, n in enumerate(syn.IDENTITY_NAMES)}
+    tex = {n: i for i, n in enumerate(syn.TEXTURE_NAMES)}
+    groups = {
+        "lower_face_id": ("id", tuple(ident[n] for n in ("jaw_width", "chin_length", "lip_thickness",
+                                                         "mouth_width", "cheek_fullness"))),
+        "lip_cheek_colour": ("tex", (tex["lip_colour"], tex["cheek_blush"])),
+        "fine_id": ("id", tuple(range(len(ident), 80))),
+        "fine_tex": ("tex", tuple(range(len(tex), 80))),
+        "sh_band2": ("gamma", tuple(c * 9 + k for c in range(3) for k in range(4, 9))),
+        "depth": ("trans", (2,)),
+    }
+    return {**groups, "all": ("*", ())}
+
+
+def hide_unseen(coeffs: torch.Tensor, layout, name: str) -> torch.Tensor:
+    """coeffs (N, K) with the unseen group `name` (unseen_groups) set to the mean (0); a copy."""
+    groups = unseen_groups()
+    if name not in groups:
+        raise ValueError(f"unknown unseen group {name!r}; valid: {', '.join(groups)}")
+    out = coeffs.clone()
+    for g in ([k for k in groups if k != "all"] if name == "all" else [name]):
+        block, idx = groups[g]
+        out[:, layout.slice(block)] = layout.split(out)[block].index_fill(1, torch.tensor(idx), 0.0)
+    return out
+
+
 def synthetic_faces_of(dataset):
     """The SyntheticFaces under a test set (through Subset / MaskedPairs), or None for any other face source
     (a concatenation of several sets included: their items have no single renderer to edit)."""
@@ -42,6 +82,10 @@ class SyntheticControl:
     """Edit fidelity and edit transfer per edit and prior (keys ``edit_fidelity_{gt,n3d}/EDIT``,
     ``edit_transfer_{gt,n3d}/EDIT``), ``prior_reliance`` (with the two L1s behind it) and ``l1_hole_n3d_prior``.
 
+    ``unseen``: names of unseen_groups(); each adds a prior ``gt_no_NAME`` (the ground truth with that group at the
+    mean, the GT occlusion map) with its fidelity, transfer and ``l1_hole_gt_no_NAME_prior``: the ceiling of any
+    N_3D prior, which cannot know those coefficients.
+
     ``update(remover, batch, seed, n3d=None)``: batch of test items at the test size S (image, masked_image, mask,
     coeffs, index from SyntheticFaces); n3d = this batch's tasks.removal.Removal with N_3D's prior at this seed,
     holding (at least) the edits ``removal_edits``, when already run (evaluate.py's edit spread): reused, not run
@@ -49,15 +93,23 @@ class SyntheticControl:
     I_3D.
     """
 
-    def __init__(self, faces, edits, strip_faces: int = 3) -> None:
+    def __init__(self, faces, edits, strip_faces: int = 3, unseen=()) -> None:
         self.faces, self.edits = faces, _unique_edits(edits)
         self.removal_edits = ["keep", *self.edits]
         self.strip_faces = int(strip_faces)
         self._strip: dict[str, list[torch.Tensor]] = {}  # row kind -> (n, 1 + K, 3, S, S) of the first faces
-        self.fidelity = {(p, e): EditFidelityMetric(f"edit_fidelity_{p}/{e}") for p in PRIORS for e in self.edits}
-        self.transfer = {(p, e): EditTransferMetric(f"edit_transfer_{p}/{e}") for p in PRIORS for e in self.edits}
+        known = unseen_groups()
+        bad = [u for u in unseen if u not in known]
+        if bad:
+            raise ValueError(f"unknown unseen group(s) {', '.join(bad)}; valid: {', '.join(known)}")
+        self.priors = (*PRIORS, *(f"gt_no_{u}" for u in dict.fromkeys(unseen)))
+        self.fidelity = {(p, e): EditFidelityMetric(f"edit_fidelity_{p}/{e}") for p in self.priors
+                         for e in self.edits}
+        self.transfer = {(p, e): EditTransferMetric(f"edit_transfer_{p}/{e}") for p in self.priors
+                         for e in self.edits}
         self.reliance = PriorRelianceMetric()
-        self.l1_n3d = L1HoleMetric()  # the unedited output's error with N_3D's prior, beside the GT prior's
+        # the unedited output's error with each prior but the GT one (whose L1 is in the reliance)
+        self.l1 = {p: L1HoleMetric() for p in self.priors if p != "gt"}
 
     @torch.no_grad()
     def update(self, remover, batch: dict, seed: int, n3d=None) -> None:
@@ -68,21 +120,25 @@ class SyntheticControl:
         items = (batch["index"].cpu() - self.faces.offset).tolist()
         truth = {e: self.faces.render_with(items, apply_edit(gt["coeffs"].cpu(), e, self.faces.model)).to(image)
                  for e in self.edits}
-        for p in PRIORS:
+        for p in self.priors:
             if p == "n3d" and n3d is not None:
                 res = n3d.pick(self.removal_edits)
-            else:  # the ground-truth prior: its coefficients and occlusion map; N_3D's: N_3D runs
-                res = remover(masked, self.removal_edits, seed=seed, **(gt if p == "gt" else {}))
+            elif p == "n3d":  # N_3D runs
+                res = remover(masked, self.removal_edits, seed=seed)
+            else:  # the ground-truth coefficients (with an unseen group at the mean) and occlusion map
+                c = gt["coeffs"] if p == "gt" else hide_unseen(gt["coeffs"], self.faces.layout, p[len("gt_no_"):])
+                res = remover(masked, self.removal_edits, seed=seed, coeffs=c, m=gt["m"])
             out = quantize(resize(res.images.flatten(0, 1), size)).view(image.shape[0], 1 + len(self.edits),
                                                                          *image.shape[1:])
-            self._keep_for_strip(f"ours, {'GT' if p == 'gt' else 'N_3D'} prior", out)
+            if p in PRIORS:
+                self._keep_for_strip(f"ours, {'GT' if p == 'gt' else 'N_3D'} prior", out)
             for k, e in enumerate(self.edits, 1):
                 self.fidelity[p, e].update(out[:, k], out[:, 0], truth[e], hole)
                 self.transfer[p, e].update(out[:, k], out[:, 0], truth[e], image, hole)
             if p == "gt":
                 keep_gt = out[:, 0]
             else:
-                self.l1_n3d.update(out[:, 0], image, mask=hole)
+                self.l1[p].update(out[:, 0], image, mask=hole)
         grey = quantize(resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size))
         self.reliance.update(grey, keep_gt, image, hole)
         self._keep_for_strip("edited ground truth", torch.stack([image, *(truth[e] for e in self.edits)], 1))
@@ -106,7 +162,7 @@ class SyntheticControl:
         return images, labels, ["keep", *self.edits]
 
     def compute(self) -> dict[str, float]:
-        out = {"l1_hole_n3d_prior": self.l1_n3d.compute()["l1_hole"]}
+        out = {f"l1_hole_{p}_prior": m.compute()["l1_hole"] for p, m in self.l1.items()}
         for m in [self.reliance, *self.fidelity.values(), *self.transfer.values()]:
             r = m.compute()
             out[m.name] = r[m.name]

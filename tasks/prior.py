@@ -32,6 +32,11 @@ class PriorConfig:
     n3d_config: str | None = path_field(kind="file")  # if the checkpoint is missing: train it with this 3D config
     mask_threshold: float = 0.5  # m = sigmoid(seg) > threshold
     mask_dilate: int = 0  # dilate the predicted m by this many pixels (covers soft mask edges)
+    # Refit N_3D's lighting to the visible skin (the model's skin region outside m) in closed form, over the first
+    # `light_fit_bands` SH bands (0 = off, the paper: N_3D's coefficients as they are; 2 = ambient + directional).
+    # FaceRenderer.fit_lighting; `light_fit_ridge` pulls towards N_3D's lighting.
+    light_fit_bands: int = 0
+    light_fit_ridge: float = 1e-3
     # Training only, with source n3d: each training sample takes the ground-truth coefficients and mask instead of
     # N_3D's with this probability (0 = the paper's recipe). Validation and inference always use `source`.
     train_gt_fraction: float = 0.0
@@ -39,6 +44,10 @@ class PriorConfig:
     def __post_init__(self):
         if not 0.0 <= self.train_gt_fraction <= 1.0:
             raise ValueError(f"prior.train_gt_fraction must be in [0, 1], got {self.train_gt_fraction}")
+        if self.light_fit_bands not in (0, 1, 2, 3):
+            raise ValueError(f"prior.light_fit_bands must be 0 (off), 1, 2 or 3, got {self.light_fit_bands}")
+        if not self.light_fit_ridge > 0:
+            raise ValueError(f"prior.light_fit_ridge must be > 0, got {self.light_fit_ridge}")
 
 
 def noised(masked: torch.Tensor, m: torch.Tensor, generator: torch.Generator | None = None,
@@ -85,13 +94,24 @@ class PriorModule(torch.nn.Module):
 
     @torch.no_grad()
     def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """N_3D on masked (N,3,H,W) [0,1] (resized to its training size): coeffs (N,K), m (N,1,H,W) {0,1}."""
+        """N_3D on masked (N,3,H,W) [0,1] (resized to its training size): coeffs (N,K), m (N,1,H,W) {0,1}.
+
+        With ``light_fit_bands`` the lighting is then refitted to the visible skin of `masked` (H = the renderer's
+        size, as tasks.removal.remove gives it).
+        """
         out = self.n3d(resize_square(masked, self.n3d_size))
         logits = out["seg_logits"].float()
         if logits.shape[-1] != masked.shape[-1]:
             logits = F.interpolate(logits, size=masked.shape[-2:], mode="bilinear", align_corners=False)
-        m = (torch.sigmoid(logits) > self.cfg.mask_threshold).float()
-        return out["coeffs"].float(), dilate(m, self.cfg.mask_dilate)
+        m = dilate((torch.sigmoid(logits) > self.cfg.mask_threshold).float(), self.cfg.mask_dilate)
+        coeffs = out["coeffs"].float()
+        if self.cfg.light_fit_bands:
+            with torch.autocast(self.device.type, enabled=False):
+                size = self.renderer.image_size
+                keep = 1 - resize_square(m, size).round()
+                coeffs = self.renderer.fit_lighting(coeffs, resize_square(masked.float(), size), keep,
+                                                    self.cfg.light_fit_bands, self.cfg.light_fit_ridge)
+        return coeffs, m
 
     @torch.no_grad()
     def forward(self, batch: dict, gt_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import torch
 
 from engine import dist
 from engine.checkpoint import export_inference
-from engine.config import path_field, to_dict
+from engine.config import ConfigError, path_field, to_dict
 from engine.files import FileReadError
 from engine.loop import TrainConfig, make_adam
 from losses.identity import identity_loss
@@ -39,6 +39,30 @@ class Recon3DModelConfig:
     init_checkpoint: str | None = path_field(kind="file")  # an N_3D export to fine-tune (e.g. the release's n3d.pt)
     arcface_weights: str | None = path_field(kind="file")  # insightface arcface_torch backbone.pth
     arcface_arch: str = "r50"
+    # Per coefficient group (id, exp, tex, angle, gamma, trans): a fixed factor on the head's outputs; absent = 1,
+    # the paper's raw head. Adam moves every output by about lr per step whatever its natural size, so a group with
+    # a small one (translation ~0.03 dm, lighting ~0.1) is swamped by that noise unless its output is scaled down.
+    head_scale: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        from renderer.morphable import CoeffLayout
+
+        unknown = sorted(set(self.head_scale) - set(CoeffLayout.ORDER))
+        if unknown:
+            raise ConfigError(f"model.head_scale: unknown coefficient group(s) {', '.join(unknown)}; valid: "
+                              f"{', '.join(CoeffLayout.ORDER)}")
+        bad = {k: v for k, v in self.head_scale.items() if not float(v) > 0}
+        if bad:
+            raise ConfigError(f"model.head_scale: factors must be > 0, got {bad}")
+
+    def coeff_scale(self, layout) -> torch.Tensor | None:
+        """(layout.size,) factors for ReconNet's head, or None when head_scale is empty (the raw head)."""
+        if not self.head_scale:
+            return None
+        scale = torch.ones(layout.size)
+        for name, factor in self.head_scale.items():
+            scale[layout.slice(name)] = float(factor)
+        return scale
 
 
 @dataclass
@@ -70,9 +94,16 @@ class Recon3DExperiment:
 
 def build_n3d(model_cfg: Recon3DModelConfig, n_coeffs: int):
     from models.recon3d import build_recon3d
+    from renderer.morphable import CoeffLayout
 
+    scale = None
+    if model_cfg.head_scale:  # laid out as Deng's 257 = id 80 | exp 64 | tex 80 | angle 3 | gamma 27 | trans 3
+        if n_coeffs != CoeffLayout().size:
+            raise ConfigError(f"model.head_scale: needs the {CoeffLayout().size}-coefficient layout, "
+                              f"got {n_coeffs}")
+        scale = model_cfg.coeff_scale(CoeffLayout())
     net = build_recon3d(model_cfg.backbone, n_coeffs, imagenet_weights=model_cfg.imagenet_weights,
-                        deng_checkpoint=model_cfg.deng_checkpoint)
+                        deng_checkpoint=model_cfg.deng_checkpoint, coeff_scale=scale)
     if model_cfg.init_checkpoint:  # fine-tuning: every weight from an export of the same architecture
         from engine.checkpoint import CheckpointError, load_inference
 
@@ -235,7 +266,7 @@ def load_n3d(path: str | Path, device: torch.device, key: str = "n3d_checkpoint"
     config) is one line naming `key` (a FileNotFoundError or a ValueError).
     """
     from engine.checkpoint import CheckpointError, load_inference, load_module_state
-    from engine.config import ConfigError, build_dataclass
+    from engine.config import build_dataclass
 
     p = Path(path)
     if not p.is_file():

@@ -127,6 +127,41 @@ def test_an_n_g_that_pastes_the_prior_has_fidelity_1_and_high_reliance(inpaint_e
     assert all(res[f"edit_fidelity_n3d/{e}"] < res[f"edit_fidelity_gt/{e}"] for e in EDITS)
 
 
+def test_unseen_ceiling_priors_hide_only_their_group_and_bound_the_oracle(inpaint_export):
+    """The ceiling priors (the ground truth with a group the masked input does not show at the mean): each zeroes
+    exactly its coefficients; the oracle N_G stays exact with the full truth and loses fidelity without the
+    lower-face identity, which moves the jaw and lips it must draw."""
+    from tasks.control import hide_unseen, unseen_groups
+
+    remover = MaskRemover.from_checkpoints(inpaint_export)
+    testset = _testset(remover)
+    faces = synthetic_faces_of(testset)
+    lay = faces.layout
+    c = torch.randn(3, lay.size)
+    for name, (block, idx) in unseen_groups().items():
+        h = hide_unseen(c, lay, name)
+        changed = (h != c).any(0).nonzero().flatten().tolist()
+        if name != "all":
+            assert changed == sorted(lay.slice(block).start + i for i in idx), name
+    assert set((hide_unseen(c, lay, "all") != c).any(0).nonzero().flatten().tolist()) == {
+        lay.slice(b).start + i for n, (b, idx) in unseen_groups().items() if n != "all" for i in idx}
+    with pytest.raises(ValueError, match="unknown unseen group 'hair'"):
+        hide_unseen(c, lay, "hair")
+    with pytest.raises(ValueError, match="unknown unseen group"):
+        SyntheticControl(faces, EDITS, unseen=["hair"])
+    background = torch.stack([torch.from_numpy(faces.sample(i)[1]).permute(2, 0, 1) for i in range(len(faces))])
+    oracle = MaskRemover(remover.prior, PastePrior(background))
+    control = SyntheticControl(faces, ["open_mouth", "smile"], unseen=["lower_face_id", "all"])
+    for bi, batch in enumerate(iterate(testset, 4)):
+        control.update(oracle, batch, seed=bi)
+    res = control.compute()
+    for e in ("open_mouth", "smile"):
+        assert res[f"edit_fidelity_gt/{e}"] == pytest.approx(1.0, abs=1e-3)
+        assert res[f"edit_fidelity_gt_no_lower_face_id/{e}"] < 0.95
+        assert res[f"edit_fidelity_gt_no_all/{e}"] < res[f"edit_fidelity_gt/{e}"]
+    assert res["l1_hole_gt_no_all_prior"] > res["l1_hole_gt_no_lower_face_id_prior"] > res["l1_hole_gt_prior"]
+
+
 def test_edited_truth_is_the_items_own_render_for_keep():
     from data.synthetic import SyntheticFaces
 
@@ -234,6 +269,10 @@ def test_measure_control_cli(inpaint_export, tmp_path, capsys):
     assert "prior reliance" in text and "open_mouth" in text and "smile" in text
     res = json.loads(out.read_text())
     assert {"prior_reliance", "edit_fidelity_gt/smile", "edit_transfer_n3d/open_mouth"} <= set(res)
+    assert main(["--checkpoint", str(inpaint_export), "--n", "2", "--edits", "smile", "--unseen", "depth"]) == 0
+    assert "gt_no_depth" in capsys.readouterr().out
+    assert main(["--checkpoint", str(inpaint_export), "--n", "2", "--unseen", "hair"]) == 2
+    assert "--unseen: unknown group(s) hair" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(tmp_path / "missing.pt")])
     assert capsys.readouterr().out.startswith("error: --checkpoint: inpainting checkpoint not found")

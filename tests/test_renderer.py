@@ -400,6 +400,37 @@ def test_fitting_recovers_pose_and_identity(small_model):
     assert err_pose1 < 0.25 * err_pose0, (err_pose0, err_pose1)
 
 
+def test_lighting_fit_recovers_the_lighting_from_the_visible_skin(small_model):
+    """FaceRenderer.fit_lighting: a closed-form photometric fit of the first SH bands; from a wrong lighting it
+    recovers the true one on the skin it may see, ignores pixels outside `keep`, and keeps everything else."""
+    r = FaceRenderer(small_model, 64)
+    gen = torch.Generator().manual_seed(3)
+    truth = small_model.sample_coeffs(2, generator=gen)
+    image = r(truth).image
+    lay = small_model.layout
+    wrong = truth.clone()
+    g = lay.split(wrong)["gamma"].view(2, 3, 9)
+    g[:, :, 0] += torch.tensor([[0.15, -0.1, 0.05], [-0.2, 0.1, 0.0]])  # ambient, per colour
+    g[:, :, 1:4] += 0.1  # direction
+    keep = torch.ones(2, 1, 64, 64)
+    keep[:, :, 40:] = 0  # the lower face is occluded
+    scribbled = image.clone()
+    scribbled[:, :, 40:] = torch.rand(2, 3, 24, 64)  # what lies under the occlusion cannot matter
+    fit = r.fit_lighting(wrong, scribbled, keep, bands=2, ridge=1e-6)
+    gf, gt = lay.split(fit)["gamma"].view(2, 3, 9), lay.split(truth)["gamma"].view(2, 3, 9)
+    assert (gf[:, :, :4] - gt[:, :, :4]).abs().max() < 2e-3
+    assert torch.equal(gf[:, :, 4:], lay.split(wrong)["gamma"].view(2, 3, 9)[:, :, 4:])  # band 2 as given
+    others = [i for i in range(lay.size) if not lay.slice("gamma").start <= i < lay.slice("gamma").stop]
+    assert torch.equal(fit[:, others], wrong[:, others])
+    assert (r(fit).image - image).abs().max() < 5e-3
+    # nothing to see: the lighting stays; a large ridge keeps it close to the given one
+    assert torch.allclose(r.fit_lighting(wrong, image, torch.zeros_like(keep)), wrong, atol=1e-5)
+    far = r.fit_lighting(wrong, image, keep, bands=2, ridge=1e3)
+    assert (far - wrong).abs().max() < 1e-2 < (fit - wrong).abs().max()
+    with pytest.raises(ValueError, match="bands must be 1, 2 or 3"):
+        r.fit_lighting(wrong, image, keep, bands=4)
+
+
 # ------------------------------------------------------------------------------------------ CUDA / nvdiffrast
 
 @pytest.mark.cuda

@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch.utils.data import default_collate
 
-from engine.config import build_dataclass
+from engine.config import ConfigError, build_dataclass, to_dict
 from engine.loop import StepContext
 from tasks.recon3d import Recon3DExperiment, Recon3DTask, load_n3d
 from tests.helpers import free_port, tiny_data, tiny_train
@@ -49,6 +49,37 @@ def test_validation_metrics_and_export_roundtrip(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     task.net.eval()
     assert torch.equal(net(x)["coeffs"], task.net(x)["coeffs"])
+
+
+def test_head_scale_multiplies_each_group_and_survives_export(tmp_path):
+    """model.head_scale: the head's outputs times a per-group factor; same state-dict keys as the raw head (so
+    Deng's and the release's files load), and the export rebuilds the scale."""
+    from renderer.morphable import CoeffLayout
+
+    torch.manual_seed(0)
+    cfg = build_dataclass(Recon3DExperiment, {"data": tiny_data(), "model": {
+        "backbone": "resnet18", "head_scale": {"trans": 0.05, "gamma": 0.1}}, "loss": {"w_id": 0.0},
+        "train": tiny_train()})
+    task = Recon3DTask(cfg, torch.device("cpu"))
+    raw = build_dataclass(Recon3DExperiment, {**to_dict(cfg), "model": {"backbone": "resnet18"}})
+    raw_net = Recon3DTask(raw, torch.device("cpu")).net
+    assert task.net.state_dict().keys() == raw_net.state_dict().keys()
+    torch.nn.init.normal_(task.net.coeff_head.weight, std=0.1)
+    torch.nn.init.normal_(task.net.coeff_head.bias, std=0.1)
+    raw_net.load_state_dict(task.net.state_dict())
+    task.net.eval(), raw_net.eval()
+    x = torch.rand(2, 3, 32, 32)
+    scaled, unscaled = task.net(x)["coeffs"], raw_net(x)["coeffs"]
+    lay = CoeffLayout()
+    factor = {"trans": 0.05, "gamma": 0.1, "id": 1.0, "exp": 1.0, "tex": 1.0, "angle": 1.0}
+    for name, f in factor.items():
+        assert torch.allclose(lay.split(scaled)[name], lay.split(unscaled)[name] * f, atol=1e-6), name
+    net, _, _ = load_n3d(task.export(tmp_path / "n3d.pt"), torch.device("cpu"))
+    assert torch.equal(net(x)["coeffs"], scaled)
+    with pytest.raises(ConfigError, match="model.head_scale: unknown coefficient group.*light"):
+        build_dataclass(Recon3DExperiment, {"model": {"head_scale": {"light": 0.1}}, "loss": {"w_id": 0.0}})
+    with pytest.raises(ConfigError, match="model.head_scale: factors must be > 0"):
+        build_dataclass(Recon3DExperiment, {"model": {"head_scale": {"trans": 0.0}}, "loss": {"w_id": 0.0}})
 
 
 def test_identity_loss_needs_weights():
