@@ -23,43 +23,58 @@ from tasks.removal import apply_edit
 PRIORS = ("gt", "n3d")  # ground-truth coefficients + occlusion map; N_3D's prediction of both
 
 
+# What a masked face cannot show (unseen_groups): the ground truth with these at the mean is the "visible-GT" prior,
+# the most any N_3D can know; the information ceiling draws them from the model's prior.
+MASKED_HIDDEN = ("lower_face_id", "lip_cheek_colour", "expression")
+
+
 def unseen_groups() -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Coefficients of the embedded synthetic model that a masked 64 px face does not show: name -> (block,
-    indices). What no N_3D can read from its input, so a prior that sets them to the mean (0) bounds what any
-    N_3D prior can reach (SyntheticControl's ``unseen``):
+    """Coefficients of the embedded synthetic model that a masked 64 px face does not show, or barely: name ->
+    (block, indices). Setting them to the mean (0) gives the priors ``gt_no_NAME`` of SyntheticControl:
 
     - lower_face_id: identity components that move only the face below the nose (jaw, chin, lips, mouth, cheeks);
     - lip_cheek_colour: lip colour and cheek blush, under the mask;
+    - expression: every expression coefficient but the upper-face ones (brow_raise, brow_furrow, eye_squint); the
+      unnamed fields, mostly around the mouth, included;
     - fine_id, fine_tex: the unnamed identity / texture fields (smooth random fields, under 0.1 px or ~1/255 per
-      unit at 64 px each);
+      unit at 64 px each: each is invisible, their sum is not);
     - sh_band2: the second-order lighting bands; depth: the translation along the view axis (a 0.6% scale).
-    ``all``: every group above at once.
+    ``masked``: the groups of MASKED_HIDDEN at once, what the mask hides; ``all``: every group above at once.
     """
     from renderer import synthetic as syn
+    from renderer.morphable import CoeffLayout
 
     ident = {n: i for i, n in enumerate(syn.IDENTITY_NAMES)}
     tex = {n: i for i, n in enumerate(syn.TEXTURE_NAMES)}
+    upper_exp = {syn.EXPRESSION_NAMES.index(n) for n in ("brow_raise", "brow_furrow", "eye_squint")}
+    sizes = CoeffLayout().sizes
     groups = {
         "lower_face_id": ("id", tuple(ident[n] for n in ("jaw_width", "chin_length", "lip_thickness",
                                                          "mouth_width", "cheek_fullness"))),
         "lip_cheek_colour": ("tex", (tex["lip_colour"], tex["cheek_blush"])),
-        "fine_id": ("id", tuple(range(len(ident), 80))),
-        "fine_tex": ("tex", tuple(range(len(tex), 80))),
+        "expression": ("exp", tuple(i for i in range(sizes["exp"]) if i not in upper_exp)),
+        "fine_id": ("id", tuple(range(len(ident), sizes["id"]))),
+        "fine_tex": ("tex", tuple(range(len(tex), sizes["tex"]))),
         "sh_band2": ("gamma", tuple(c * 9 + k for c in range(3) for k in range(4, 9))),
         "depth": ("trans", (2,)),
     }
-    return {**groups, "all": ("*", ())}
+    return {**groups, "masked": ("*", ()), "all": ("*", ())}
+
+
+def unseen_index(layout, name: str) -> torch.Tensor:
+    """Flat coefficient indices (into layout's vector) of the unseen group `name` (unseen_groups), sorted."""
+    groups = unseen_groups()
+    if name not in groups:
+        raise ValueError(f"unknown unseen group {name!r}; valid: {', '.join(groups)}")
+    members = {"all": [k for k, (b, _) in groups.items() if b != "*"], "masked": list(MASKED_HIDDEN)}.get(name, [name])
+    idx = {layout.slice(groups[g][0]).start + i for g in members for i in groups[g][1]}
+    return torch.tensor(sorted(idx), dtype=torch.long)
 
 
 def hide_unseen(coeffs: torch.Tensor, layout, name: str) -> torch.Tensor:
     """coeffs (N, K) with the unseen group `name` (unseen_groups) set to the mean (0); a copy."""
-    groups = unseen_groups()
-    if name not in groups:
-        raise ValueError(f"unknown unseen group {name!r}; valid: {', '.join(groups)}")
     out = coeffs.clone()
-    for g in ([k for k in groups if k != "all"] if name == "all" else [name]):
-        block, idx = groups[g]
-        out[:, layout.slice(block)] = layout.split(out)[block].index_fill(1, torch.tensor(idx), 0.0)
+    out[:, unseen_index(layout, name)] = 0.0
     return out
 
 
@@ -83,8 +98,15 @@ class SyntheticControl:
     ``edit_transfer_{gt,n3d}/EDIT``), ``prior_reliance`` (with the two L1s behind it) and ``l1_hole_n3d_prior``.
 
     ``unseen``: names of unseen_groups(); each adds a prior ``gt_no_NAME`` (the ground truth with that group at the
-    mean, the GT occlusion map) with its fidelity, transfer and ``l1_hole_gt_no_NAME_prior``: the ceiling of any
-    N_3D prior, which cannot know those coefficients.
+    mean, the GT occlusion map) with its fidelity, transfer and ``l1_hole_gt_no_NAME_prior``. ``gt_no_masked`` is
+    the visible-GT prior: what a perfect N_3D could give this N_G.
+
+    ``ceiling_draws`` > 0 adds the information ceiling (keys ``edit_fidelity_ceiling/EDIT``,
+    ``edit_transfer_ceiling/EDIT``), which no N_G is involved in: the fidelity of the per-pixel median of the renders
+    over that many draws of the hidden coefficients (MASKED_HIDDEN, from the test set's own prior) with everything
+    else exact. The median minimises the expected L1 at each pixel, so it is what a method that sees only the masked
+    face, and knows everything visible exactly, can expect to reach; an out_keep worse on purpose could raise the
+    ratio, so it is a reference, not a bound.
 
     ``update(remover, batch, seed, n3d=None)``: batch of test items at the test size S (image, masked_image, mask,
     coeffs, index from SyntheticFaces); n3d = this batch's tasks.removal.Removal with N_3D's prior at this seed,
@@ -93,7 +115,7 @@ class SyntheticControl:
     I_3D.
     """
 
-    def __init__(self, faces, edits, strip_faces: int = 3, unseen=()) -> None:
+    def __init__(self, faces, edits, strip_faces: int = 3, unseen=(), ceiling_draws: int = 0) -> None:
         self.faces, self.edits = faces, _unique_edits(edits)
         self.removal_edits = ["keep", *self.edits]
         self.strip_faces = int(strip_faces)
@@ -108,6 +130,9 @@ class SyntheticControl:
         self.transfer = {(p, e): EditTransferMetric(f"edit_transfer_{p}/{e}") for p in self.priors
                          for e in self.edits}
         self.reliance = PriorRelianceMetric()
+        self.ceiling_draws = int(ceiling_draws)
+        self.ceiling = [(EditFidelityMetric(f"edit_fidelity_ceiling/{e}"),
+                         EditTransferMetric(f"edit_transfer_ceiling/{e}")) for e in self.edits]
         # the unedited output's error with each prior but the GT one (whose L1 is in the reliance)
         self.l1 = {p: L1HoleMetric() for p in self.priors if p != "gt"}
 
@@ -141,8 +166,30 @@ class SyntheticControl:
                 self.l1[p].update(out[:, 0], image, mask=hole)
         grey = quantize(resize(remover(masked, ["keep"], seed=seed, grey_prior=True, **gt).images[:, 0], size))
         self.reliance.update(grey, keep_gt, image, hole)
+        if self.ceiling_draws > 0:
+            self._update_ceiling(items, gt["coeffs"].cpu(), truth, image, hole)
         self._keep_for_strip("edited ground truth", torch.stack([image, *(truth[e] for e in self.edits)], 1))
         self._keep_for_strip("input", batch["masked_image"][:, None].expand(-1, 1 + len(self.edits), -1, -1, -1))
+
+    def _update_ceiling(self, items: list[int], coeffs: torch.Tensor, truth: dict, image: torch.Tensor,
+                        hole: torch.Tensor) -> None:
+        """The information ceiling's sums for one batch: per item, the hidden coefficients drawn ``ceiling_draws``
+        times (a generator seeded by the item, so batching does not matter), each draw rendered unedited and with
+        every edit over the item's background, and the per-pixel median of each scored as an output."""
+        from data.splits import item_seed
+
+        faces, k = self.faces, self.ceiling_draws
+        hidden = unseen_index(faces.layout, "masked")
+        for i, item in enumerate(items):
+            gen = torch.Generator().manual_seed(item_seed(faces.seed, faces.offset + item, 0xCE11))
+            draws = faces.model.sample_coeffs(k, generator=gen, **faces.sample_kwargs).cpu()
+            c = coeffs[i:i + 1].repeat(k, 1)
+            c[:, hidden] = draws[:, hidden].to(c)
+            med = {e: faces.render_with([item] * k, apply_edit(c, e, faces.model)).median(0).values[None].to(image)
+                   for e in self.removal_edits}
+            for (fid, tra), e in zip(self.ceiling, self.edits):
+                fid.update(med[e], med["keep"], truth[e][i:i + 1], hole[i:i + 1])
+                tra.update(med[e], med["keep"], truth[e][i:i + 1], image[i:i + 1], hole[i:i + 1])
 
     def _keep_for_strip(self, kind: str, images: torch.Tensor) -> None:
         have = sum(t.shape[0] for t in self._strip.get(kind, []))
@@ -163,7 +210,8 @@ class SyntheticControl:
 
     def compute(self) -> dict[str, float]:
         out = {f"l1_hole_{p}_prior": m.compute()["l1_hole"] for p, m in self.l1.items()}
-        for m in [self.reliance, *self.fidelity.values(), *self.transfer.values()]:
+        ceiling = [m for pair in self.ceiling for m in pair] if self.ceiling_draws > 0 else []
+        for m in [self.reliance, *self.fidelity.values(), *self.transfer.values(), *ceiling]:
             r = m.compute()
             out[m.name] = r[m.name]
             if m is self.reliance:  # the two L1s behind the ratio
@@ -226,10 +274,11 @@ class LandmarkControl:
         return out
 
 
-def build_control(testset, edits, control_edits, detector=None):
-    """SyntheticControl over control_edits + edits for a synthetic test set, else LandmarkControl over
-    control_edits (None when there are none)."""
+def build_control(testset, edits, control_edits, detector=None, ceiling_draws: int = 0):
+    """SyntheticControl over control_edits + edits for a synthetic test set (with the visible-GT prior
+    ``gt_no_masked`` and, for ceiling_draws > 0, the information ceiling), else LandmarkControl over control_edits
+    (None when there are none)."""
     faces = synthetic_faces_of(testset)
     if faces is not None:
-        return SyntheticControl(faces, [*control_edits, *edits])
+        return SyntheticControl(faces, [*control_edits, *edits], unseen=["masked"], ceiling_draws=ceiling_draws)
     return LandmarkControl(control_edits, detector) if _unique_edits(control_edits) else None

@@ -66,6 +66,8 @@ class EvalExperiment:
     edits: list[str] = field(default_factory=lambda: ["neutral", "smile", "open_mouth", "pucker", "brighter"])
     control_edits: list[str] = field(default_factory=lambda: ["open_mouth", "smile"])
     extra_images: int = 16  # images used for diversity and controllability
+    # synthetic test sets: draws of the hidden coefficients for the information ceiling of edit fidelity (0 = off)
+    control_ceiling_draws: int = 32
     area_edges: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 1.0])
     batch_size: int = 8
     device: str = "cpu"
@@ -236,7 +238,8 @@ class Evaluator:
         # diversity and edit spread (edit_metrics) measure with LPIPS: built now, a bad weights path fails before work
         self.variations = DiversityMetric.from_context(self.context) if self.removers else None
         # controllability: edit fidelity and prior reliance (synthetic test sets) or dlib mouth landmarks
-        self.control = {m: build_control(self.testset, cfg.edits, cfg.control_edits) for m in self.removers}
+        self.control = {m: build_control(self.testset, cfg.edits, cfg.control_edits,
+                                         ceiling_draws=cfg.control_ceiling_draws) for m in self.removers}
 
     def fid_reference_id(self) -> str:
         """The test set's identity (keys FID's cached reference statistics): what the ground-truth images depend

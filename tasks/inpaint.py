@@ -51,11 +51,12 @@ class InpaintExperiment:
         require_arcface(self.loss, self.model)
         if self.prior.source == "n3d" and not self.prior.n3d_checkpoint:
             raise ValueError("prior.source=n3d needs prior.n3d_checkpoint (RUN/n3d.pt from train_3d.py)")
-        if self.prior.source == "gt" or self.prior.train_gt_fraction > 0:
+        if self.prior.source == "gt" or self.prior.train_gt_fraction > 0 or self.prior.train_gt_blocks:
             for i, d in enumerate(self.data.train):
                 if d.kind != "synthetic" and not d.coeffs_dir:
-                    raise ValueError(f"data.train[{i}].coeffs_dir: the ground-truth prior (prior.source=gt or "
-                                     "prior.train_gt_fraction > 0) needs coefficients (scripts/extract_coeffs.py)")
+                    raise ValueError(f"data.train[{i}].coeffs_dir: the ground-truth prior (prior.source=gt, "
+                                     "prior.train_gt_fraction > 0 or prior.train_gt_blocks) needs coefficients "
+                                     "(scripts/extract_coeffs.py)")
 
 
 class InpaintTask:
@@ -118,7 +119,8 @@ class InpaintTask:
     def train_step(self, batch: dict, ctx) -> dict:
         lc = self.cfg.loss
         real = batch["image"]
-        i3d, m, _ = self.prior(batch, self.cfg.prior.train_gt_fraction)
+        pc = self.cfg.prior
+        i3d, m, _ = self.prior(batch, pc.train_gt_fraction, tuple(pc.train_gt_blocks))
         i_n = noised(batch["masked_image"], m)
         logs = {}
         if lc.w_adv > 0 and ctx.step % lc.d_every == 0:

@@ -8,7 +8,7 @@ coefficients into I_3D; the ablation ``source: gt`` takes both from the ground t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -40,10 +40,21 @@ class PriorConfig:
     # Training only, with source n3d: each training sample takes the ground-truth coefficients and mask instead of
     # N_3D's with this probability (0 = the paper's recipe). Validation and inference always use `source`.
     train_gt_fraction: float = 0.0
+    # Training only, with source n3d: on the samples that keep N_3D's prior, these coefficient blocks (id, exp, tex,
+    # angle, gamma, trans) come from the ground truth ([] = the paper: all N_3D's). With [exp], N_G is trained on
+    # N_3D's pose, shape, colour and mask as inexact as at test time, but on the expression the output must show,
+    # as an edit gives it at test time: it learns to follow I_3D's expression without copying N_3D's errors.
+    train_gt_blocks: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not 0.0 <= self.train_gt_fraction <= 1.0:
             raise ValueError(f"prior.train_gt_fraction must be in [0, 1], got {self.train_gt_fraction}")
+        from renderer.morphable import CoeffLayout
+
+        bad = sorted(set(self.train_gt_blocks) - set(CoeffLayout.ORDER))
+        if bad:
+            raise ValueError(f"prior.train_gt_blocks: unknown coefficient block(s) {', '.join(bad)}; valid: "
+                             f"{', '.join(CoeffLayout.ORDER)}")
         if self.light_fit_bands not in (0, 1, 2, 3):
             raise ValueError(f"prior.light_fit_bands must be 0 (off), 1, 2 or 3, got {self.light_fit_bands}")
         if not self.light_fit_ridge > 0:
@@ -114,16 +125,21 @@ class PriorModule(torch.nn.Module):
         return coeffs, m
 
     @torch.no_grad()
-    def forward(self, batch: dict, gt_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict, gt_fraction: float = 0.0,
+                gt_blocks: tuple[str, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The training prior of a batch of pairs -> (I_3D (N,3,H,W) [0,1], m (N,1,H,W) {0,1}, coeffs (N,K)).
 
-        gt_fraction (source n3d): each sample independently takes the ground-truth coefficients and mask with this
-        probability (drawn from the global RNG, so a resumed run draws the same).
+        Source n3d: ``gt_blocks`` (names of CoeffLayout blocks) replace N_3D's with the ground truth's; then each
+        sample independently takes all the ground-truth coefficients and mask with probability ``gt_fraction``
+        (drawn from the global RNG, so a resumed run draws the same).
         """
         if self.cfg.source == "gt":
             coeffs, m = batch["coeffs"].float(), batch["mask"]
         else:
             coeffs, m = self.coefficients_and_mask(batch["masked_image"])
+            lay = self.morph.layout
+            for name in gt_blocks:
+                coeffs[:, lay.slice(name)] = batch["coeffs"].float()[:, lay.slice(name)]
             if gt_fraction > 0:
                 pick = (torch.rand(coeffs.shape[0]) < gt_fraction).to(coeffs.device)
                 coeffs = torch.where(pick[:, None], batch["coeffs"].float(), coeffs)

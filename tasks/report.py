@@ -71,12 +71,15 @@ def _fmt(v, key: str) -> str:
 
 
 _EDIT_COLUMNS = {  # key prefix -> header of the per-edit table
-    "edit_fidelity_gt": "fidelity, GT prior ↑", "edit_fidelity_n3d": "fidelity, N_3D prior ↑",
+    "edit_fidelity_gt": "fidelity, GT prior ↑", "edit_fidelity_gt_no_masked": "fidelity, visible-GT prior ↑",
+    "edit_fidelity_n3d": "fidelity, N_3D prior ↑", "edit_fidelity_ceiling": "fidelity ceiling ↑",
     "edit_transfer_gt": "transfer, GT prior ↑", "edit_transfer_n3d": "transfer, N_3D prior ↑",
     "lm_edit_fidelity": "fidelity, dlib mouth ↑",
 }
 _RELIANCE_COLUMNS = {"prior_reliance": "prior reliance ↑", "l1_hole_gt_prior": "L1 hole, GT prior ↓",
-                     "l1_hole_grey_prior": "L1 hole, grey I_3D ↓", "l1_hole_n3d_prior": "L1 hole, N_3D prior ↓"}
+                     "l1_hole_grey_prior": "L1 hole, grey I_3D ↓",
+                     "l1_hole_gt_no_masked_prior": "L1 hole, visible-GT prior ↓",
+                     "l1_hole_n3d_prior": "L1 hole, N_3D prior ↓"}
 
 
 def _table(head: list[str], rows: list[list]) -> list[str]:
@@ -95,8 +98,9 @@ def control_markdown(row_by_method: dict[str, dict]) -> list[str]:
     lines = ["", "## Controllability", ""]
     reliance = [n for n in edits if "prior_reliance" in row_by_method[n]]
     if reliance:
-        lines += _table(["Method", *_RELIANCE_COLUMNS.values()],
-                        [[n, *(row_by_method[n].get(k) for k in _RELIANCE_COLUMNS)] for n in reliance])
+        rcols = [k for k in _RELIANCE_COLUMNS if any(k in row_by_method[n] for n in reliance)]
+        lines += _table(["Method", *(_RELIANCE_COLUMNS[k] for k in rcols)],
+                        [[n, *(row_by_method[n].get(k) for k in rcols)] for n in reliance])
     cols = [c for c in _EDIT_COLUMNS if any(f"{c}/{e}" in row_by_method[n] for n, es in edits.items() for e in es)]
     lines += _table(["Method", "edit", *(_EDIT_COLUMNS[c] for c in cols)],
                     [[n, e, *(row_by_method[n].get(f"{c}/{e}") for c in cols)] for n, es in edits.items() for e in es])
@@ -105,8 +109,12 @@ def control_markdown(row_by_method: dict[str, dict]) -> list[str]:
                   "edited ground truth rendered exactly (1 = exact, 0 = edit ignored); edit transfer = 1 - "
                   "L1_hole(out_e - out_keep, truth_e - truth_keep) / L1_hole(0, truth_e - truth_keep) (the change "
                   "alone, whatever the reconstruction error). GT prior: ground-truth coefficients and occlusion map; "
-                  "N_3D prior: N_3D's. Prior reliance = L1_hole with a constant grey I_3D / L1_hole with the "
-                  "ground-truth I_3D (1 = the prior is ignored)."]
+                  "visible-GT prior: the same with what the mask hides (lower-face identity, lip and cheek colour, "
+                  "the expression) at the mean, the most any N_3D can know; N_3D prior: N_3D's. Fidelity ceiling "
+                  "(no N_G involved): the per-pixel median of the renders over draws of the hidden coefficients, "
+                  "everything else exact, what a method that sees only the masked face can expect to reach. Prior "
+                  "reliance = L1_hole with a constant grey I_3D / L1_hole with the ground-truth I_3D (1 = the prior "
+                  "is ignored)."]
     else:
         lines += ["Edit fidelity from landmarks = 1 - sum|d_det - d_req| / sum|d_req| over the 20 mouth landmarks "
                   "(d = edited - unedited; det = dlib on the outputs, req = the requested 3D faces; N_3D prior): "

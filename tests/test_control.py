@@ -127,24 +127,28 @@ def test_an_n_g_that_pastes_the_prior_has_fidelity_1_and_high_reliance(inpaint_e
     assert all(res[f"edit_fidelity_n3d/{e}"] < res[f"edit_fidelity_gt/{e}"] for e in EDITS)
 
 
-def test_unseen_ceiling_priors_hide_only_their_group_and_bound_the_oracle(inpaint_export):
-    """The ceiling priors (the ground truth with a group the masked input does not show at the mean): each zeroes
-    exactly its coefficients; the oracle N_G stays exact with the full truth and loses fidelity without the
-    lower-face identity, which moves the jaw and lips it must draw."""
-    from tasks.control import hide_unseen, unseen_groups
+def test_unseen_priors_hide_only_their_group_and_lower_the_oracle(inpaint_export):
+    """The priors gt_no_NAME (the ground truth with a group the masked input does not show at the mean): each zeroes
+    exactly its coefficients ("masked" the groups of MASKED_HIDDEN, "all" every group); the oracle N_G stays exact
+    with the full truth and loses fidelity without the lower-face identity, which moves the jaw and lips it draws."""
+    from tasks.control import MASKED_HIDDEN, hide_unseen, unseen_groups, unseen_index
 
     remover = MaskRemover.from_checkpoints(inpaint_export)
     testset = _testset(remover)
     faces = synthetic_faces_of(testset)
     lay = faces.layout
     c = torch.randn(3, lay.size)
-    for name, (block, idx) in unseen_groups().items():
-        h = hide_unseen(c, lay, name)
-        changed = (h != c).any(0).nonzero().flatten().tolist()
-        if name != "all":
+    groups = unseen_groups()
+    for name, (block, idx) in groups.items():
+        changed = (hide_unseen(c, lay, name) != c).any(0).nonzero().flatten().tolist()
+        if block != "*":
             assert changed == sorted(lay.slice(block).start + i for i in idx), name
-    assert set((hide_unseen(c, lay, "all") != c).any(0).nonzero().flatten().tolist()) == {
-        lay.slice(b).start + i for n, (b, idx) in unseen_groups().items() if n != "all" for i in idx}
+    assert unseen_index(lay, "masked").tolist() == sorted(i for g in MASKED_HIDDEN for i in unseen_index(lay, g))
+    assert set(unseen_index(lay, "all").tolist()) == {i for g, (b, _) in groups.items() if b != "*"
+                                                     for i in unseen_index(lay, g).tolist()}
+    exp = lay.slice("exp")
+    kept = sorted(set(range(exp.start, exp.stop)) - set(unseen_index(lay, "expression").tolist()))
+    assert len(kept) == 3  # the upper-face expressions (brows, eyes) stay visible above a mask
     with pytest.raises(ValueError, match="unknown unseen group 'hair'"):
         hide_unseen(c, lay, "hair")
     with pytest.raises(ValueError, match="unknown unseen group"):
@@ -160,6 +164,36 @@ def test_unseen_ceiling_priors_hide_only_their_group_and_bound_the_oracle(inpain
         assert res[f"edit_fidelity_gt_no_lower_face_id/{e}"] < 0.95
         assert res[f"edit_fidelity_gt_no_all/{e}"] < res[f"edit_fidelity_gt/{e}"]
     assert res["l1_hole_gt_no_all_prior"] > res["l1_hole_gt_no_lower_face_id_prior"] > res["l1_hole_gt_prior"]
+
+
+def test_information_ceiling_is_exact_without_hidden_information_and_lower_with_it(inpaint_export, monkeypatch):
+    """The information ceiling (no N_G): with nothing hidden the per-pixel median is the truth (fidelity 1); with
+    what a mask hides (lower-face identity, lip colour, expression) a smile cannot be placed exactly, and the
+    ceiling falls. It does not depend on the batching, and only SyntheticControl's ceiling
+    keys appear."""
+    import tasks.control as control_mod
+
+    remover = MaskRemover.from_checkpoints(inpaint_export)
+    testset = _testset(remover, n=4, size=64)
+    faces = synthetic_faces_of(testset)
+
+    def ceiling(batch_size, draws=16):
+        control = SyntheticControl(faces, ["smile", "brighter"], ceiling_draws=draws)
+        for batch in iterate(testset, batch_size):
+            items = (batch["index"] - faces.offset).tolist()
+            truth = {e: faces.render_with(items, apply_edit(batch["coeffs"], e, faces.model)) for e in control.edits}
+            control._update_ceiling(items, batch["coeffs"], truth, batch["image"], batch["mask"])
+        return {k: v for k, v in control.compute().items() if "ceiling" in k}
+
+    hidden = ceiling(4)
+    assert set(hidden) == {f"edit_{m}_ceiling/{e}" for m in ("fidelity", "transfer") for e in ("smile", "brighter")}
+    assert hidden == ceiling(1)  # per-item draws: the same whatever the batch
+    assert 0.0 < hidden["edit_fidelity_ceiling/smile"] < 0.9
+    assert hidden["edit_fidelity_ceiling/brighter"] > hidden["edit_fidelity_ceiling/smile"]
+    monkeypatch.setattr(control_mod, "MASKED_HIDDEN", ())
+    visible = ceiling(4, draws=3)
+    assert visible["edit_fidelity_ceiling/smile"] == 1.0 and visible["edit_transfer_ceiling/smile"] == 1.0
+    assert not any("ceiling" in k for k in SyntheticControl(faces, ["smile"]).compute())  # off by default
 
 
 def test_edited_truth_is_the_items_own_render_for_keep():
@@ -234,6 +268,11 @@ def test_real_test_sets_get_the_landmark_measure_and_the_report_labels_both():
     assert "| Method | edit | fidelity, GT prior ↑ | fidelity, N_3D prior ↑ |" in md
     assert "| ours | 2.500 | 0.010 | 0.025 | 0.020 |" in md and "| ours | smile | 0.700 | 0.400 |" in md
     assert "telea" not in md
+    md = "\n".join(control_markdown({"ours": {"prior_reliance": 2.5, "l1_hole_gt_no_masked_prior": 0.03,
+                                              "edit_fidelity_gt_no_masked/smile": 0.3,
+                                              "edit_fidelity_ceiling/smile": 0.25}}))
+    assert "| Method | prior reliance ↑ | L1 hole, visible-GT prior ↓ |" in md
+    assert "| ours | smile | 0.300 | 0.250 |" in md and "fidelity, visible-GT prior ↑ | fidelity ceiling ↑" in md
 
 
 def test_evaluate_on_a_photo_folder_reports_the_dlib_mouth_measure(inpaint_export, tmp_path):

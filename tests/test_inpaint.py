@@ -209,6 +209,30 @@ def test_train_gt_fraction_mixes_ground_truth_prior_per_sample(n3d_export):
         make_task(n3d_export, prior={"train_gt_fraction": 1.5})
 
 
+def test_train_gt_blocks_take_those_blocks_from_the_ground_truth(n3d_export):
+    """prior.train_gt_blocks: N_3D's prior with the named blocks (here the expression) replaced by the truth's;
+    the other blocks and N_3D's mask stay; combined with train_gt_fraction the GT samples are GT throughout."""
+    task = make_task(n3d_export, prior={"train_gt_blocks": ["exp"]})
+    batch = default_collate([task.train_set()[i] for i in range(4)])
+    _, m_n3d, c_n3d = task.prior(batch)
+    i3d, m, c = task.prior(batch, gt_blocks=("exp",))
+    lay = task.prior.morph.layout
+    exp = lay.slice("exp")
+    assert torch.equal(c[:, exp], batch["coeffs"].float()[:, exp])
+    rest = [i for i in range(lay.size) if not exp.start <= i < exp.stop]
+    assert torch.equal(c[:, rest], c_n3d[:, rest]) and not torch.equal(c[:, exp], c_n3d[:, exp])
+    assert torch.equal(m, m_n3d) and torch.allclose(i3d, task.prior.render(c))
+    _, m_all, c_all = task.prior(batch, gt_fraction=1.0, gt_blocks=("exp",))
+    assert torch.equal(c_all, batch["coeffs"].float()) and torch.equal(m_all, batch["mask"])
+    seen = {}
+    task.prior.forward = lambda b, f=0.0, blocks=(): seen.update(f=f, blocks=blocks) or (i3d, m, c)
+    ctx = StepContext(task.cfg.train, torch.device("cpu"))
+    task.train_step(batch, ctx)
+    assert seen == {"f": 0.0, "blocks": ("exp",)}  # the training step asks for them
+    with pytest.raises(ValueError, match="train_gt_blocks: unknown coefficient block.*shape"):
+        make_task(n3d_export, prior={"train_gt_blocks": ["shape"]})
+
+
 def test_gt_prior_needs_coefficients_for_photo_datasets(tmp_path, n3d_export):
     cfg = {"data": {**tiny_data(), "train": [{"kind": "folder", "root": str(tmp_path)}]},
            "prior": {"n3d_checkpoint": str(n3d_export), "train_gt_fraction": 0.5}, "loss": {"w_id": 0.0}}
