@@ -5,7 +5,8 @@ Stages (each a normal command a researcher would run; outputs under runs/):
                (scripts/make_masks.py --preview)
   2. N_3D      python train_3d.py --config configs/3d/demo.yaml                 -> runs/3d_demo/
   3. N_G/N_D   python train_inpaint.py --config configs/inpaint/demo.yaml       -> runs/inpaint_demo/
-               and the no_3d_prior ablation at the same budget (configs/inpaint/demo_no_3d_prior.yaml)
+               and the no_3d_prior ablation at the same budget (configs/inpaint/demo_no_3d_prior.yaml),
+               side by side on one core each
   4. evaluate  python evaluate.py --config configs/eval/demo.yaml               -> runs/eval_demo/
   5. photo     python scripts/remove_mask.py on a held-out synthetic face       -> runs/demo/remove_mask/
   6. report    runs/demo/report.md (tables + images)
@@ -39,6 +40,34 @@ def stage(title: str, cmd: list[str], timings: dict) -> None:
     if r.returncode != 0:
         raise SystemExit(f"demo: stage '{title}' failed (exit {r.returncode}); see the output above")
     print(f"=== {title}: done in {timings[title]:.0f} s", flush=True)
+
+
+def stages_side_by_side(titles_cmds: list[tuple[str, list[str]]], timings: dict) -> None:
+    """Independent stages at once, one core each (OMP_NUM_THREADS=1): on 2 cores two 1-thread trainings take about
+    the time of one 2-thread training (a small network's ops do not parallelise well). Their output goes to
+    runs/demo/logs/<n>.log; a failure prints that log's end."""
+    logs = OUT / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "OMP_WAIT_POLICY": os.environ.get("DEMO_OMP_WAIT_POLICY", "ACTIVE")}
+    t = time.time()
+    procs = []
+    for title, cmd in titles_cmds:
+        log = logs / f"{cmd[-1].replace('/', '_').removesuffix('.yaml')}.log"
+        print(f"\n=== {title} (side by side; log {log.relative_to(ROOT)}): {' '.join(cmd)}", flush=True)
+        with open(log, "w") as fh:
+            procs.append((title, log, subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=fh,
+                                                       stderr=subprocess.STDOUT)))
+    failed = []
+    for title, log, proc in procs:
+        if proc.wait() != 0:
+            failed.append((title, log, proc.returncode))
+    elapsed = time.time() - t
+    timings[" + ".join(t for t, _ in titles_cmds) + " (side by side)"] = elapsed
+    for title, log, code in failed:
+        print(log.read_text()[-3000:], flush=True)
+        raise SystemExit(f"demo: stage '{title}' failed (exit {code}); its log: {log}")
+    print(f"=== {', '.join(t for t, _ in titles_cmds)}: done in {elapsed:.0f} s (side by side)", flush=True)
 
 
 def held_out_photo() -> tuple[Path, Path]:
@@ -137,9 +166,9 @@ def main() -> int:
     if preview.is_file():
         shutil.copyfile(preview, assets / "preview.png")
     stage("N_3D training", ["train_3d.py", "--config", "configs/3d/demo.yaml"], timings)
-    stage("N_G/N_D training", ["train_inpaint.py", "--config", "configs/inpaint/demo.yaml"], timings)
-    stage("N_G/N_D ablation: no 3D prior", ["train_inpaint.py", "--config", "configs/inpaint/demo_no_3d_prior.yaml"],
-          timings)
+    stages_side_by_side([("N_G/N_D training", ["train_inpaint.py", "--config", "configs/inpaint/demo.yaml"]),
+                         ("N_G/N_D ablation: no 3D prior",
+                          ["train_inpaint.py", "--config", "configs/inpaint/demo_no_3d_prior.yaml"])], timings)
     stage("evaluation", ["evaluate.py", "--config", "configs/eval/demo.yaml"], timings)
     photo, lms = held_out_photo()
     stage("remove_mask", ["scripts/remove_mask.py", "--image", str(photo), "--landmarks", str(lms), "--align",

@@ -2,10 +2,12 @@
 (ground-truth and N_3D prior) and prior reliance (definitions: metrics/control.py).
 
     python scripts/measure_control.py --checkpoint runs/inpaint_demo/inpaint.pt --n 32 [--edits open_mouth,smile]
-        [--unseen all,lower_face_id]
+        [--unseen masked,lower_face_id] [--ceiling 32]
 
 --unseen adds priors that are the ground truth with coefficients the masked input does not show set to the mean
-(tasks.control.unseen_groups): the fidelity no N_3D prior can exceed with this N_G.
+(tasks.control.unseen_groups; `masked` = what a mask hides, the visible-GT prior of evaluate.py): what this N_G
+gives with an N_3D that knows all it can. --ceiling N adds the information ceiling (no N_G involved): the
+fidelity of the per-pixel median over N draws of the hidden coefficients (tasks.control.SyntheticControl).
 
 Same definitions, masks (seed 2024) and held-out faces (offset 2000000) as `evaluate.py --config
 configs/eval/demo.yaml`, whose first `extra_images` faces it re-measures with its own count.
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral", "pucker", "brighter"),
             n3d_checkpoint: str | None = None, offset: int = 2_000_000, batch_size: int = 16,
-            device: str = "cpu", image_size: int | None = None, unseen=()) -> dict[str, float]:
+            device: str = "cpu", image_size: int | None = None, unseen=(), ceiling_draws: int = 0) -> dict[str, float]:
     """Controllability of RUN/inpaint.pt on `n` held-out SyntheticFaces (the demo's test offset and mask seed),
     at the generator's size unless `image_size` is given. -> SyntheticControl.compute()."""
     from engine.config import build_dataclass
@@ -35,7 +37,7 @@ def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral
         "image_size": image_size or remover.image_size, "mask_library": None,
         "faces": [{"kind": "synthetic", "num": int(n), "offset": int(offset)}]}})
     testset = build_testset(cfg, remover.model)
-    control = SyntheticControl(synthetic_faces_of(testset), edits, unseen=unseen)
+    control = SyntheticControl(synthetic_faces_of(testset), edits, unseen=unseen, ceiling_draws=ceiling_draws)
     for bi, batch in enumerate(iterate(testset, batch_size, device=device)):
         control.update(remover, as_exported(batch), seed=bi)  # the inputs evaluate.py gives the model
     return control.compute()
@@ -53,7 +55,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--unseen", default="", help="comma-separated unseen groups (tasks.control.unseen_groups) "
-                   "for ceiling priors; 'all' = every group at once")
+                   "for priors without them; 'masked' = what a mask hides, 'all' = every group")
+    p.add_argument("--ceiling", type=int, default=0, help="draws of the hidden coefficients for the information "
+                   "ceiling (0 = not measured)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
     if args.n <= 0:
@@ -68,7 +72,7 @@ def main(argv=None) -> int:
         print(f"error: --unseen: unknown group(s) {', '.join(bad)}; valid: {', '.join(unseen_groups())}")
         return 2
     res = fail_fast(measure, args.checkpoint, args.n, edits, args.n3d_checkpoint, args.offset, args.batch_size,
-                    args.device, None, unseen)
+                    args.device, None, unseen, args.ceiling)
     print(f"{args.checkpoint} on {args.n} held-out SyntheticFaces")
     print(f"prior reliance {res['prior_reliance']:.3f}  (L1 hole: GT prior {res['l1_hole_gt_prior']:.4f}, "
           f"grey I_3D {res['l1_hole_grey_prior']:.4f}; N_3D prior {res['l1_hole_n3d_prior']:.4f})")
@@ -77,8 +81,12 @@ def main(argv=None) -> int:
     for e in dict.fromkeys(e for e in edits if e != "keep"):
         print(f"{e:<14} " + " ".join(f"{res[f'edit_fidelity_{p}/{e}']:>10.3f}" for p in ("gt", "n3d")) + "   "
               + " ".join(f"{res[f'edit_transfer_{p}/{e}']:>10.3f}" for p in ("gt", "n3d")))
+    if args.ceiling > 0:
+        print(f"{'ceiling':<14} " + " ".join(f"{res[f'edit_fidelity_ceiling/{e}']:>10.3f}"
+                                             for e in dict.fromkeys(edits) if e != "keep")
+              + "   (information ceiling, no N_G: per-pixel median over the hidden coefficients)")
     if unseen:
-        print("\nceiling priors (ground truth with a group the input does not show at the mean)")
+        print("\npriors without what the input does not show (ground truth with the group at the mean)")
         print(f"{'prior':<26} {'L1 hole':>8} " + " ".join(f"{e:>12}" for e in dict.fromkeys(edits) if e != "keep"))
         for u in dict.fromkeys(unseen):
             p = f"gt_no_{u}"

@@ -163,7 +163,7 @@ def remove(gen: torch.nn.Module, prior, masked: torch.Tensor, edits: list[str] |
     raw = gen(rep(m), i3d if use_3d_prior else None, rep(i_n)).float()
     final = composite(raw, rep(masked), rep(m)) if composite_output else raw
     shape = (n, k, 3, size, size)
-    lm = prior.renderer.landmarks(base) * (in_size / size)
+    lm = (prior.renderer.landmarks(base) + 0.5) * (in_size / size) - 0.5  # pixel centres at integers at both sizes
     return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base, lm, i_n, edits)
 
 

@@ -308,8 +308,10 @@ def test_measure_control_cli(inpaint_export, tmp_path, capsys):
     assert "prior reliance" in text and "open_mouth" in text and "smile" in text
     res = json.loads(out.read_text())
     assert {"prior_reliance", "edit_fidelity_gt/smile", "edit_transfer_n3d/open_mouth"} <= set(res)
-    assert main(["--checkpoint", str(inpaint_export), "--n", "2", "--edits", "smile", "--unseen", "depth"]) == 0
-    assert "gt_no_depth" in capsys.readouterr().out
+    assert main(["--checkpoint", str(inpaint_export), "--n", "2", "--edits", "smile", "--unseen", "depth",
+                 "--ceiling", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "gt_no_depth" in text and "information ceiling" in text
     assert main(["--checkpoint", str(inpaint_export), "--n", "2", "--unseen", "hair"]) == 2
     assert "--unseen: unknown group(s) hair" in capsys.readouterr().out
     with pytest.raises(SystemExit):

@@ -115,3 +115,16 @@ def test_opencv_baselines_are_named_for_what_they_run():
     assert not torch.equal(telea(x, m), navier_stokes(x, m))
     with pytest.raises(ValueError, match="unknown OpenCV inpainting method 'ns'; valid: telea, navier_stokes"):
         opencv_inpaint(x, m, "ns")
+
+
+def test_removal_landmarks_are_mapped_with_pixel_centres_at_integers(inpaint_export):
+    """Removal.landmarks in the pixels of the images given to the call: a point at the centre of model pixel u is at
+    the centre of the input's pixels covering it, (u + 0.5) * scale - 0.5, as predict_landmarks maps them."""
+    remover = MaskRemover.from_checkpoints(inpaint_export)
+    s = remover.image_size
+    masked = torch.rand(2, 3, 2 * s, 2 * s, generator=torch.Generator().manual_seed(0))
+    res = remover(masked, ["keep"], seed=0)
+    own = remover.prior.renderer.landmarks(res.base_coeffs)
+    assert torch.allclose(res.landmarks, (own + 0.5) * 2 - 0.5, atol=1e-5)
+    assert torch.allclose(remover(masked[:, :, ::2, ::2], ["keep"], seed=0).landmarks,
+                          remover.prior.renderer.landmarks(remover.analyze(masked[:, :, ::2, ::2])[0]), atol=1e-5)
