@@ -111,8 +111,7 @@ class SyntheticControl:
     ``update(remover, batch, seed, n3d=None)``: batch of test items at the test size S (image, masked_image, mask,
     coeffs, index from SyntheticFaces); n3d = this batch's tasks.removal.Removal with N_3D's prior at this seed,
     holding (at least) the edits ``removal_edits``, when already run (evaluate.py's edit spread): reused, not run
-    again. Three generator batches per call: N x (1 + K) with each prior (the N_3D one unless given), N with the grey
-    I_3D.
+    again. Generator batches per call: N x (1 + K) for each prior (the N_3D one unless given), N with the grey I_3D.
     """
 
     def __init__(self, faces, edits, strip_faces: int = 3, unseen=(), ceiling_draws: int = 0) -> None:

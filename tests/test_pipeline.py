@@ -77,8 +77,9 @@ def test_edit_spread_and_control_share_the_n3d_prior_pass(inpaint_export, tmp_pa
     row = ev.edit_metrics("ours", remover)
     remover.gen.forward = forward
     # N_3D's prior with keep + the control's and the spread's edits once (3 x 4), 2 noise seeds (3 each), the
-    # ground-truth prior (3 x 4) and the grey prior (3): no second N_3D-prior pass for the controllability
-    assert batches == [12, 3, 3, 12, 3]
+    # ground-truth prior (3 x 4), the visible-GT prior (3 x 4) and the grey prior (3): no second N_3D-prior pass for
+    # the controllability
+    assert batches == [12, 3, 3, 12, 12, 3]
     assert row["edit_spread"] > 0 and "edit_fidelity_n3d/open_mouth" in row
 
 
