@@ -22,7 +22,7 @@ from pathlib import Path
 from engine.config import ConfigError, path_field, to_dict
 from engine.files import FileReadError
 
-__all__ = ["ReleaseConfig", "convert_release"]
+__all__ = ["ReleaseConfig", "convert_release", "load_release_config"]
 
 
 @dataclass
@@ -46,6 +46,16 @@ class ReleaseConfig:
         InferenceConfig(noise=self.noise, framing=self.framing)  # validates both names
         if self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+
+
+def load_release_config(config: str | None, overrides: list[str]) -> ReleaseConfig:
+    """The validated ReleaseConfig from a preset YAML (None: built-in) and KEY=VALUE overrides, files checked;
+    raises a one-line ConfigError naming the key."""
+    from engine.config import load_config, validate_paths
+
+    cfg = load_config(ReleaseConfig, config, overrides)
+    validate_paths(cfg)
+    return cfg
 
 
 def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path]:
