@@ -23,6 +23,7 @@ import torch
 from data.config import FaceDataConfig, FFHQConfig, SynthesizerConfig
 from data.pairs import MaskedPairs, build_faces
 from engine.config import ConfigError, path_field, to_dict
+from metrics import DEFAULT_PSNR_MAX_DB, as_exported, score_batch
 from metrics.context import FeatureWeights, MetricContext
 from models.generator import composite
 from tasks.baselines import OPENCV_METHODS, opencv_inpaint
@@ -60,7 +61,7 @@ class EvalExperiment:
     n3d_metrics: list[str] = field(default_factory=lambda: ["mask_iou", "landmark_nme"])  # of N_3D's mask, landmarks
     weights: FeatureWeights = field(default_factory=FeatureWeights)
     ssim_convention: str = "wang"  # wang | skimage | edgeconnect (metrics.image.SSIM_CONVENTIONS)
-    psnr_max_db: float = 100.0  # per-image PSNR cap: an identical pair (inf dB) would make the mean infinite
+    psnr_max_db: float = DEFAULT_PSNR_MAX_DB  # per-image PSNR cap: an identical pair (inf dB) makes the mean inf
     gt_mask_row: bool = True  # also score ours with the ground-truth mask (row ours_gt_mask), as LaFIn is scored
     diversity_seeds: int = 4  # noise seeds per input for diversity (mean pairwise LPIPS); below 2: not measured
     edits: list[str] = field(default_factory=lambda: ["neutral", "smile", "open_mouth", "pucker", "brighter"])
@@ -83,14 +84,6 @@ def build_testset(cfg: EvalExperiment, model=None):
     if t.limit is not None and t.limit < len(pairs):
         pairs = torch.utils.data.Subset(pairs, range(t.limit))
     return pairs
-
-
-def as_exported(batch: dict) -> dict:
-    """The test batch as scripts/export_testset.py writes it: image and masked_image rounded to 8 bits (half up, as
-    the PNG writer), so our model sees exactly the inputs another method reads from the exported folder."""
-    from metrics import quantize
-
-    return {**batch, "image": quantize(batch["image"]), "masked_image": quantize(batch["masked_image"])}
 
 
 class ModelMethod:
@@ -258,19 +251,15 @@ class Evaluator:
     def run(self, progress=None) -> dict:
         grid_rows: dict[str, list[torch.Tensor]] = {"input": [], **{m: [] for m in self.methods}, "ground truth": []}
         n_grid = 0
-        from metrics import quantize
-
         for bi, batch in enumerate(iterate(self.testset, self.cfg.batch_size, device=self.device)):
             batch = as_exported(batch)
-            gt, m, lm = batch["image"], batch["mask"], batch["landmarks"]
+            gt = batch["image"]
             take = max(0, min(self.cfg.grid_images - n_grid, gt.shape[0]))
             if take:
                 grid_rows["input"].append(batch["masked_image"][:take].cpu())
                 grid_rows["ground truth"].append(gt[:take].cpu())
             for name, method in self.methods.items():
-                out = quantize(method(batch, bi))  # every row rounded alike, as if written to PNG
-                for metric in self.metrics[name].values():
-                    metric.update(out, gt, mask=m, landmarks=lm)
+                out = score_batch(self.metrics[name].values(), method(batch, bi), batch)  # rounded like a PNG
                 if take:
                     grid_rows[name].append(out[:take].cpu())
             for name, remover in self.removers.items():
