@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from data.config import FaceDataConfig, FFHQConfig, SynthesizerConfig
-from data.pairs import MaskedPairs, build_faces
-from engine.config import ConfigError, path_field, to_dict
+from data.config import FFHQConfig, TestSetConfig
+from data.pairs import build_pairs
+from engine.config import ConfigError, to_dict
 from metrics import DEFAULT_PSNR_MAX_DB, as_exported, score_batch
 from metrics.context import FeatureWeights, MetricContext
 from models.generator import composite
@@ -30,22 +30,11 @@ from tasks.baselines import OPENCV_METHODS, opencv_inpaint
 from tasks.common import (
     MorphableConfig,
     build_morphable,
-    build_synthesizer,
     iterate,
     resize,
     resize_square,
 )
 from tasks.report import conventions, json_safe, write_results
-
-
-@dataclass
-class TestSetConfig:
-    image_size: int = 256
-    faces: list[FaceDataConfig] = field(default_factory=lambda: [FFHQConfig(split="test")])
-    mask_library: str | None = path_field(kind="dir")
-    mask_seed: int = 2024  # test image i is always masked with seed (mask_seed, i)
-    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
-    limit: int | None = None  # evaluate the first `limit` images only
 
 
 @dataclass
@@ -77,13 +66,8 @@ class EvalExperiment:
 
 
 def build_testset(cfg: EvalExperiment, model=None):
-    """The deterministic masked test set (fixed mask per image)."""
-    t = cfg.test
-    faces = build_faces(t.faces, t.image_size, "test.faces", model)
-    pairs = MaskedPairs(faces, build_synthesizer(t.mask_library, t.synth), seed=t.mask_seed, fixed=True)
-    if t.limit is not None and t.limit < len(pairs):
-        pairs = torch.utils.data.Subset(pairs, range(t.limit))
-    return pairs
+    """The deterministic masked test set (fixed mask per image): ``data.pairs.build_pairs(cfg.test, "test")``."""
+    return build_pairs(cfg.test, "test", model)
 
 
 class ModelMethod:

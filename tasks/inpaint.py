@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from data.pairs import build_pairs
 from engine import dist
 from engine.checkpoint import export_inference
 from engine.config import to_dict
@@ -21,7 +22,7 @@ from losses.identity import identity_loss
 from losses.inpaint import pixel_l1, pixel_l1_masked, tv_loss
 from metrics import DEFAULT_PSNR_MAX_DB, MetricContext, as_exported, build_metric, score_batch
 from tasks.baselines import telea
-from tasks.common import DataConfig, MorphableConfig, build_pairs, gray3, iterate, require_arcface
+from tasks.common import DataConfig, MorphableConfig, gray3, iterate, require_arcface
 from tasks.generator import InpaintModelConfig, build_generator
 from tasks.prior import PriorConfig, PriorModule, noised
 from tasks.removal import remove
