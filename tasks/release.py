@@ -1,6 +1,6 @@
 """The authors' released weights (face_de_mask: ``3D_it_500000.pkl``, ``inpaint_it_200000.pkl``) as our own exports.
 
-``ReleaseConfig`` is the "release" preset: every inference setting the release's test.py uses (FORMATS.md sec. 5,
+``ReleaseConfig`` is the "release" preset: every inference setting the release's test.py uses (docs/formats.md sec. 5,
 checked against face_de_mask test.py and utils/seg_util.py), each one overridable (configs/release.yaml, --set):
 
 - input 256 px, framed by POS onto similarity_Lm3D_all.mat at 116/s (data.align framing ``release``);
