@@ -53,6 +53,8 @@ def parse_args(argv=None):
                    help="N_3D export (default: the one the generator was trained with)")
     p.add_argument("--variations", type=int, default=4, help="number of preset variations (first K presets)")
     p.add_argument("--edit", action="append", default=[], help="extra edit, e.g. 'exp[3]=+1.5' or 'smile,brighter'")
+    p.add_argument("--animate", default=None, metavar="KEYS",
+                   help="--video: keyframe edits 'keep>open_mouth>smile' eased over each face track (tasks.animate)")
     p.add_argument("--out", required=True, help="output folder (photos) or output video file (--video)")
     p.add_argument("--detector", default="masked", help="landmark detector: masked (robust to masks, BENCHMARKS.md) "
                                                          "| dlib_cnn (dlib's CNN) | dlib (HOG) | insightface")
@@ -176,7 +178,7 @@ def video_main(args) -> int:
         framing = photo_framing(remover, args.align)
         for note in model_notes(remover, framing):
             print(f"note: {note}", flush=True)
-        animate = getattr(args, "animate", None)
+        animate = args.animate
         opts = VideoOptions(edit=",".join(args.edit) or "keep", keyframes=parse_keyframes(animate) if animate else None,
                             seed=args.seed, detector=args.detector, paste=args.paste,
                             first_landmarks=load_landmarks_file(args.landmarks, counts=(68, 5)) if args.landmarks

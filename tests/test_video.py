@@ -273,6 +273,16 @@ def test_remove_mask_video_end_to_end(inpaint_export, talking_clip, tmp_path, ca
     assert main(["--video", str(src), "--out", str(out2), "--checkpoint", str(inpaint_export), "--landmarks",
                  str(lm), "--align", "meanface", "--edit", "open_mouth", "--seed", "3"]) == 0
     assert all(np.array_equal(a.image, b.image) for a, b in zip(read_frames(out), read_frames(out2)))
+    # an animation over the track: the first frame is its first keyframe ("keep"), later ones move towards the last
+    out3 = tmp_path / "anim.mp4"
+    assert main(["--video", str(src), "--out", str(out3), "--checkpoint", str(inpaint_export), "--landmarks",
+                 str(lm), "--align", "meanface", "--animate", "keep>exp[0]=+3", "--seed", "3"]) == 0
+    keep = tmp_path / "keep.mp4"
+    assert main(["--video", str(src), "--out", str(keep), "--checkpoint", str(inpaint_export), "--landmarks",
+                 str(lm), "--align", "meanface", "--seed", "3"]) == 0
+    anim, still = [f.image.astype(int) for f in read_frames(out3)], [f.image.astype(int) for f in read_frames(keep)]
+    d0, d1 = np.abs(anim[0] - still[0]).mean(), np.abs(anim[-1] - still[-1]).mean()
+    assert d0 < 0.25 * d1  # (not 0: x264's rate control looks ahead, so frame 0's coding depends on later frames)
 
 
 def test_remove_mask_video_bad_inputs(inpaint_export, tmp_path, capsys):
