@@ -136,13 +136,13 @@ def toy_config(tmp_path, steps=30, **train):
     return write(tmp_path / "toy.yaml", cfg)
 
 
-def run_toy(cfg_path, run_dir, *extra, torchrun=False, check=True):
+def run_toy(cfg_path, run_dir, *extra, torchrun=False, check=True, new_session=False):
     env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(TOY), "--config", str(cfg_path), "--run-dir", str(run_dir), *extra]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                f"--master_port={free_port()}", *cmd[1:]]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, start_new_session=new_session)
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -214,3 +214,39 @@ def test_cli_errors_and_dry_run(tmp_path):
     r = run_toy(cfg, tmp_path / "x", "--set", "train.steps=77", "--dry-run")
     assert yaml.safe_load(r.stdout)["train"]["steps"] == 77
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame,code", [("sigterm", 143), ("sigint", 130)])
+def test_signal_to_the_process_group_stops_a_run_with_workers_cleanly(tmp_path, signame, code):
+    """A terminal's Ctrl-C and a scheduler's SIGTERM reach the loader workers too: the run still stops at a step
+    boundary with a checkpoint and one line, and resumes to the weights of an uninterrupted run."""
+    cfg = toy_config(tmp_path, num_workers=2)
+    run_toy(cfg, tmp_path / "full", "--weights-out", str(tmp_path / "full_w"))
+    r = run_toy(cfg, tmp_path / "s", f"--{signame}-at-step", "13", "--signal-group", check=False, new_session=True)
+    assert r.returncode == code, r.stderr[-2000:]
+    assert "stopped early at step 13" in r.stdout and "Traceback" not in r.stderr and "Error" not in r.stderr
+    assert CheckpointManager(tmp_path / "s").load_latest()["step"] == 13
+    run_toy(cfg, tmp_path / "s", "--weights-out", str(tmp_path / "s_w"))
+    assert_same(weights(tmp_path / "full_w"), weights(tmp_path / "s_w"))
+
+
+def test_more_workers_than_cpus_is_said_once(tmp_path, monkeypatch, capsys):
+    """torch warns at every epoch's loader; the trainer says it once, before training."""
+    import warnings
+
+    import torch.utils.data.dataloader as dl_mod
+
+    from engine.loop import Trainer
+    from tests.toy_train import ToyConfig, ToyData, ToyTask
+
+    monkeypatch.setattr(dl_mod.torch._utils, "cpu_count", lambda: 1)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    cfg = TrainConfig(steps=24, batch_size=8, num_workers=2, log_every=8, val_every=8, ckpt_every=100,
+                      image_every=0)
+    task = ToyTask(ToyConfig(train=cfg), torch.device("cpu"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(task, ToyData(), cfg, str(tmp_path / "run")).run()  # 3 epochs of 8 steps
+    assert not [w for w in caught if "worker processes" in str(w.message)]
+    assert capsys.readouterr().out.count("train.num_workers=2 loader processes share the 1 CPUs") == 1
