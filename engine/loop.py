@@ -246,7 +246,8 @@ class SkipReporting(Dataset):
 class Trainer:
     """Runs `cfg.steps` optimisation steps of `task` over `dataset`, resuming from `run_dir` if possible.
 
-    restart: set the run's checkpoints aside (`checkpoints/restarted_<n>/`) and start from step 0.
+    restart: set the run's checkpoints (`checkpoints/restarted_<n>/`) and logs (`restarted_<n>/`: metrics.jsonl,
+    log.jsonl, tb/) aside and start from step 0.
     """
 
     def __init__(self, task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
@@ -314,6 +315,8 @@ class Trainer:
                     print(f"removed {p} (left by a writer that was killed)", flush=True)
             if self.restart and (moved := self.ckpts.set_aside()):
                 print(f"--restart: the previous checkpoints are in {moved}; starting from step 0", flush=True)
+            if self.restart and (moved := self.logger.set_aside()):
+                print(f"--restart: the previous logs (metrics.jsonl, log.jsonl, tb/) are in {moved}", flush=True)
         state = self.ckpts.load_latest(map_location=self.device, quarantine=True) if dist.is_main() else None
         dist.barrier()
         if not dist.is_main():

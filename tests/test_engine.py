@@ -250,3 +250,42 @@ def test_more_workers_than_cpus_is_said_once(tmp_path, monkeypatch, capsys):
         Trainer(task, ToyData(), cfg, str(tmp_path / "run")).run()  # 3 epochs of 8 steps
     assert not [w for w in caught if "worker processes" in str(w.message)]
     assert capsys.readouterr().out.count("train.num_workers=2 loader processes share the 1 CPUs") == 1
+
+
+def test_override_reaches_one_list_item(tmp_path):
+    p = write(tmp_path / "c.yaml", {"items": [{"width": 1}, {"width": 2, "name": "b"}]})
+    cfg = load_config(WithList, p, ["items[1].width=9", "items[0].sizes=[5]", "items[-1].name=z"])
+    assert [i.width for i in cfg.items] == [1, 9] and cfg.items[0].sizes == [5] and cfg.items[1].name == "z"
+    assert yaml.safe_load(p.read_text())["items"][1]["width"] == 2  # the YAML's data is not mutated
+    with pytest.raises(ConfigError, match=r"index 2 out of range: items has 2 items \(valid: 0\.\.1\)"):
+        load_config(WithList, p, ["items[2].width=3"])
+    with pytest.raises(ConfigError, match=r"items\[1\]\.widht"):  # unknown keys inside an item still fail
+        load_config(WithList, p, ["items[1].widht=3"])
+    with pytest.raises(ConfigError, match=r"inner is not a list"):
+        load_config(Outer, write(tmp_path / "d.yaml", {"inner": {"width": 1}}), ["inner[0].width=2"])
+    with pytest.raises(ConfigError, match="cannot read key part"):
+        load_config(WithList, p, ["items[x].width=1"])
+
+
+def test_override_of_a_paper_config_dataset_root():
+    from tasks.recon3d import Recon3DExperiment
+
+    cfg = load_config(Recon3DExperiment, ROOT / "configs/3d/paper.yaml",
+                      ["data.train[0].root=/data/ffhq256", "data.train[1].coeffs_dir=/c"])
+    assert cfg.data.train[0].root == "/data/ffhq256" and cfg.data.train[1].coeffs_dir == "/c"
+    assert cfg.data.train[0].kind == "ffhq" and cfg.data.train[1].kind == "celebamask_hq"
+
+
+@pytest.mark.slow
+def test_restart_sets_the_old_logs_aside(tmp_path):
+    cfg = toy_config(tmp_path, steps=20)
+    run_toy(cfg, tmp_path / "r")
+    old_events = sorted(p.name for p in (tmp_path / "r" / "tb").iterdir())
+    r = run_toy(toy_config(tmp_path, steps=10), tmp_path / "r", "--restart")
+    assert "restarted_0" in r.stdout
+    assert [m["step"] for m in read_jsonl(tmp_path / "r" / "metrics.jsonl")] == [10]  # only the new run's
+    assert max(e["step"] for e in read_jsonl(tmp_path / "r" / "log.jsonl")) == 10
+    aside = tmp_path / "r" / "restarted_0"
+    assert [m["step"] for m in read_jsonl(aside / "metrics.jsonl")] == [10, 20]
+    assert sorted(p.name for p in (aside / "tb").iterdir()) == old_events
+    assert not set(old_events) & {p.name for p in (tmp_path / "r" / "tb").iterdir()}

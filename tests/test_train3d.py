@@ -149,8 +149,9 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
-    """Images (rank 0 only) and validation on: neither may run a collective on one rank (a deadlock)."""
-    cfg = write_cfg(tmp_path, steps=4, ckpt_every=4, batch_size=2, image_every=1, val_every=2)
+    """Images (rank 0 only) and validation on, at logging steps as in the paper configs: neither may run a collective
+    on one rank (the ranks deadlock)."""
+    cfg = write_cfg(tmp_path, steps=4, ckpt_every=4, batch_size=2, image_every=2, val_every=2)
     r = run(["--config", str(cfg), "--run-dir", str(tmp_path / "ddp")], torchrun=True)
     assert "all 2 ranks hold identical weights" in r.stdout
     from engine.logging import read_jsonl
