@@ -159,11 +159,15 @@ class Recon3DTask:
         return self._val
 
     # ---------------------------------------------------------------------------------------------- step
-    def forward(self, batch: dict, ctx=None) -> dict:
-        """Network + renderer: returns the outputs every loss and log needs."""
+    def forward(self, batch: dict, ctx=None, net=None) -> dict:
+        """Network + renderer: returns the outputs every loss and log needs.
+
+        net: the network to run, by default the DDP-wrapped one (training: its forward is a collective that every
+        rank must join); one-rank work (images, validation) passes the plain `self.net`.
+        """
         autocast = ctx.autocast() if ctx is not None else torch.autocast("cpu", enabled=False)
         with autocast:
-            out = self.ddp(batch["masked_image"])
+            out = (self.ddp if net is None else net)(batch["masked_image"])
         coeffs = out["coeffs"].float()
         with torch.autocast(self.device.type, enabled=False):  # geometry in fp32
             render = self.renderer(coeffs)
@@ -241,7 +245,7 @@ class Recon3DTask:
         n = min(4, batch["masked_image"].shape[0])
         b = {k: v[:n] for k, v in batch.items() if torch.is_tensor(v)}
         self.net.eval()
-        fw = self.forward(b)
+        fw = self.forward(b, net=self.net)  # rank 0 only: not the DDP forward, a collective
         self.net.train()
         r = fw["render"]
         pred_m = (fw["seg"] > 0).float()
