@@ -34,10 +34,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from engine.loop import COMPILE_MODES
 
-from engine.loop import COMPILE_MODES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAPER_STEPS = {"n3d": 500_000, "inpaint": 200_000}
 PAPER_BATCH = 8
@@ -74,9 +73,9 @@ def count_flops(fn) -> float:
 
 # ---------------------------------------------------------------------------------------------------------- parts
 def bench_synth(quick: bool) -> dict:
-    from scripts.bench_synth import run
+    from tasks.speed import synthesis_speed
 
-    return run(quick=quick)
+    return synthesis_speed(quick=quick)
 
 
 def bench_loader(quick: bool, workers: int = 2) -> dict:
@@ -102,9 +101,9 @@ def bench_loader(quick: bool, workers: int = 2) -> dict:
 
 
 def bench_renderer(device: torch.device) -> dict:
-    from scripts.bench_renderer import run
+    from tasks.speed import renderer_speed
 
-    return run(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
+    return renderer_speed(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
 
 
 def _train_settings(device, batch: int, compile_mode: str | None) -> dict:

@@ -38,9 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.photo import ALIGN_CHOICES, PASTE_MODES  # noqa: E402
+from tasks.photo import ALIGN_CHOICES, DEFAULT_DETECTOR, PASTE_MODES
 
 
 def parse_args(argv=None):
@@ -52,8 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--variations", type=int, default=4, help="number of preset variations (first K presets)")
     p.add_argument("--edit", action="append", default=[], help="extra edit, e.g. 'exp[3]=+1.5' or 'smile,brighter'")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--detector", default="masked", help="landmark detector: masked (robust to masks, BENCHMARKS.md) "
-                                                         "| dlib_cnn (dlib's CNN) | dlib (HOG) | insightface")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help="landmark detector: masked (robust to masks, BENCHMARKS.md) | dlib_cnn (dlib's CNN) | dlib "
+                        "(HOG) | insightface")
     p.add_argument("--insightface-root", default=None, help="insightface model-pack root (for --detector insightface)")
     p.add_argument("--det-threshold", type=float, default=None,
                    help="dlib detection score threshold (default: the detector's own: 0.3 for dlib / dlib_cnn, 0 for "

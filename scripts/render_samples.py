@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from renderer.morphable import MorphableModel  # noqa: E402
-from renderer.render import FaceRenderer  # noqa: E402
+from renderer.morphable import MorphableModel
+from renderer.render import FaceRenderer
 
 # cycled per tile: (label, expression preset, yaw in degrees)
 _PLAN = [("neutral", "neutral", 0.0), ("open_mouth", "open_mouth", 0.0), ("smile", "smile", 0.0),

@@ -150,6 +150,21 @@ def _check_scoring(cfg: EvalExperiment) -> None:
         raise ConfigError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
 
 
+def _check_crops(cfg: EvalExperiment, removers: dict) -> None:
+    """A model that takes its input as framed (no re-alignment) must see test faces in the crop it was trained on
+    (recorded in its export): one line naming both otherwise, never a silent run in another framing."""
+    from tasks.exports import crop_of
+
+    test = (crop_of(cfg.test.faces) or {}).get("crop")
+    for name, r in removers.items():
+        crop = r.inference.crop
+        if r.framing is None and crop and test and crop != test:
+            key = "checkpoint" if name == "ours" else f"ablations.{name}"
+            raise ConfigError(f"{key}: the model was trained on {crop} crops but test.faces are {test} crops: frame "
+                              f"the test faces as the model's training data (test.faces[*].align / framing / "
+                              f"lm3d_path)")
+
+
 class Evaluator:
     """Runs every method over the test set, streaming the metrics; writes results.json / results.md / grid."""
 
@@ -166,6 +181,7 @@ class Evaluator:
                                                                  key="checkpoint")
         for name, path in cfg.ablations.items():
             self.removers[name] = MaskRemover.from_checkpoints(path, None, self.device, key=f"ablations.{name}")
+        _check_crops(cfg, self.removers)
         for name, r in self.removers.items():
             self.methods[name] = ModelMethod(r)
             if name == "ours" and cfg.gt_mask_row and r.framing is None:  # a re-framed model's crop differs

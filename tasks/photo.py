@@ -41,6 +41,7 @@ from tasks.removal import MaskRemover, Removal, apply_edit, available_edits, sea
 
 # Eyes' outer corners closer than this many pixels (at a 256 px model input; scaled with the input) get a warning.
 SMALL_FACE_SPAN = 64
+DEFAULT_DETECTOR = "masked"  # data.detectors.MaskedFaceDetector (BENCHMARKS.md, "Masked faces")
 DEFAULT_REFINE = 2  # N_3D refinement rounds for detected faces (BENCHMARKS.md, "Masked faces")
 # presets in the order remove_mask.py's --variations takes them (those the model has)
 PRESET_ORDER = ["keep", "neutral", "smile", "open_mouth", "pucker", "big_smile", "surprise", "brighter", "darker"]
@@ -82,23 +83,25 @@ class PhotoFraming:
         return alignment_template(size, template=self.template) if self.framing == "ffhq" else None
 
 
-def meanface_template(remover: MaskRemover) -> np.ndarray:
-    """(5, 2) the morphable model's mean face's 5 points as fractions of the renderer's crop."""
+def meanface_template(prior) -> np.ndarray:
+    """(5, 2) the morphable model's mean face's 5 points as fractions of the renderer's crop (the framing of
+    SyntheticFaces); prior: a tasks.prior.PriorModule (MaskRemover.prior)."""
     from data.align import five_points
 
-    r = remover.prior.renderer
-    mean_lm = r.landmarks(remover.model.layout.zeros(1, device=remover.device))[0].cpu().numpy()
+    r = prior.renderer
+    mean_lm = r.landmarks(prior.morph.layout.zeros(1, device=prior.device))[0].cpu().numpy()
     return (five_points(mean_lm) + 0.5) / r.image_size
 
 
 def photo_framing(remover: MaskRemover, align: str | None = None) -> PhotoFraming:
     """The framing to crop photos in: ``align`` (ALIGN_CHOICES) or the model's own (its export's
-    ``inference.framing``; ffhq when it records none). ValueError for deng / release without the 3D reference."""
-    name = align or remover.framing or "ffhq"
+    ``inference.framing``, else the crop it was trained on, ``inference.crop``; ffhq for exports that record
+    neither). ValueError for deng / release without the 3D reference."""
+    name = align or remover.framing or remover.inference.crop or "ffhq"
     if name not in ALIGN_CHOICES:
         raise ValueError(f"unknown framing {name!r}; valid: {', '.join(ALIGN_CHOICES)}")
     if name == "meanface":
-        return PhotoFraming("meanface", "ffhq", template=meanface_template(remover))
+        return PhotoFraming("meanface", "ffhq", template=meanface_template(remover.prior))
     if get_framing(name).needs_lm3d:
         if remover.lm3d is None:
             raise ValueError(f"--align {name} needs --lm3d BFM/similarity_Lm3D_all.mat (or an export carrying "
@@ -109,9 +112,10 @@ def photo_framing(remover: MaskRemover, align: str | None = None) -> PhotoFramin
 
 def model_notes(remover: MaskRemover, framing: PhotoFraming) -> list[str]:
     """One-line notes about running this model on photos (e.g. a model trained on the synthetic faces)."""
-    if remover.model.expression_names and framing.name == "ffhq":
+    if remover.model.expression_names:  # the embedded synthetic morphable model: trained on SyntheticFaces
         return ["this checkpoint was trained on the embedded synthetic faces (e.g. the demo's); real photos need a "
-                "model trained on real faces (configs/*/paper.yaml)"]
+                "model trained on real faces (configs/*/paper.yaml) or the authors' weights (--release-n3d, "
+                "--release-gen)"]
     return []
 
 
@@ -139,8 +143,8 @@ def edit_coefficients(base: torch.Tensor, edits: list[str], model) -> torch.Tens
 # --------------------------------------------------------------------------------------------------------- faces
 
 
-def find_faces(image_u8: np.ndarray, detector="masked", landmarks: str | None = None, threshold: float | None = None,
-               insightface_root: str | None = None) -> list[np.ndarray]:
+def find_faces(image_u8: np.ndarray, detector=DEFAULT_DETECTOR, landmarks: str | None = None,
+               threshold: float | None = None, insightface_root: str | None = None) -> list[np.ndarray]:
     """The faces of an (H, W, 3) uint8 RGB photo: (68, 2) or (5, 2) landmarks each, in photo pixels, largest first.
 
     detector: a data.detectors name (masked, dlib_cnn, dlib, insightface) or a LandmarkDetector; threshold: dlib's

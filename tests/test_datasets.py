@@ -30,6 +30,7 @@ from data.pairs import DATASETS, ConcatFaces, MaskedPairs, build_dataset
 from data.photos import FFHQ, CelebAMaskHQ, FaceImageDataset, ImageFolderFaces
 from data.splits import ffhq_split, item_seed, split_indices
 from engine.config import ConfigError
+from tests.helpers import cli
 
 # ---------------------------------------------------------------------------------------------------------------------
 # fixtures
@@ -172,7 +173,7 @@ def test_ffhq_loader(ffhq_root):
 
 def test_ffhq_from_prepared_copies(ffhq_root, tmp_path):
     # scripts/prepare_images.py's smaller copies are a drop-in root: same items, json landmarks rescaled
-    from scripts.prepare_images import main
+    main = cli("scripts/prepare_images.py")
 
     small = tmp_path / "ffhq32"
     assert main([str(ffhq_root / "images1024x1024"), str(small), "--size", "32", "--workers", "1"]) == 0

@@ -171,14 +171,13 @@ def test_edit_syntax(remover):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_gan_stays_in_sync(n3d_export, tmp_path):
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
     import yaml
 
-    from tests.helpers import free_port
+    from tests.helpers import free_port, script_env
 
     root = Path(__file__).resolve().parents[1]
     cfg = {"data": tiny_data(n_train=8), "prior": {"n3d_checkpoint": str(n3d_export)},
@@ -187,8 +186,8 @@ def test_torchrun_two_ranks_gan_stays_in_sync(n3d_export, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            str(root / "train_inpaint.py"), "--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r")]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=240,
-                       env={**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300,
+                       env=script_env())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "all 2 ranks hold identical weights" in r.stdout  # G, D and the EMA of G
     from engine.logging import read_jsonl
