@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8
 from engine.config import ConfigError
 from engine.files import FileReadError
 
@@ -255,7 +256,7 @@ def _from_hwc_float(arr: np.ndarray, tag: str) -> np.ndarray | torch.Tensor:
     if tag == "torch":
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     if tag == "uint8":
-        return (np.clip(arr, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        return to_uint8(arr)
     return arr
 
 
