@@ -21,6 +21,15 @@ class MorphableConfig:
     synthetic_seed: int = 0
     synthetic_vertices: int | None = None  # None = the default few-thousand-vertex mesh
     backend: str = "torch"  # rasterizer: torch | nvdiffrast
+    # renderer.render.SHADINGS: deng (Deng et al.'s normals and perspective-correct interpolation) | release (the
+    # authors' release: normals of the projected mesh, area-weighted; screen-space interpolation)
+    shading: str = "deng"
+
+    def __post_init__(self):
+        from renderer.render import SHADINGS
+
+        if self.shading not in SHADINGS:
+            raise ValueError(f"morphable.shading: unknown shading {self.shading!r}; valid: {', '.join(SHADINGS)}")
 
 
 def build_morphable(cfg: MorphableConfig):
@@ -33,11 +42,11 @@ def build_morphable(cfg: MorphableConfig):
 
 def build_renderer(cfg: MorphableConfig, image_size: int, device: torch.device | str, model=None):
     """The (parameter-free) FaceRenderer of `model` (default: built from `cfg`) at image_size, with cfg's rasterizer
-    backend, on `device`."""
+    backend and shading convention, on `device`."""
     from renderer.render import FaceRenderer
 
     model = build_morphable(cfg) if model is None else model
-    return FaceRenderer(model, image_size, backend=cfg.backend).to(device)
+    return FaceRenderer(model, image_size, backend=cfg.backend, shading=cfg.shading).to(device)
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:

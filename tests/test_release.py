@@ -71,7 +71,8 @@ def test_convert_release_keeps_the_functions_and_the_release_settings(release_fi
     remover = MaskRemover.from_checkpoints(release_exports / "inpaint.pt")
     assert remover.image_size == 256 and remover.prior.n3d_size == 256
     assert (remover.prior.cfg.mask_threshold, remover.prior.cfg.mask_dilate) == (0.1, 3)
-    assert (remover.inference.noise, remover.framing) == ("release", "release") and remover.lm3d.shape == (5, 3)
+    assert (remover.inference.noise, remover.framing) == ("release", "release_exact") and remover.lm3d.shape == (5, 3)
+    assert remover.prior.renderer.shading == "release"  # the I_3D the released N_G was trained on
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 256, 256, generator=g)
     with torch.no_grad():
