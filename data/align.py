@@ -376,7 +376,7 @@ def release_outside(transform: np.ndarray, photo_hw: tuple[int, int], out_size: 
 
 def _release_crop(image: np.ndarray, transform: np.ndarray, out_size: int) -> np.ndarray:
     """test.py's crop of an (H, W, C) float [0, 1] photo (8-bit values: exact) -> (S, S, C) float32, k / 255."""
-    u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    u8 = to_uint8(image)
     warped = cv2.warpAffine(u8, np.asarray(transform, np.float64), (out_size, out_size), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REFLECT101).reshape(out_size, out_size, -1)
     blurred = cv2.blur(warped, (RELEASE_BLUR, RELEASE_BLUR)).reshape(warped.shape)
