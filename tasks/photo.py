@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from data.align import AlignResult, align_face, alignment_template, paste_back, pasted_region, warp_affine
+from data.align import (
+    FRAMINGS,
+    AlignResult,
+    align_face,
+    alignment_template,
+    get_framing,
+    paste_back,
+    pasted_region,
+    warp_affine,
+)
 from data.draw import draw_points
 from data.io import to_uint8_hwc
 from data.landmarks import eye_span, rescale_points
@@ -38,7 +47,7 @@ DEFAULT_REFINE = 2  # N_3D refinement rounds for detected faces (BENCHMARKS.md, 
 # presets in the order remove_mask.py's --variations takes them (those the model has)
 PRESET_ORDER = ["keep", "neutral", "smile", "open_mouth", "pucker", "big_smile", "surprise", "brighter", "darker"]
 PASTE_MODES = ("feather", "hard")
-ALIGN_CHOICES = ("ffhq", "meanface", "deng", "release")
+ALIGN_CHOICES = ("meanface", *FRAMINGS)  # meanface: the morphable model's mean face, in the ffhq way
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -91,7 +100,7 @@ def photo_framing(remover: MaskRemover, align: str | None = None) -> PhotoFramin
         raise ValueError(f"unknown framing {name!r}; valid: {', '.join(ALIGN_CHOICES)}")
     if name == "meanface":
         return PhotoFraming("meanface", "ffhq", template=meanface_template(remover))
-    if name in ("deng", "release"):
+    if get_framing(name).needs_lm3d:
         if remover.lm3d is None:
             raise ValueError(f"--align {name} needs --lm3d BFM/similarity_Lm3D_all.mat (or an export carrying "
                              "inference.lm3d_path, as the release's)")
