@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.io import to_uint8
+
 CLIP_SUFFIXES = (".mp4", ".gif")
 
 
@@ -21,7 +23,7 @@ def clip_frames(frames) -> np.ndarray:
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu()
         if frames.dtype != torch.uint8:
-            frames = (frames.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+            frames = to_uint8(frames.float())
         if frames.shape[1] == 3 and frames.shape[-1] != 3:
             frames = frames.permute(0, 2, 3, 1)
         return np.ascontiguousarray(frames.numpy())

@@ -35,7 +35,9 @@ from data.align import (
     pasted_region,
     warp_affine,
 )
-from data.landmarks import eye_span
+from data.draw import draw_points
+from data.io import to_uint8_hwc
+from data.landmarks import eye_span, rescale_points
 from tasks.common import resize_square
 from tasks.removal import MaskRemover, Removal, apply_edit, available_edits, seam_region
 
@@ -51,8 +53,7 @@ ALIGN_CHOICES = ("meanface", *FRAMINGS)  # meanface: the morphable model's mean 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) float [0, 1] -> (H, W, 3) uint8 RGB, rounding half up (what a detector takes)."""
-    return np.ascontiguousarray((image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5)
-                                .astype(np.uint8))
+    return to_uint8_hwc(image)
 
 
 # ------------------------------------------------------------------------------------------------------- framing
@@ -357,12 +358,8 @@ def debug_strip(image: torch.Tensor, face: PhotoFace, removal: Removal, framing:
     from data.align import five_points, transform_points
 
     def u8(t: torch.Tensor) -> np.ndarray:
-        arr = t.detach().cpu().float().clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).numpy()
-        return cv2.resize((arr * 255 + 0.5).astype(np.uint8), (tile, tile), interpolation=cv2.INTER_LINEAR)
-
-    def dots(img: np.ndarray, pts: np.ndarray, colour, r: int = 2) -> None:
-        for x, y in np.asarray(pts, np.float64):
-            cv2.circle(img, (int(round(x)), int(round(y))), r, colour, -1, cv2.LINE_AA)
+        return cv2.resize(to_uint8_hwc(t.detach().cpu().float().expand(3, -1, -1)), (tile, tile),
+                          interpolation=cv2.INTER_LINEAR)
 
     found, lm = face.found, face.landmarks
     # the photo around this face (its landmarks' box, 2.2x; black outside the photo)
@@ -370,16 +367,15 @@ def debug_strip(image: torch.Tensor, face: PhotoFace, removal: Removal, framing:
     centre, side = (pts_all.min(0) + pts_all.max(0)) / 2, 2.2 * max(np.ptp(pts_all, 0).max(), 8.0)
     k = tile / side
     fit = np.array([[k, 0, tile / 2 - k * centre[0]], [0, k, tile / 2 - k * centre[1]]])
-    det = (warp_affine(image.permute(1, 2, 0).numpy(), fit, (tile, tile), border=cv2.BORDER_CONSTANT) * 255 + 0.5)
-    det = np.ascontiguousarray(det.clip(0, 255).astype(np.uint8))
-    dots(det, transform_points(found, fit), (255, 40, 40))
-    dots(det, transform_points(lm, fit), (40, 220, 40))
+    det = to_uint8_hwc(warp_affine(image.permute(1, 2, 0).numpy(), fit, (tile, tile), border=cv2.BORDER_CONSTANT))
+    draw_points(det, transform_points(found, fit), (255, 40, 40), 2)
+    draw_points(det, transform_points(lm, fit), (40, 220, 40), 2)
     s = tile / face.image.shape[-1]
     five_crop = five_points(np.asarray(face.crop_landmarks)) if len(lm) == 68 else np.asarray(face.crop_landmarks)
     pts = u8(face.image)
     target = framing.target_points(face.image.shape[-1])
     if target is not None:
-        dots(pts, (target + 0.5) * s - 0.5, (60, 90, 255), 4)
-    dots(pts, (five_crop + 0.5) * s - 0.5, (40, 220, 40), 3)
+        draw_points(pts, rescale_points(target, s), (60, 90, 255), 4)
+    draw_points(pts, rescale_points(five_crop, s), (40, 220, 40), 3)
     return np.concatenate([det, pts, u8(face.image), u8(removal.m[0]), u8(removal.i3d[0, 0]),
                            u8(removal.images[0, 0])], axis=1)
