@@ -13,7 +13,7 @@ Framings (``FRAMINGS``, chosen by name):
     for those five points. An aligned photo is framed like an FFHQ / CelebA-HQ image: the whole head, brows to
     chin, with margin (an average face: eyes ~54 px apart at y ~105 of 224).
 ``deng``
-    Deng et al.'s ``align_img`` (Deep3DFaceRecon_pytorch util/preprocess.py, FORMATS.md sec. 1): the 5 points are
+    Deng et al.'s ``align_img`` (Deep3DFaceRecon_pytorch util/preprocess.py, docs/formats.md sec. 1): the 5 points are
     fitted to the 5 reference 3D points of ``BFM/similarity_Lm3D_all.mat`` (key ``lm``, 68 x 3) by POS, a least-
     squares affine camera x = A X + t with A (2, 3) free; s = mean of A's two row norms. The image is scaled by
     ``102 / s`` (no rotation) and t is put at the crop centre of a 224 crop: 1 unit of the reference landmarks

@@ -1,6 +1,6 @@
 """The authors' released weights (face_de_mask: ``3D_it_500000.pkl``, ``inpaint_it_200000.pkl``) as our own exports.
 
-``ReleaseConfig`` is the "release" preset: every inference setting the release's test.py uses (FORMATS.md sec. 5,
+``ReleaseConfig`` is the "release" preset: every inference setting the release's test.py uses (docs/formats.md sec. 5,
 checked against face_de_mask test.py and utils/seg_util.py), each one overridable (configs/release.yaml, --set):
 
 - input 256 px, framed by POS onto similarity_Lm3D_all.mat at 116/s exactly as test.py crops (data.align framing
@@ -25,7 +25,7 @@ from pathlib import Path
 from engine.config import ConfigError, path_field, to_dict
 from engine.files import FileReadError
 
-__all__ = ["ReleaseConfig", "convert_release"]
+__all__ = ["ReleaseConfig", "convert_release", "load_release_config"]
 
 
 @dataclass
@@ -52,6 +52,16 @@ class ReleaseConfig:
         MorphableConfig(shading=self.shading)
         if self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+
+
+def load_release_config(config: str | None, overrides: list[str]) -> ReleaseConfig:
+    """The validated ReleaseConfig from a preset YAML (None: built-in) and KEY=VALUE overrides, files checked;
+    raises a one-line ConfigError naming the key."""
+    from engine.config import load_config, validate_paths
+
+    cfg = load_config(ReleaseConfig, config, overrides)
+    validate_paths(cfg)
+    return cfg
 
 
 def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path]:

@@ -1,6 +1,6 @@
 """The authors' release as a ready model: scripts/convert_release.py -> n3d.pt / inpaint.pt with the release's
 inference settings, remove_mask.py --release-n3d / --release-gen, and evaluate.py scoring it as a row. The release
-files are seeded random weights in the release's key layout (FORMATS.md sec. 5; tests/test_models.py)."""
+files are seeded random weights in the release's key layout (docs/formats.md sec. 5; tests/test_models.py)."""
 
 from __future__ import annotations
 
