@@ -303,55 +303,70 @@ def lit_release_files(tmp_path_factory):
 
 
 def test_release_preset_reproduces_test_py(lit_release_files, synthetic_scene, tmp_path):  # noqa: F811
-    """A real photo through the release preset: N_G's input (I_n, I_3D, m) and the hard paste-back equal an
-    independent re-computation of test.py's steps (its networks: the reference copies of the same weights)."""
+    """A real photo through remove_mask.py --release-n3d / --release-gen --paste hard: N_G's input (I_n, I_3D, m)
+    and the photo it writes equal an independent re-computation of test.py's steps (its networks: the reference
+    copies of the same weights)."""
     import cv2
     from scipy.io import loadmat
 
-    from data.align import align_face, paste_back
-    from scripts.convert_release import load_release_config
-    from tasks.release import convert_release
-    from tasks.removal import MaskRemover
+    from data.io import read_image, write_image
+    from models.generator import Generator as NG
+    from renderer.morphable import MorphableModel
+    from renderer.render import FaceRenderer
+    from scripts.remove_mask import main
 
     photo = _astronaut()
     lm3d68 = np.asarray(loadmat(str(synthetic_scene["lm3d"]))["lm"], np.float64)
-    cfg = load_release_config("configs/release.yaml", [f"n3d={lit_release_files['n3d']}",
-                                                       f"gen={lit_release_files['gen']}", "bfm_path=null",
-                                                       f"lm3d_path={synthetic_scene['lm3d']}"])
-    _, inpaint = convert_release(cfg, tmp_path)
-    remover = MaskRemover.from_checkpoints(inpaint)
-    image = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
-    al = align_face(image, _ASTRONAUT_LM, 256, framing=remover.framing, lm3d=remover.lm3d)
+    write_image(tmp_path / "astronaut.png", photo)
+    np.savetxt(tmp_path / "astronaut.txt", _ASTRONAUT_LM)
     seed = 3
-    res = remover(al.image[None], ["keep"], seed=seed)
-    pasted = paste_back(image, res.raw[0, 0], al.transform, mask=res.m[0], mode="hard")
+    calls = []
+
+    def grab(module, args, output):
+        if isinstance(module, NG):
+            calls.append(([a.detach().clone() for a in args], output.detach().clone()))
+
+    hook = torch.nn.modules.module.register_module_forward_hook(grab)
+    try:
+        assert main(["--image", str(tmp_path / "astronaut.png"), "--landmarks", str(tmp_path / "astronaut.txt"),
+                     "--release-n3d", str(lit_release_files["n3d"]), "--release-gen", str(lit_release_files["gen"]),
+                     "--set", "bfm_path=null", "--set", f"lm3d_path={synthetic_scene['lm3d']}", "--variations", "1",
+                     "--paste", "hard", "--seed", str(seed), "--out", str(tmp_path / "out")]) == 0
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    (got_m, got_i3d, got_i_n), raw = calls[0]
+    pasted = read_image(tmp_path / "out" / "astronaut_0_keep.png")
+    model = MorphableModel.synthetic(seed=0)  # bfm_path null: the embedded stand-in
 
     crop, mat, outside = _test_py_crop(photo, _ASTRONAUT_LM, lm3d68)
     assert outside[:10].all() and not outside[100:240, 10:240].any()  # the blur is exercised (top rows)
-    np.testing.assert_allclose(al.transform, mat, atol=1e-9)
     i_t = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
-    assert torch.equal(al.image[None], i_t)
     with torch.no_grad():
         out = lit_release_files["ref_n3d"](i_t)
         m = (torch.sigmoid(out["seg_logits"]) > 0.1).float()
         m = F.max_pool2d(F.max_pool2d(m, 5, 1, 2), 3, 1, 1)
-        i3d = torch.from_numpy(_test_py_render(remover.model, out["coeffs"].double())).permute(2, 0, 1)[None]
+        i3d = torch.from_numpy(_test_py_render(model, out["coeffs"].double())).permute(2, 0, 1)[None]
         noise = torch.rand(1, 1, 256, 256, generator=torch.Generator().manual_seed(seed))
         i_n = i_t * (1 - m) + noise
     assert 0.05 < m.mean() < 0.95 and (i3d > 0).any(1).float().mean() > 0.2
-    assert torch.equal(res.m, m)
-    assert (res.i3d[0, 0] - i3d[0]).abs().max() < 1e-4
-    assert (res.i_n - i_n).abs().max() < 1e-4
+    assert torch.equal(got_m, m)
+    assert (got_i3d - i3d).abs().max() < 1e-4
+    assert (got_i_n - i_n).abs().max() < 1e-4
     # the deng shading would have given another I_3D: the test tells the conventions apart
-    deng = remover.prior.renderer.__class__(remover.model, 256)(res.base_coeffs).image
+    deng = FaceRenderer(model, 256)(out["coeffs"]).image
     assert (deng[0] - i3d[0].float()).abs().max() > 0.05
+    # N_G on test.py's input gives the output that was pasted
+    with torch.no_grad():
+        assert (lit_release_files["ref_gen"](m, i3d.float(), i_n) - raw).abs().max() < 1e-4
 
     # test.py's paste-back: its 8-bit N_G output and mask warped back by the inverse scale + shift, hard composite
     h0, w0 = photo.shape[:2]
     inv = np.array([[1 / mat[0, 0], 0, -mat[0, 2] / mat[0, 0]], [0, 1 / mat[1, 1], -mat[1, 2] / mat[1, 1]]])
-    out_u8 = (res.raw[0, 0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    out_u8 = (raw[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     back = cv2.warpAffine(out_u8, inv, (w0, h0), borderValue=(255, 255, 255))
     seg = cv2.warpAffine((m[0, 0].numpy() * 255).astype(np.uint8) // 255, inv, (w0, h0))
     want = photo * (1 - seg[..., None]) + back * seg[..., None]
     assert seg.any() and (seg == 0).any()
     assert (pasted.permute(1, 2, 0) - torch.from_numpy(want).float() / 255).abs().max() < 1e-4
+    assert (pasted.permute(1, 2, 0).numpy() != photo / 255).any(-1).sum() > 1000  # the paste changed the photo
