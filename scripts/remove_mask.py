@@ -65,7 +65,7 @@ def parse_args(argv=None):
                         "3D face's landmarks): default 2 for detections, 0 for --landmarks (trusted as given)")
     p.add_argument("--debug", action="store_true", help="also write <stem>_debug.png and <stem>_region.png")
     p.add_argument("--align", choices=list(ALIGN_CHOICES), default=None,
-                   help="crop framing (data.align): default the model's own (the release's: release) or ffhq; "
+                   help="crop framing (data.align): default the model's own (the release's: release_exact) or ffhq; "
                         "meanface = the morphable model's mean face as the renderer frames it (models trained on "
                         "SyntheticFaces)")
     p.add_argument("--lm3d", default=None, help="BFM/similarity_Lm3D_all.mat for --align deng / release when the "

@@ -27,11 +27,14 @@ import torch
 
 from data.align import (
     FRAMINGS,
+    PASTE_MODES,
     AlignResult,
     align_face,
     alignment_template,
     get_framing,
+    hard_region,
     paste_back,
+    paste_hard,
     pasted_region,
     warp_affine,
 )
@@ -47,7 +50,6 @@ DEFAULT_DETECTOR = "masked"  # data.detectors.MaskedFaceDetector (BENCHMARKS.md,
 DEFAULT_REFINE = 2  # N_3D refinement rounds for detected faces (BENCHMARKS.md, "Masked faces")
 # presets in the order remove_mask.py's --variations takes them (those the model has)
 PRESET_ORDER = ["keep", "neutral", "smile", "open_mouth", "pucker", "big_smile", "surprise", "brighter", "darker"]
-PASTE_MODES = ("feather", "hard")
 ALIGN_CHOICES = ("meanface", *FRAMINGS)  # meanface: the morphable model's mean face, in the ffhq way
 
 
@@ -265,16 +267,6 @@ class PhotoResult:
     edits: list[str]
 
 
-def _paste_hard(photo: torch.Tensor, crop: torch.Tensor, transform: np.ndarray, region: np.ndarray) -> torch.Tensor:
-    """The crop (3, S, S) warped back into photo (3, H, W) and taken whole inside ``region`` (H, W) bool."""
-    from data.align import invert_transform
-
-    h, w = photo.shape[-2:]
-    back = warp_affine(crop.permute(1, 2, 0).numpy(), invert_transform(transform), (h, w))
-    back = torch.from_numpy(np.ascontiguousarray(back.transpose(2, 0, 1)))
-    return torch.where(torch.from_numpy(region)[None], back, photo)
-
-
 @torch.no_grad()
 def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[PhotoFace] | list[np.ndarray],
                       edits: list[str] | None = None, seed: int = 0, paste: str = "feather") -> PhotoResult:
@@ -283,8 +275,9 @@ def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[Pho
 
     N_3D runs only for faces not yet analysed; each face's results go back into the photo:
     ``paste="feather"``: inside N_3D's m grown by tasks.removal.SEAM_MARGIN, with paste_back's feathered seam outside
-    m; ``paste="hard"``: the warped-back result taken whole inside the warped-back m (the release's test.py
-    composite). Faces are pasted in order (a later face over an earlier one where they overlap).
+    m; ``paste="hard"``: test.py's composite (data.align.paste_hard: N_G's raw output, cut to 8 bits and warped
+    back, taken whole inside the warped-back m), for exact parity with the authors' release. Faces are pasted in
+    order (a later face over an earlier one where they overlap).
     """
     if paste not in PASTE_MODES:
         raise ValueError(f"paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
@@ -307,10 +300,9 @@ def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[Pho
                 results[k] = paste_back(results[k], res.images[0, k].cpu(), f.transform, mask=region)
             changes |= torch.from_numpy(pasted_region(region, f.transform, image.shape[-2:]))
         else:
-            inside = pasted_region(res.m[0].cpu(), f.transform, image.shape[-2:])
             for k in range(len(edits)):
-                results[k] = _paste_hard(results[k], res.images[0, k].cpu(), f.transform, inside)
-            changes |= torch.from_numpy(inside)
+                results[k] = paste_hard(results[k], res.raw[0, k].cpu(), f.transform, res.m[0].cpu())
+            changes |= torch.from_numpy(hard_region(res.m[0].cpu(), f.transform, image.shape[-2:]))
     return PhotoResult(results, changes, removals, faces, edits)
 
 
