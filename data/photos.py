@@ -332,7 +332,7 @@ def load_ffhq_landmarks(
     ref_arr = np.stack(refs) if refs else np.zeros((0, 2), np.float32)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.name + ".tmp.npz")
+        tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}.npz")  # ranks / datasets write at once
         np.savez(tmp, indices=np.asarray(indices, np.int64), landmarks=lm_arr, ref_size=ref_arr)
         os.replace(tmp, cache_path)
     return {k: r for r, k in enumerate(indices)}, lm_arr, ref_arr

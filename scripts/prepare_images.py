@@ -116,12 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     else:  # spawn, not fork: forking a process whose OpenMP / cv2 thread pools have run can deadlock the children
         pool = get_context("spawn").Pool(workers, initializer=_init_worker)
         results = pool.imap(prepare_one, jobs, chunksize=16)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="prepare_images", dynamic_ncols=True)
     try:
         for (path, *_), (status, msg) in zip(jobs, results):
             counts[status] += 1
+            bar.update(1)
             if status == "corrupt":
-                print(f"prepare_images: skipped {path}: {msg}", file=sys.stderr)
+                bar.write(f"prepare_images: skipped {path}: {msg}", file=sys.stderr)
     finally:
+        bar.close()
         if workers > 1:
             pool.terminate()
     dt = time.perf_counter() - t0
