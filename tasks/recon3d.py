@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from data.pairs import build_pairs
 from engine import dist
 from engine.checkpoint import export_inference
 from engine.config import ConfigError, path_field, to_dict
@@ -23,7 +24,6 @@ from tasks.common import (
     DataConfig,
     MorphableConfig,
     build_morphable,
-    build_pairs,
     build_renderer,
     draw_landmarks,
     iterate,

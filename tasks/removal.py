@@ -62,6 +62,20 @@ class InferenceConfig:
             get_framing(self.framing)
 
 
+GLOBAL_EDITS = ("keep", "neutral", "brighter", "darker", "frontal")  # apply to every morphable model
+
+
+def available_edits(model) -> list[str]:
+    """The preset edit names ``model`` supports: GLOBAL_EDITS, then its expression presets (none for BFM, whose
+    expression PCA is unnamed). ``NAME[i]=v`` edits apply to every model."""
+    from renderer.morphable import EXPRESSION_PRESETS
+
+    names = list(GLOBAL_EDITS)
+    if getattr(model, "expression_names", None):
+        names += [p for p in EXPRESSION_PRESETS if p != "neutral"]
+    return names
+
+
 _OP = re.compile(r"^(?P<name>[a-z_]+)(\[(?P<idx>\d+)\])?\s*(?P<op>\*=|=)\s*(?P<val>[+-]?\d*\.?\d+(e[+-]?\d+)?)$")
 
 
@@ -85,10 +99,11 @@ def apply_edit(coeffs: torch.Tensor, edit: str, model) -> torch.Tensor:
             continue
         m = _OP.match(op)
         if m is None:
-            try:
-                parts["exp"].copy_(model.expression(op, out.shape[0]).to(out))
-            except (KeyError, ValueError) as e:
-                raise ConfigError(f"unknown edit {op!r}: {e.args[0] if e.args else e}") from None
+            if op not in available_edits(model):
+                raise ConfigError(f"unknown edit {op!r}: model {getattr(model, 'name', '?')} has "
+                                  f"{', '.join(available_edits(model))} (and NAME[i]=v on the blocks "
+                                  f"{', '.join(parts)})")
+            parts["exp"].copy_(model.expression(op, out.shape[0]).to(out))
             continue
         name, idx, kind, val = m["name"], m["idx"], m["op"], float(m["val"])
         if name not in parts:

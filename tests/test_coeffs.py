@@ -18,7 +18,7 @@ from models.recon3d import DENG_FINAL_LAYER_SIZES, DengReconNet, build_deng_reco
 
 
 class DengLayoutNet(nn.Module):
-    """Deng et al.'s ReconNetWrapper layout as FORMATS.md sec. 1 states it: ``backbone`` = torchvision ResNet-50
+    """Deng et al.'s ReconNetWrapper layout as docs/formats.md sec. 1 states it: ``backbone`` = torchvision ResNet-50
     without fc (-> (B, 2048, 1, 1)), ``final_layers`` = seven 1x1 convs with bias (80, 64, 80, 3, 27, 2, 1),
     concatenated to 257."""
 

@@ -1,4 +1,4 @@
-"""Evaluation scored alike for every row (issue 17): shipped configs run, quantisation, mask rows, diversity over
+"""Evaluation scored alike for every row: shipped configs run, quantisation, mask rows, diversity over
 noise seeds, the FID reference cache key."""
 
 import json

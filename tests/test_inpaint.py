@@ -86,6 +86,24 @@ def test_validation_reports_model_and_telea(n3d_export):
     assert all(v == v for v in val.values())  # no NaN
 
 
+def test_validation_scores_equal_evaluation_scores_of_the_same_images(n3d_export, tmp_path):
+    """Validation and evaluate.py score through metrics.score_batch: on the same pairs (the val set as a test set,
+    same mask seeds, same noise seeds), the same model gives the same numbers, bit for bit."""
+    from tasks.evaluation import EvalExperiment, Evaluator
+
+    task = make_task(n3d_export)
+    val = task.validate(0)
+    d = task.cfg.data
+    cfg = build_dataclass(EvalExperiment, {
+        "test": {"image_size": d.image_size, "faces": [vars(f) for f in d.val], "mask_seed": d.val_mask_seed},
+        "checkpoint": str(task.export(tmp_path / "inpaint.pt")), "metrics": ["l1_hole", "psnr"], "n3d_metrics": [],
+        "baselines": ["telea"], "gt_mask_row": False, "diversity_seeds": 0, "edits": ["keep"], "control_edits": [],
+        "extra_images": 0, "batch_size": task.cfg.train.batch_size})
+    rows = Evaluator(cfg, tmp_path / "eval").run()["methods"]
+    assert rows["ours"]["psnr"] == val["psnr"] and rows["ours"]["l1_hole"] == val["l1_hole"]
+    assert rows["telea"]["psnr"] == val["telea_psnr"] and rows["telea"]["l1_hole"] == val["telea_l1_hole"]
+
+
 def test_telea_changes_only_the_hole():
     x = torch.rand(1, 3, 32, 32)
     m = torch.zeros(1, 1, 32, 32)

@@ -1,6 +1,6 @@
 """The authors' release as a ready model: scripts/convert_release.py -> n3d.pt / inpaint.pt with the release's
 inference settings, remove_mask.py --release-n3d / --release-gen, and evaluate.py scoring it as a row. The release
-files are seeded random weights in the release's key layout (FORMATS.md sec. 5; tests/test_models.py)."""
+files are seeded random weights in the release's key layout (docs/formats.md sec. 5; tests/test_models.py)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_convert_release_keeps_the_functions_and_the_release_settings(release_fi
     remover = MaskRemover.from_checkpoints(release_exports / "inpaint.pt")
     assert remover.image_size == 256 and remover.prior.n3d_size == 256
     assert (remover.prior.cfg.mask_threshold, remover.prior.cfg.mask_dilate) == (0.1, 3)
-    assert (remover.inference.noise, remover.framing) == ("release", "release") and remover.lm3d.shape == (5, 3)
+    assert (remover.inference.noise, remover.framing) == ("release", "release_exact") and remover.lm3d.shape == (5, 3)
+    assert remover.prior.renderer.shading == "release"  # the I_3D the released N_G was trained on
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 256, 256, generator=g)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""No lost work, no silent bad state (issue 19): bad files are one line; stops, resumes and NaNs are handled right."""
+"""No lost work, no silent bad state: bad files are one line; stops, resumes and NaNs are handled right."""
 
 import os
 import subprocess

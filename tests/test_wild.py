@@ -148,7 +148,8 @@ def test_a_small_face_gets_a_one_line_warning(astronaut, inpaint_export, tmp_pat
     import cv2
 
     from data.landmarks import eye_span, save_landmarks_file
-    from scripts.remove_mask import SMALL_FACE_SPAN, main
+    from scripts.remove_mask import main
+    from tasks.photo import SMALL_FACE_SPAN
 
     # the tiny export's input is 32 px: the warning starts below 64 * 32 / 256 = 8 px between the outer eye corners
     small = cv2.resize(astronaut["masked"], (20, 20), interpolation=cv2.INTER_AREA)
