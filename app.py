@@ -57,10 +57,10 @@ def build_app(remover, args, temp_root: Path):
     import numpy as np
 
     from data.io import write_image
-    from data.media import write_clip
     from data.upload import UploadError, read_upload
-    from tasks.photo import to_uint8
+    from data.video import write_video
     from tasks.editor import EditorSession, SliderState, expression_sliders, gallery_faces, parse_points
+    from tasks.photo import to_uint8
 
     specs = expression_sliders(remover.model)
     gallery = gallery_faces(args.gallery) if args.gallery > 0 else []
@@ -177,8 +177,9 @@ def build_app(remover, args, temp_root: Path):
         if len(user.keyframes) < 2:
             return user, "⚠️ add two or more keyframes (set the sliders, then 'add keyframe')", None, None, None
         clip = user.editor.animate(user.keyframes, int(frames), int(seed))
-        mp4 = write_clip(user.path("animation", ".mp4"), clip, fps=float(fps))
-        gif = write_clip(user.path("animation", ".gif"), clip, fps=float(fps))
+        mp4, gif = user.path("animation", ".mp4"), user.path("animation", ".gif")
+        write_video(clip, mp4, fps=float(fps))
+        write_video(clip, gif, fps=float(fps))
         return (user, f"{int(frames)} frames through {len(user.keyframes)} keyframes, same noise in every frame",
                 str(mp4), str(gif), [str(mp4), str(gif)])
 
@@ -205,7 +206,8 @@ def build_app(remover, args, temp_root: Path):
                     view_in = gr.Image(label="input", format="png", interactive=False, height=260, elem_id="view-input")
                     view_m = gr.Image(label="occlusion map (N_3D)", format="png", interactive=False, height=260)
                     view_3d = gr.Image(label="I_3D (rendered prior)", format="png", interactive=False, height=260)
-                    view_out = gr.Image(label="result", format="png", interactive=False, height=260, elem_id="view-result")
+                    view_out = gr.Image(label="result", format="png", interactive=False, height=260,
+                                        elem_id="view-result")
                 result_file = gr.File(label="download the result (PNG)", elem_id="result-file")
         with gr.Row():
             with gr.Column():

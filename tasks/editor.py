@@ -21,8 +21,16 @@ import torch
 
 from renderer.morphable import EXPRESSION_PRESETS
 from tasks.animate import animated_coeffs, frame_times
-from tasks.photo import (DEFAULT_REFINE, PhotoFace, find_faces, model_notes, photo_framing, prepare_faces,
-                         remove_from_photo, to_uint8)
+from tasks.photo import (
+    DEFAULT_REFINE,
+    PhotoFace,
+    find_faces,
+    model_notes,
+    photo_framing,
+    prepare_faces,
+    remove_from_photo,
+    to_uint8,
+)
 
 LIGHT_STEP = 0.3  # SH coefficient change of a lighting slider at full strength (as the brighter / darker edits)
 BFM_EXP_SLIDERS = 10  # the first expression components get a slider when the model's expressions have no names
