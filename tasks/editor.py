@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from renderer.morphable import EXPRESSION_PRESETS
-from tasks.animate import animated_coeffs, frame_times
+from tasks.animate import animate_photo
 from tasks.photo import (
     DEFAULT_REFINE,
     PhotoFace,
@@ -215,17 +215,7 @@ class EditorSession:
         """Keyframes (SliderStates or edit strings) -> (F, 3, H, W) photos in [0, 1] of the eased trajectory, with
         the same noise in every frame (tasks.animate)."""
         face = self._require()
-        return animate_photo(self.remover, self.image, face, keyframes, frames, seed)
-
-
-def animate_photo(remover, image: torch.Tensor, face: PhotoFace, keyframes: list, frames: int,
-                  seed: int = 0) -> torch.Tensor:
-    """One analysed face of a photo (3, H, W) through an animation -> (F, 3, H, W) photos in [0, 1]: each frame is
-    tasks.photo.remove_from_photo with the frame's coefficients (tasks.animate.animated_coeffs), the face's N_3D
-    occlusion map and the same seed; outside the pasted region every frame is the photo."""
-    traj = animated_coeffs(face.coeffs, keyframes, frame_times(frames), remover.model)  # (F, 1, C)
-    return torch.stack([remove_from_photo(remover, image, [dataclasses.replace(face, coeffs=c)], ["keep"],
-                                          seed=seed).images[0] for c in traj])
+        return torch.stack(list(animate_photo(self.remover, self.image, [face], keyframes, frames, seed)))
 
 
 def overlay_mask(photo: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alpha: float = 0.5) -> np.ndarray:
