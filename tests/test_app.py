@@ -69,7 +69,8 @@ def app_url(inpaint_export, tmp_path_factory):
 
 def test_editor_in_a_browser(app_url, inpaint_export, tmp_path):
     """Upload a masked face with its 5 points, move a slider, download the new result: only the pasted region
-    differs from the photo, and it differs from the first result. Saves a screenshot under tmp_path."""
+    differs from the photo, and it differs from the first result. Saves a screenshot under tmp_path. A text file
+    uploaded next gets a one-line message in the page; a second browser session sees no photo."""
     from playwright.sync_api import expect, sync_playwright
 
     from data.align import five_points
@@ -116,6 +117,12 @@ def test_editor_in_a_browser(app_url, inpaint_export, tmp_path):
         expect(page.locator("#status")).to_contain_text("rendered in")
         moved = download("moved.png")
         page.screenshot(path=str(tmp_path / "editor.png"), full_page=True)
+        bad = tmp_path / "notes.txt"
+        bad.write_text("not a photo")
+        page.locator("#upload button[aria-label*='Clear'], #upload button[aria-label*='clear']").first.click()
+        page.locator("#upload input[type=file]").set_input_files(str(bad))
+        expect(page.locator("#status")).to_contain_text("notes.txt: not an image", timeout=60_000)
+        assert "Traceback" not in page.content()
         other = browser.new_context().new_page()  # another user: sees no one else's photo
         other.goto(app_url)
         other.wait_for_selector("#gallery")
