@@ -13,6 +13,9 @@ RefinedDetector), aligned to the model's crop, run through N_3D and N_G with eac
 edit syntax and presets), and pasted back into the original photo: only N_3D's occluded region (grown by
 tasks.removal.SEAM_MARGIN = 2 px, so the feathered seam lies outside it) changes. Faces too small for the model's
 input get a warning.
+`--animate "keep>open_mouth>smile" --frames 48 --fps 24 --out result.mp4` (or .gif) writes one clip instead: the
+coefficients eased from each edit to the next (tasks/animate.py), the same noise in every frame, as the web editor
+(app.py) animates.
 Writes OUT/<stem>_<k>_<edit>.png for each variation and OUT/<stem>_grid.png (input + all variations); `--debug`
 adds OUT/<stem>_debug.png (per face: detection, 5 points on the aligned crop, aligned crop, m, I_3D, output) and
 OUT/<stem>_region.png (white where the photo may change).
@@ -79,14 +82,23 @@ def parse_args(argv=None):
     p.add_argument("--paste", choices=list(PASTE_MODES), default="feather",
                    help="feather: the result blended in with a feathered seam just outside N_3D's m (default); "
                         "hard: taken whole inside m, as the release's test.py composites")
+    p.add_argument("--animate", default=None, metavar="KEYS",
+                   help="animate instead: edits separated by '>' (e.g. 'keep>open_mouth>smile'), eased from one to the "
+                        "next with the same noise in every frame; --out is then an .mp4 or .gif file")
+    p.add_argument("--frames", type=int, default=48, help="frames of an --animate clip")
+    p.add_argument("--fps", type=float, default=24, help="frame rate of an --animate clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.animate and Path(args.out).suffix.lower() not in (".mp4", ".gif"):
+        p.error(f"--animate writes one clip: --out must end in .mp4 or .gif, got {args.out!r}")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from data.io import CorruptImageError, read_image, write_image
+    from tasks.animate import animate_photo, check_keyframes, frame_times, parse_keyframes
     from tasks.photo import (
         DEFAULT_REFINE,
         check_edits,
@@ -114,6 +126,10 @@ def main(argv=None) -> int:
         for note in model_notes(remover, framing):
             print(f"note: {note}", flush=True)
         check_edits(edits, remover.model)  # a bad edit stops before any work
+        keys = parse_keyframes(args.animate) if args.animate else None
+        if keys:
+            check_keyframes(keys, remover.model)
+            frame_times(args.frames)
         found = find_faces(to_uint8(image), args.detector, args.landmarks, args.det_threshold, args.insightface_root)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
@@ -127,6 +143,14 @@ def main(argv=None) -> int:
     for face in faces:
         for note in face.notes:
             print(note, file=sys.stderr)
+    if keys:
+        from data.video import write_video
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        n = write_video(animate_photo(remover, image, faces, keys, args.frames, args.seed, args.paste), args.out,
+                        fps=args.fps)
+        print(f"{len(faces)} face(s); wrote {n} frames ({' > '.join(keys)}) at {args.fps:g} fps to {args.out}")
+        return 0
     out = remove_from_photo(remover, image, faces, edits, seed=args.seed, paste=args.paste)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
