@@ -115,6 +115,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def count_flagged(flags: torch.Tensor, device: torch.device) -> int:
+    """How many items are flagged on any rank: (N,) bool flags per rank -> the size of their union (one collective)."""
+    if get_world_size() == 1:
+        return int(flags.sum())
+    t = flags.to(device=device, dtype=torch.uint8)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return int(t.sum())
+
+
 class ResumableSampler(torch.utils.data.Sampler):
     """Seeded, rank-sharded epoch sampler that can start mid-epoch (for exact resume).
 

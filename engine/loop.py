@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from engine import dist
 from engine.checkpoint import (
@@ -224,25 +224,6 @@ def _workers_forked():
             cv2.setNumThreads(n)
 
 
-class SkipReporting(Dataset):
-    """The training set as DataLoader workers see it: each worker writes how many items its copy of the dataset
-    skipped (unreadable images, `dataset.skipped`) to its slot of a shared tensor, so the main process can total
-    them (a worker's counter otherwise dies with it)."""
-
-    def __init__(self, dataset, slots: torch.Tensor, base: int):
-        self.dataset, self.slots, self.base = dataset, slots, base
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        item = self.dataset[i]
-        info = get_worker_info()
-        if info is not None:
-            self.slots[info.id] = int(getattr(self.dataset, "skipped", 0)) - self.base
-        return item
-
-
 class Trainer:
     """Runs `cfg.steps` optimisation steps of `task` over `dataset`, resuming from `run_dir` if possible.
 
@@ -273,10 +254,6 @@ class Trainer:
         self._stop_requested = False
         self._stop_signal: int | None = None
         self.skipped_steps = 0  # AMP: optimiser steps skipped for non-finite gradients
-        # skipped images: worker slots of the current epoch, the most any earlier epoch's workers reported
-        self._skip_slots = torch.zeros(max(1, cfg.num_workers), dtype=torch.int64).share_memory_()
-        self._skip_base = 0
-        self._skip_seen = 0
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -357,11 +334,6 @@ class Trainer:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         dataset = self.dataset
-        if self.cfg.num_workers > 0:  # new workers each epoch: keep what the last ones reported
-            self._skip_seen = max(self._skip_seen, int(self._skip_slots.sum()))
-            self._skip_slots.zero_()
-            self._skip_base = int(getattr(self.dataset, "skipped", 0))
-            dataset = SkipReporting(self.dataset, self._skip_slots, self._skip_base)
         # The loader gets its own generator so creating it never consumes the global RNG (exact resume). Workers
         # are forked anew each epoch (the dataset's epoch reaches them); torch's warning about more workers than
         # CPUs would repeat each time: the Trainer says it once instead.
@@ -378,12 +350,10 @@ class Trainer:
                 return iter(loader)
 
     def skipped_images(self) -> int:
-        """Training images skipped so far on this rank (a lower bound with workers: each epoch's workers
-        rediscover the bad files, and the most any epoch reported is kept)."""
-        here = int(getattr(self.dataset, "skipped", 0))
-        if self.cfg.num_workers == 0:
-            return here
-        return max(here, self._skip_base + max(self._skip_seen, int(self._skip_slots.sum())))
+        """Training images skipped at load so far by any rank or loader worker, each bad file once (the dataset's
+        optional `skipped_flags`: one bool per item, shared with its workers). A collective: every rank calls it."""
+        flags = getattr(self.dataset, "skipped_flags", None)
+        return 0 if flags is None else dist.count_flagged(flags, self.device)
 
     def _check_finite(self, bad: torch.Tensor, since: int) -> None:
         if bool(bad):
@@ -413,6 +383,8 @@ class Trainer:
         if self.step >= cfg.steps:
             dist.print0(f"already trained: step {self.step} >= {cfg.steps}")
             return {"step": self.step}
+        for line in getattr(self.dataset, "index_report", ()):  # what the data folders hold, once per run
+            dist.print0(f"training data: {line}")
         old_handlers = {}
         with contextlib.suppress(ValueError):  # not in the main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -502,9 +474,6 @@ class Trainer:
         """Task validation (rank 0, RUN/metrics.jsonl) and the skipped-image total (console and RUN/log.jsonl)."""
         out = {}
         skipped = self.skipped_images()
-        if dist.get_world_size() > 1:
-            t = torch.tensor(float(skipped), device=self.device)
-            skipped = int(round(float(dist.all_reduce_mean({"s": t})["s"]) * dist.get_world_size()))
         if dist.is_main():
             if hasattr(self.task, "validate"):
                 out = self.task.validate(self.step) or {}

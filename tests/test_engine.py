@@ -191,8 +191,9 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_ranks_identical(tmp_path):
     cfg = toy_config(tmp_path, steps=6, ckpt_every=6)
-    run_toy(cfg, tmp_path / "ddp", "--weights-out", str(tmp_path / "w"), torchrun=True)
+    r = run_toy(cfg, tmp_path / "ddp", "--weights-out", str(tmp_path / "w"), torchrun=True)
     assert_same(weights(tmp_path / "w", 0), weights(tmp_path / "w", 1))
+    assert r.stdout.count("training data: 64 of 67 toy items usable (3 left out); using those") == 1  # rank 0
 
 
 @pytest.mark.slow

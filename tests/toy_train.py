@@ -8,7 +8,7 @@
 --signal-group          send those signals to the whole process group (loader workers too), as a terminal's Ctrl-C
 --nan-grad-at-step N    the loss of step N stays finite but its gradient is NaN (the weights turn NaN)
 --disk-full-at-step N   writing the checkpoint of step N fails as on a full disk (/dev/full)
---bad-every K           every K-th item is unreadable and skipped (counted in `dataset.skipped`, as data.photos)
+--bad-every K           every K-th item is unreadable and skipped (flagged in `dataset.skipped_flags`, as data.photos)
 """
 
 import os
@@ -43,18 +43,15 @@ class ToyData(torch.utils.data.Dataset):
         self.x = torch.randn(n, 4, generator=g)
         self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
         self.bad_every = bad_every
-        self._bad = set()
-
-    @property
-    def skipped(self):
-        return len(self._bad)
+        self.skipped_flags = torch.zeros(n, dtype=torch.bool).share_memory_()  # seen by loader workers, as data/
+        self.index_report = [f"{n} of {n + 3} toy items usable (3 left out); using those"]  # as data.photos
 
     def __len__(self):
         return len(self.x)
 
     def __getitem__(self, i):
         if self.bad_every and i % self.bad_every == 0:  # as data.photos: skip to the next item, count the file
-            self._bad.add(i)
+            self.skipped_flags[i] = True
             i = (i + 1) % len(self)
         return {"x": self.x[i], "y": self.y[i]}
 
