@@ -494,3 +494,56 @@ def get_detector(name: str, **kwargs) -> LandmarkDetector:
         raise ConfigError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)
 
+
+# ------------------------------------------------------------------------------------ measuring only
+# Two more detectors, compared in scripts/benchmark_landmarks.py; their packages are not project dependencies.
+
+
+class MTCNNDetector:
+    """facenet-pytorch's MTCNN (weights in its wheel), 5 points per face, for measuring only: the package pins
+    torch < 2.3, so it is not a project dependency (``pip install --no-deps --target DIR facenet-pytorch`` and
+    ``PYTHONPATH=DIR`` to measure it)."""
+
+    name = "mtcnn"
+
+    def __init__(self) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError:
+            raise ImportError("mtcnn: `import facenet_pytorch` failed (see MTCNNDetector's docstring)") from None
+        self._net = MTCNN(keep_all=True, device="cpu")
+
+    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
+        _, _, points = self._net.detect(image, landmarks=True)
+        return [] if points is None else [np.asarray(p, np.float32) for p in points]
+
+
+class MediaPipeDetector:
+    """mediapipe's face mesh (BlazeFace + 468 points, the .tflite files in mediapipe 0.10's wheel), reduced to the
+    5 points, for measuring only: its wheel pins protobuf < 5 and pulls jax, matplotlib and opencv-contrib, so it is
+    not a project dependency (``pip install --no-deps --target DIR mediapipe==0.10.14`` plus absl-py, attrs,
+    flatbuffers, protobuf<5, matplotlib, and ``PYTHONPATH=DIR``)."""
+
+    name = "mediapipe"
+    # image-left eye corners, image-right eye corners, nose tip, image-left and image-right mouth corners
+    _EYES, _NOSE, _MOUTH = ((33, 133), (362, 263)), 1, (61, 291)
+
+    def __init__(self) -> None:
+        try:
+            from mediapipe.python.solutions.face_mesh import FaceMesh
+        except ImportError:
+            raise ImportError("mediapipe: `import mediapipe` failed (see MediaPipeDetector's docstring)") from None
+        self._mesh = FaceMesh(static_image_mode=True, max_num_faces=8)
+
+    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        res = self._mesh.process(np.ascontiguousarray(image))
+        out = []
+        for face in res.multi_face_landmarks or []:
+            p = np.array([[q.x * w - 0.5, q.y * h - 0.5] for q in face.landmark], np.float32)
+            e = [p[list(i)].mean(0) for i in self._EYES]
+            out.append(np.stack([e[0], e[1], p[self._NOSE], p[self._MOUTH[0]], p[self._MOUTH[1]]]))
+        return out
+
+
+MEASURING_DETECTORS = {"mtcnn": MTCNNDetector, "mediapipe": MediaPipeDetector}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -37,7 +38,12 @@ def path_field(default: str | None = None, kind: str = "file", required: bool = 
 
 # ----------------------------------------------------------------------------------------------------------- YAML
 def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
-    """Read a YAML file and resolve its `base:` chain (paths relative to the file). Later files override."""
+    """Read a YAML file and resolve its `base:` chain (paths relative to the file). Later files override.
+
+    A nested mapping may name YAML files to extend too, e.g. a dataset entry ``{base: ../base/ffhq.yaml, split:
+    test}``: a `base:` below the top level counts only when its value is a ``.yaml`` path (or a list of them), so a
+    dict entry that happens to be called "base" (an ablation's name) is left alone.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -48,13 +54,35 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
+    data = {k: _resolve_nested_bases(v, path, _seen + (key,)) for k, v in data.items()}
     if base is None:
         return data
-    bases = base if isinstance(base, list) else [base]
+    return deep_merge(_load_bases(base, path, _seen + (key,)), data)
+
+
+def _load_bases(base, path: Path, seen: tuple[str, ...]) -> dict:
+    """The merged content of the YAML file(s) ``base`` names, relative to ``path``'s folder."""
     merged: dict = {}
-    for b in bases:
-        merged = deep_merge(merged, load_yaml(path.parent / b, _seen + (key,)))
-    return deep_merge(merged, data)
+    for b in base if isinstance(base, list) else [base]:
+        merged = deep_merge(merged, load_yaml(path.parent / b, seen))
+    return merged
+
+
+def _names_yaml(value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(v, str) and v.endswith((".yaml", ".yml")) for v in values)
+
+
+def _resolve_nested_bases(value, path: Path, seen: tuple[str, ...]):
+    """``value`` with every nested mapping's `base: FILE.yaml` merged in (the mapping's own keys win)."""
+    if isinstance(value, list):
+        return [_resolve_nested_bases(v, path, seen) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _resolve_nested_bases(v, path, seen) for k, v in value.items() if k != "base" or not _names_yaml(v)}
+    if _names_yaml(value.get("base")):
+        return deep_merge(_load_bases(value["base"], path, seen), out)
+    return out
 
 
 def _yaml_error(e: yaml.YAMLError, where: str) -> ConfigError:
@@ -83,8 +111,24 @@ def deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'a.b.c=value' -> (['a','b','c'], parsed YAML value)."""
+_KEY_PART = re.compile(r"^([^.\[\]]+)((?:\[-?\d+\])*)$")
+
+
+def _split_key(key: str, text: str) -> list[str | int]:
+    """'data.train[0].root' -> ['data', 'train', 0, 'root']."""
+    keys: list[str | int] = []
+    for part in key.split("."):
+        m = _KEY_PART.match(part.strip())
+        if not m:
+            raise ConfigError(f"--set {text}: cannot read key part {part!r} (expected name or name[index], e.g. "
+                              "data.train[0].root)")
+        keys.append(m.group(1))
+        keys += [int(i) for i in re.findall(r"\[(-?\d+)\]", m.group(2))]
+    return keys
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """'a.b.c=value' -> (['a','b','c'], parsed YAML value); 'a.b[1].c=value' -> (['a','b',1,'c'], value)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
@@ -95,20 +139,44 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise _yaml_error(e, f"--set {text}") from None
-    return key.split("."), value
+    return _split_key(key, text), value
+
+
+def _key_text(keys: list[str | int]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Dotted overrides onto the YAML's data (copied, never mutated); `name[i]` reaches item i of a list that the
+    YAML (or an earlier override) holds, e.g. data.train[0].root=/data/ffhq256."""
     data = dict(data)
     for text in overrides or []:
         keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            nxt = dict(nxt) if isinstance(nxt, dict) else {}
+        node: Any = data
+        for depth, k in enumerate(keys):
+            here = _key_text(keys[:depth])
+            if isinstance(k, int):
+                if not isinstance(node, list):
+                    raise ConfigError(f"--set {text}: {here} is not a list in this config, so [{k}] has nothing "
+                                      f"to index (set the whole list: --set {here}=[...])")
+                if not -len(node) <= k < len(node):
+                    valid = f"0..{len(node) - 1}" if node else "none: the list is empty"
+                    raise ConfigError(f"--set {text}: index {k} out of range: {here} has {len(node)} item"
+                                      f"{'s' if len(node) != 1 else ''} (valid: {valid})")
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: {here} is a {type(node).__name__}, not a section with keys")
+            if depth == len(keys) - 1:
+                node[k] = value
+                break
+            nxt = node[k] if isinstance(k, int) else node.get(k)
+            if isinstance(nxt, dict):
+                nxt = dict(nxt)
+            elif isinstance(nxt, list):
+                nxt = list(nxt)
+            elif not isinstance(keys[depth + 1], int):
+                nxt = {}
             node[k] = nxt
             node = nxt
-        node[keys[-1]] = value
     return data
 
 
@@ -360,8 +428,9 @@ def cli_config(cls: type[T], argv: list[str] | None = None, description: str = "
     parser = add_common_args(argparse.ArgumentParser(description=description))
     if training:
         parser.add_argument("--restart", action="store_true",
-                            help="start the run over from step 0, ignoring its checkpoints and config.yaml (they "
-                                 "are moved to RUN/checkpoints/restarted_<n>/, nothing is deleted)")
+                            help="start the run over from step 0, ignoring its checkpoints and config.yaml: the "
+                                 "checkpoints are moved to RUN/checkpoints/restarted_<n>/, the logs (metrics.jsonl, "
+                                 "log.jsonl, tb/) to RUN/restarted_<n>/; nothing is deleted")
     if extra_args:
         extra_args(parser)
     args = parser.parse_args(argv)

@@ -25,8 +25,10 @@ steps in a row stop the run.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +107,14 @@ class StoppedEarly(Exception):
         self.step, self.code = step, code
 
 
+class Aborted(Exception):
+    """A second Ctrl-C: stop now, without a checkpoint of the current step."""
+
+    def __init__(self, step: int):
+        super().__init__(f"aborted by a second Ctrl-C during step {step + 1}; no checkpoint of it was written "
+                         "(re-run the same command to resume from the newest one)")
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Step schedule: 1 before `lr_drop_at * steps`, `lr_drop_factor` after."""
     return cfg.lr_drop_factor if step >= int(cfg.lr_drop_at * cfg.steps) else 1.0
@@ -169,21 +179,49 @@ def move_to(batch, device: torch.device, channels_last: bool = False):
 
 
 def _init_worker(worker_id: int) -> None:
-    """Seed numpy/random from the loader's per-worker torch seed; one thread each (workers share the cores)."""
+    """Seed numpy/random from the loader's per-worker torch seed; one thread each (workers share the cores).
+
+    Signals: a terminal's Ctrl-C (SIGINT) and a scheduler's SIGTERM reach the whole process group; workers ignore
+    them and the main process stops the run (workers end with it). OpenCV: see `_workers_forked`.
+    """
     import random
+    import sys
 
     import numpy as np
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
     torch.set_num_threads(1)
-    try:
-        import cv2
+    if "cv2" not in sys.modules:  # the main process had no OpenCV: a fresh one here can be limited safely
+        with contextlib.suppress(ImportError):
+            import cv2
 
+            cv2.setNumThreads(1)
+
+
+@contextlib.contextmanager
+def _workers_forked():
+    """Around forking DataLoader workers: they inherit a one-thread OpenCV.
+
+    `cv2.setNumThreads` in a forked child hangs forever once the parent has used OpenCV's thread pool (the child
+    waits for pool threads that were not forked), so the limit is set in the parent just for the fork and restored
+    after; OpenCV runs its calls serially in a child with that setting. Without OpenCV in the main process, each worker
+    imports a fresh one and limits it (`_init_worker`).
+    """
+    import sys
+
+    cv2 = sys.modules.get("cv2")
+    n = cv2.getNumThreads() if cv2 is not None else None
+    if cv2 is not None:
         cv2.setNumThreads(1)
-    except ImportError:
-        pass
+    try:
+        yield
+    finally:
+        if cv2 is not None:
+            cv2.setNumThreads(n)
 
 
 class SkipReporting(Dataset):
@@ -208,7 +246,8 @@ class SkipReporting(Dataset):
 class Trainer:
     """Runs `cfg.steps` optimisation steps of `task` over `dataset`, resuming from `run_dir` if possible.
 
-    restart: set the run's checkpoints aside (`checkpoints/restarted_<n>/`) and start from step 0.
+    restart: set the run's checkpoints (`checkpoints/restarted_<n>/`) and logs (`restarted_<n>/`: metrics.jsonl,
+    log.jsonl, tb/) aside and start from step 0.
     """
 
     def __init__(self, task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
@@ -227,6 +266,10 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"the dataset ({len(dataset)} items over {dist.get_world_size()} ranks) is smaller "
                              f"than one batch ({cfg.batch_size})")
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if cfg.num_workers > cpus:
+            dist.print0(f"note: train.num_workers={cfg.num_workers} loader processes share the {cpus} CPUs this "
+                        "process may use (each runs one thread); fewer may be faster here")
         self._stop_requested = False
         self._stop_signal: int | None = None
         self.skipped_steps = 0  # AMP: optimiser steps skipped for non-finite gradients
@@ -272,6 +315,8 @@ class Trainer:
                     print(f"removed {p} (left by a writer that was killed)", flush=True)
             if self.restart and (moved := self.ckpts.set_aside()):
                 print(f"--restart: the previous checkpoints are in {moved}; starting from step 0", flush=True)
+            if self.restart and (moved := self.logger.set_aside()):
+                print(f"--restart: the previous logs (metrics.jsonl, log.jsonl, tb/) are in {moved}", flush=True)
         state = self.ckpts.load_latest(map_location=self.device, quarantine=True) if dist.is_main() else None
         dist.barrier()
         if not dist.is_main():
@@ -306,7 +351,8 @@ class Trainer:
                 g["lr"] = g["base_lr"] * f
         return self.cfg.lr * f
 
-    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+    def _loader(self, epoch: int, start_batch: int):
+        """An iterator over this rank's batches of `epoch` from batch `start_batch` on (workers started)."""
         self.sampler.set_epoch(epoch, start=start_batch * self.cfg.batch_size)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
@@ -316,12 +362,20 @@ class Trainer:
             self._skip_slots.zero_()
             self._skip_base = int(getattr(self.dataset, "skipped", 0))
             dataset = SkipReporting(self.dataset, self._skip_slots, self._skip_base)
-        # The loader gets its own generator so creating it never consumes the global RNG (exact resume).
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          collate_fn=self.collate_fn, worker_init_fn=_init_worker,
-                          generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
-                          persistent_workers=False)
+        # The loader gets its own generator so creating it never consumes the global RNG (exact resume). Workers
+        # are forked anew each epoch (the dataset's epoch reaches them); torch's warning about more workers than
+        # CPUs would repeat each time: the Trainer says it once instead.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            loader = DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
+                                num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                collate_fn=self.collate_fn, worker_init_fn=_init_worker,
+                                generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
+                                persistent_workers=False)
+            if self.cfg.num_workers == 0:
+                return iter(loader)
+            with _workers_forked():
+                return iter(loader)
 
     def skipped_images(self) -> int:
         """Training images skipped so far on this rank (a lower bound with workers: each epoch's workers
@@ -340,7 +394,7 @@ class Trainer:
     def _request_stop(self, signum, frame):
         """SIGTERM / first Ctrl-C: checkpoint at the next step boundary, then stop; a second Ctrl-C aborts."""
         if self._stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise Aborted(self.step)
         self._stop_requested = True
         self._stop_signal = signum
         dist.print0(f"\nsignal {signum}: stopping after this step with a checkpoint (Ctrl-C again to abort)")
@@ -480,3 +534,6 @@ def run_training(task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dic
     except StoppedEarly as e:
         dist.print0(str(e))
         raise SystemExit(e.code) from None
+    except Aborted as e:
+        dist.print0(str(e))
+        raise SystemExit(128 + signal.SIGINT) from None

@@ -37,9 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.config import ConfigError  # noqa: E402
+from engine.config import ConfigError
 
 DENG_INPUT_SIZE = 224
 DENG_FRAMINGS = ("deng", "release")
@@ -88,7 +86,8 @@ def main(argv=None) -> int:
     from engine.config import load_config
     from engine.run import fail_fast
     from tasks.common import build_morphable, resize_square
-    from tasks.recon3d import Recon3DExperiment, load_n3d
+    from tasks.exports import load_n3d
+    from tasks.recon3d import Recon3DExperiment
 
     try:
         cfg = load_config(Recon3DExperiment, args.config, args.overrides)

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import cv2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.io import CorruptImageError, list_images, read_image_uint8, write_image  # noqa: E402
-from data.landmarks import find_landmarks_file, load_landmarks_file, save_landmarks_file  # noqa: E402
-from data.photos import scale_points  # noqa: E402
+from data.io import CorruptImageError, list_images, read_image_uint8, write_image
+from data.landmarks import find_landmarks_file, load_landmarks_file, save_landmarks_file
+from data.photos import scale_points
 
 
 def target_size(w: int, h: int, size: int) -> tuple[int, int]:

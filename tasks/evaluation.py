@@ -20,31 +20,21 @@ from pathlib import Path
 
 import torch
 
-from data.config import FaceDataConfig, FFHQConfig, SynthesizerConfig
-from data.pairs import MaskedPairs, build_faces
-from engine.config import ConfigError, path_field, to_dict
+from data.config import FFHQConfig, TestSetConfig
+from data.pairs import MaskedPairs, build_pairs
+from engine.config import ConfigError, to_dict
+from metrics import DEFAULT_PSNR_MAX_DB, as_exported, score_batch
 from metrics.context import FeatureWeights, MetricContext
 from models.generator import composite
 from tasks.baselines import OPENCV_METHODS, opencv_inpaint
 from tasks.common import (
     MorphableConfig,
     build_morphable,
-    build_synthesizer,
     iterate,
     resize,
     resize_square,
 )
 from tasks.report import conventions, json_safe, write_results
-
-
-@dataclass
-class TestSetConfig:
-    image_size: int = 256
-    faces: list[FaceDataConfig] = field(default_factory=lambda: [FFHQConfig(split="test")])
-    mask_library: str | None = path_field(kind="dir")
-    mask_seed: int = 2024  # test image i is always masked with seed (mask_seed, i)
-    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
-    limit: int | None = None  # evaluate the first `limit` images only
 
 
 @dataclass
@@ -60,7 +50,7 @@ class EvalExperiment:
     n3d_metrics: list[str] = field(default_factory=lambda: ["mask_iou", "landmark_nme"])  # of N_3D's mask, landmarks
     weights: FeatureWeights = field(default_factory=FeatureWeights)
     ssim_convention: str = "wang"  # wang | skimage | edgeconnect (metrics.image.SSIM_CONVENTIONS)
-    psnr_max_db: float = 100.0  # per-image PSNR cap: an identical pair (inf dB) would make the mean infinite
+    psnr_max_db: float = DEFAULT_PSNR_MAX_DB  # per-image PSNR cap: an identical pair (inf dB) makes the mean inf
     gt_mask_row: bool = True  # also score ours with the ground-truth mask (row ours_gt_mask), as LaFIn is scored
     diversity_seeds: int = 4  # noise seeds per input for diversity (mean pairwise LPIPS); below 2: not measured
     edits: list[str] = field(default_factory=lambda: ["neutral", "smile", "open_mouth", "pucker", "brighter"])
@@ -76,13 +66,8 @@ class EvalExperiment:
 
 
 def build_testset(cfg: EvalExperiment, model=None):
-    """The deterministic masked test set (fixed mask per image)."""
-    t = cfg.test
-    faces = build_faces(t.faces, t.image_size, "test.faces", model)
-    pairs = MaskedPairs(faces, build_synthesizer(t.mask_library, t.synth), seed=t.mask_seed, fixed=True)
-    if t.limit is not None and t.limit < len(pairs):
-        pairs = torch.utils.data.Subset(pairs, range(t.limit))
-    return pairs
+    """The deterministic masked test set (fixed mask per image): ``data.pairs.build_pairs(cfg.test, "test")``."""
+    return build_pairs(cfg.test, "test", model)
 
 
 def item_names(dataset) -> list[str]:
@@ -99,14 +84,6 @@ def item_names(dataset) -> list[str]:
     if recs is not None:
         return [r.name for r in recs]
     return [dataset[i]["name"] for i in range(len(dataset))]
-
-
-def as_exported(batch: dict) -> dict:
-    """The test batch as scripts/export_testset.py writes it: image and masked_image rounded to 8 bits (half up, as
-    the PNG writer), so our model sees exactly the inputs another method reads from the exported folder."""
-    from metrics import quantize
-
-    return {**batch, "image": quantize(batch["image"]), "masked_image": quantize(batch["masked_image"])}
 
 
 class ModelMethod:
@@ -201,6 +178,21 @@ def _check_scoring(cfg: EvalExperiment) -> None:
         raise ConfigError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
 
 
+def _check_crops(cfg: EvalExperiment, removers: dict) -> None:
+    """A model that takes its input as framed (no re-alignment) must see test faces in the crop it was trained on
+    (recorded in its export): one line naming both otherwise, never a silent run in another framing."""
+    from tasks.exports import crop_of
+
+    test = (crop_of(cfg.test.faces) or {}).get("crop")
+    for name, r in removers.items():
+        crop = r.inference.crop
+        if r.framing is None and crop and test and crop != test:
+            key = "checkpoint" if name == "ours" else f"ablations.{name}"
+            raise ConfigError(f"{key}: the model was trained on {crop} crops but test.faces are {test} crops: frame "
+                              f"the test faces as the model's training data (test.faces[*].align / framing / "
+                              f"lm3d_path)")
+
+
 class Evaluator:
     """Runs every method over the test set, streaming the metrics; writes results.json / results.md / grid."""
 
@@ -217,6 +209,7 @@ class Evaluator:
                                                                  key="checkpoint")
         for name, path in cfg.ablations.items():
             self.removers[name] = MaskRemover.from_checkpoints(path, None, self.device, key=f"ablations.{name}")
+        _check_crops(cfg, self.removers)
         for name, r in self.removers.items():
             self.methods[name] = ModelMethod(r)
             if name == "ours" and cfg.gt_mask_row and r.framing is None:  # a re-framed model's crop differs
@@ -295,19 +288,15 @@ class Evaluator:
         self._stage = stage
         grid_rows: dict[str, list[torch.Tensor]] = {"input": [], **{m: [] for m in self.methods}, "ground truth": []}
         n_grid = 0
-        from metrics import quantize
-
         for bi, batch in enumerate(iterate(self.testset, self.cfg.batch_size, device=self.device)):
             batch = as_exported(batch)
-            gt, m, lm = batch["image"], batch["mask"], batch["landmarks"]
+            gt = batch["image"]
             take = max(0, min(self.cfg.grid_images - n_grid, gt.shape[0]))
             if take:
                 grid_rows["input"].append(batch["masked_image"][:take].cpu())
                 grid_rows["ground truth"].append(gt[:take].cpu())
             for name, method in self.methods.items():
-                out = quantize(method(batch, bi))  # every row rounded alike, as if written to PNG
-                for metric in self.metrics[name].values():
-                    metric.update(out, gt, mask=m, landmarks=lm)
+                out = score_batch(self.metrics[name].values(), method(batch, bi), batch)  # rounded like a PNG
                 if take:
                     grid_rows[name].append(out[:take].cpu())
             for name, remover in self.removers.items():
