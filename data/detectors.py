@@ -351,7 +351,9 @@ class RefinedDetector(LandmarkDetector):
 #   scale to scale, so the boxes of the pyramid (``scales``, each with ``upsample``) are pooled and overlapping ones
 #   merged (the most confident kept). Its own threshold is 0 (the Python API cannot go lower).
 # - When the CNN finds nothing, dlib's HOG at a low threshold (``hog_threshold``) still finds many masked faces, with
-#   worse boxes: a fallback only.
+#   worse boxes: a fallback only. At that threshold it also finds "faces" in textures (coins, a cat, a rocket), so
+#   each fallback box must pass the CNN on the face crop aligned from its 68 points (``verify_threshold``).
+# - A large photo is searched at a capped size (``max_side``), the 68 points predicted at full resolution.
 # - The eyes are visible above a mask and the predictor places them well (~0.04 of the inter-ocular distance); its
 #   nose tip and mouth corners slide under the mask (~0.13-0.19). A mean 5-point face (ArcFace's template, not fitted
 #   to any scored face) placed by the similarity of its eyes onto the predicted eyes errs about as much, and the two
@@ -417,7 +419,7 @@ class MaskedFaceDetector(DlibDetector):
     """
 
     name = "masked"
-    default_max_side = 1024
+    default_max_side = 800  # the pyramid costs ~1.8 CNN passes: 800 keeps a 4000 x 3000 photo near 8 s
 
     def __init__(self, predictor_path: str | os.PathLike | None = None,
                  detector_path: str | os.PathLike | None = None, scales: tuple[float, ...] = (1.0, 0.75, 0.5),
