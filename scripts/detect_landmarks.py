@@ -18,8 +18,6 @@ import sys
 from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 _DETECTOR = None
 
 
