@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from data.align import FRAMINGS
 from engine.config import ConfigError, build_dataclass, path_field, to_dict
 from tasks.common import MorphableConfig
 from tasks.generator import InpaintModelConfig, build_generator
@@ -27,9 +28,9 @@ from tasks.n3d import Recon3DModelConfig, build_n3d
 __all__ = ["CROPS", "NOISE_CONVENTIONS", "InferenceConfig", "InpaintExport", "N3DExport", "crop_of", "load_n3d"]
 
 NOISE_CONVENTIONS = ("hole", "release")
-# the crops a model can be trained on: data.align framings, plus meanface (SyntheticFaces: the morphable model's mean
-# face as the renderer frames it)
-CROPS = ("ffhq", "meanface", "deng", "release")
+# the crops a model can be trained on: data.align's framings, plus meanface (SyntheticFaces: the morphable model's
+# mean face as the renderer frames it)
+CROPS = ("meanface", *FRAMINGS)
 
 
 @dataclass
@@ -73,7 +74,7 @@ def crop_of(faces: list) -> dict | None:
         elif getattr(f, "align_template", None):
             return None
         elif getattr(f, "align", False):
-            crops.add((f.framing, f.lm3d_path if f.framing in ("deng", "release") else None))
+            crops.add((f.framing, f.lm3d_path if FRAMINGS[f.framing].needs_lm3d else None))
         else:
             crops.add(("ffhq", None))
     if len(crops) != 1:

@@ -40,7 +40,7 @@ class ReleaseConfig:
     shading: str = "release"  # renderer.render.SHADINGS: the I_3D the released N_G was trained on
     mask_threshold: float = 0.1
     mask_dilate: int = 3  # pixels; the release's 5 x 5 then 3 x 3 max filters
-    noise: str = "release"  # hole | release (tasks.removal.InferenceConfig)
+    noise: str = "release"  # hole | release (tasks.exports.InferenceConfig)
     base_channels: int = 64  # N_G widths and residual blocks of the release
     n_res: int = 6
 

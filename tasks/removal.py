@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.align import FRAMINGS
 from engine.config import ConfigError
 from models.generator import composite
 from tasks.common import resize_square
@@ -193,7 +194,7 @@ class MaskRemover:
                     raise ConfigError(f"inference.lm3d_path: framing {self.framing!r} needs "
                                      "BFM/similarity_Lm3D_all.mat")
                 self.lm3d = load_lm3d(self.inference.lm3d_path, "inference.lm3d_path")
-        elif self.inference.crop in ("deng", "release") and self.inference.lm3d_path:
+        elif self.inference.lm3d_path and self.inference.crop in FRAMINGS and FRAMINGS[self.inference.crop].needs_lm3d:
             from data.align import load_lm3d
 
             try:  # only photos need it (tasks.photo asks for --lm3d when it is missing); evaluation does not

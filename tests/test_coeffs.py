@@ -235,9 +235,7 @@ def test_extract_coeffs_refuses_other_framings(tmp_path, synthetic_scene, capsys
     main = cli("scripts/extract_coeffs.py")
 
     save_deng_checkpoint(deng_layout_net(seed=0), tmp_path / "e.pth")
-    with pytest.raises(SystemExit) as e:
-        main(["--config", str(_config(tmp_path, synthetic_scene, framing="ffhq")), "--deng-checkpoint",
-              str(tmp_path / "e.pth"), "--out", str(tmp_path / "o")])
-    assert e.value.code == 2
+    assert main(["--config", str(_config(tmp_path, synthetic_scene, framing="ffhq")), "--deng-checkpoint",
+                 str(tmp_path / "e.pth"), "--out", str(tmp_path / "o")]) == 2
     msg = capsys.readouterr().out.strip()
     assert "framing: deng" in msg and "data.train[0]" in msg and "\n" not in msg

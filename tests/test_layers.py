@@ -5,7 +5,7 @@ Layers, bottom to top (a module may import its own layer and the ones below, nev
   1  parts        data, models, losses, metrics (the datasets, networks, losses and scores; none runs a job)
   2  loop         engine.loop, engine.run (the training loop and the run boilerplate know no model or dataset)
   3  tasks        tasks (the jobs: configs of whole experiments, wiring parts into the loop)
-  4  entries      train_3d.py, train_inpaint.py, evaluate.py, scripts/
+  4  entries      train_3d.py, train_inpaint.py, evaluate.py, app.py, scripts/
 Inside layer 1 the packages stay apart except where listed in PART_DEPS (e.g. data renders synthetic faces).
 Every import counts, function-level ones too: a lazy import still ties the two modules together.
 """
@@ -23,7 +23,7 @@ LAYERS = {
     "data": 1, "models": 1, "losses": 1, "metrics": 1,
     "engine.loop": 2, "engine.run": 2,
     "tasks": 3,
-    "scripts": 4, "train_3d": 4, "train_inpaint": 4, "evaluate": 4,
+    "scripts": 4, "train_3d": 4, "train_inpaint": 4, "evaluate": 4, "app": 4,
 }
 PART_DEPS = {"data": {"renderer"}, "models": {"renderer"}, "losses": {"models", "renderer"},
              "metrics": {"models", "renderer", "data"}}

@@ -314,7 +314,7 @@ def test_release_preset_reproduces_test_py(lit_release_files, synthetic_scene, t
     from models.generator import Generator as NG
     from renderer.morphable import MorphableModel
     from renderer.render import FaceRenderer
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     photo = _astronaut()
     lm3d68 = np.asarray(loadmat(str(synthetic_scene["lm3d"]))["lm"], np.float64)
