@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.config import ConfigError  # noqa: E402
 
 DENG_INPUT_SIZE = 224
-DENG_FRAMINGS = ("deng", "release")
+DENG_FRAMINGS = ("deng", "release", "release_exact")
 
 
 def parse_args(argv=None):

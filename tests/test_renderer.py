@@ -549,7 +549,7 @@ def _tent_coeffs(model):
 
 
 def _sh_by_hand(n):
-    """The 9 SH basis values at unit normal n (FORMATS.md sec. 1), float64."""
+    """The 9 SH basis values at unit normal n (docs/formats.md sec. 1), float64."""
     a = (math.pi, 2 * math.pi / math.sqrt(3), 2 * math.pi / math.sqrt(8))
     c = (1 / math.sqrt(4 * math.pi), math.sqrt(3) / math.sqrt(4 * math.pi), 3 * math.sqrt(5) / math.sqrt(12 * math.pi))
     x, y, z = n
