@@ -40,7 +40,7 @@ import torch
 from engine.config import ConfigError
 
 DENG_INPUT_SIZE = 224
-DENG_FRAMINGS = ("deng", "release")
+DENG_FRAMINGS = ("deng", "release", "release_exact")
 
 
 def parse_args(argv=None):
