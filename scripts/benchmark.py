@@ -348,6 +348,28 @@ def bench_detectors(names=("dlib", "dlib_cnn", "masked")) -> dict:
     return out
 
 
+def bench_video(quick: bool, checkpoint: str = "runs/inpaint_demo/inpaint.pt", size: int = 256) -> dict:
+    """remove_mask.py --video's path (tasks.video over data.video.transcode) on the synthetic talking head at
+    ``size`` px with the demo model: frames/s, ms per frame of each stage, resident memory and its slope per frame.
+    Quality against the truth (flicker, hole L1) is scripts/measure_video.py's."""
+    import tempfile
+
+    from data.synthetic_video import TalkingHead
+    from tasks.photo import load_remover, photo_framing
+    from tasks.video import VideoOptions
+    from tasks.video_eval import rss_slope, run_video, write_masked_video
+
+    n = 24 if quick else 96
+    synth = TalkingHead(n_frames=n, size=size)
+    remover = load_remover(checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_masked_video(synth, Path(tmp) / "in.mp4")
+        run = run_video(remover, src, Path(tmp) / "out.mp4", VideoOptions(first_landmarks=synth.frame(0).landmarks),
+                        n_frames=n, framing=photo_framing(remover, "meanface"), rss_every=4)
+    return {"frames": n, "size": size, "fps": run["fps"], "ms_per_frame": run["split_ms"],
+            "rss_mib_end": run["rss"][-1][1], "rss_mib_per_frame": rss_slope(run["rss"])}
+
+
 def largest_batch(run, start: int = 2 * PAPER_BATCH, limit: int = 1024) -> dict:
     """``run(batch) -> dict`` at the largest of start, 2 start, 4 start, ... (<= ``limit``) that fits in GPU memory.
 
@@ -426,6 +448,7 @@ def main(argv=None) -> int:
         "evaluation": lambda: bench_evaluation(device, args.quick, batch),
         "detectors": bench_detectors,
         "editor": lambda: bench_editor(device, args.quick),
+        "video": lambda: bench_video(args.quick),
     }
     if args.max_batch:
         for stage in ("n3d", "inpaint"):
