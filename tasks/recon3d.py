@@ -15,6 +15,7 @@ from engine.checkpoint import export_inference
 from engine.config import ConfigError, path_field, to_dict
 from engine.files import FileReadError
 from engine.loop import TrainConfig, make_adam
+from engine.task import Task
 from losses.identity import identity_loss
 from losses.recon import coef_l1, landmark_loss, landmark_weights, photo_loss
 from losses.seg import bce_ohem
@@ -120,7 +121,7 @@ def build_n3d(model_cfg: Recon3DModelConfig, n_coeffs: int):
     return net
 
 
-class Recon3DTask:
+class Recon3DTask(Task):
     """Step object for engine.loop: owns N_3D, its optimiser and the (parameter-free) renderer."""
 
     def __init__(self, cfg: Recon3DExperiment, device: torch.device):
