@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8
 from engine.config import ConfigError
 from engine.files import FileReadError
 
@@ -281,7 +282,7 @@ def _from_hwc_float(arr: np.ndarray, tag: str) -> np.ndarray | torch.Tensor:
     if tag == "torch":
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     if tag == "uint8":
-        return (np.clip(arr, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        return to_uint8(arr)
     return arr
 
 
@@ -376,7 +377,7 @@ def release_outside(transform: np.ndarray, photo_hw: tuple[int, int], out_size: 
 
 def _release_crop(image: np.ndarray, transform: np.ndarray, out_size: int) -> np.ndarray:
     """test.py's crop of an (H, W, C) float [0, 1] photo (8-bit values: exact) -> (S, S, C) float32, k / 255."""
-    u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    u8 = to_uint8(image)
     warped = cv2.warpAffine(u8, np.asarray(transform, np.float64), (out_size, out_size), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REFLECT101).reshape(out_size, out_size, -1)
     blurred = cv2.blur(warped, (RELEASE_BLUR, RELEASE_BLUR)).reshape(warped.shape)

@@ -291,9 +291,11 @@ def _as_uint8(f) -> np.ndarray:
         return f
     import torch
 
+    from data.io import to_uint8, to_uint8_hwc
+
     if isinstance(f, torch.Tensor):
-        return (f.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    return (np.clip(np.asarray(f, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+        return to_uint8_hwc(f)
+    return to_uint8(np.asarray(f, np.float32))
 
 
 def transcode(src: str | Path, dst: str | Path, process: Callable[[Frame], np.ndarray], *, progress: bool = True,

@@ -16,11 +16,9 @@ difference (mean / p99 / max, in 1/255, over pixels either render covers).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,66 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from renderer.camera import project  # noqa: E402
 from renderer.lighting import sh_shading  # noqa: E402
 from renderer.morphable import MorphableModel  # noqa: E402
-from renderer.raster import RASTERIZERS  # noqa: E402
 from renderer.render import SHADINGS, FaceRenderer  # noqa: E402
-
-BFM_VERTICES = 35709
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, device, repeats: int) -> float:
-    fn()  # warm-up (allocator, lazy init)
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def run(device: str = "cpu", quick: bool = False, batch: int = 8, size: int = 224,
-        n_vertices: int = BFM_VERTICES, shadings: tuple[str, ...] = ("deng",)) -> dict:
-    """Benchmark every available backend with each shading; returns {"backend" or "backend/shading": {...ms per
-    face...}} plus mesh/device info (the key is the backend alone for deng, the default shading).
-
-    quick: fewer repeats and a smaller mesh (~6000 vertices), for smoke tests.
-    """
-    dev = torch.device(device)
-    model = MorphableModel.synthetic(seed=0, n_vertices=None if quick else n_vertices).to(dev)
-    coeffs = model.sample_coeffs(batch, generator=torch.Generator().manual_seed(0))
-    repeats = 2 if quick else 10  # best of 10: single runs on a shared 2-core VM vary by 20-30 %
-    result = {"device": str(dev), "batch": batch, "image_size": size, "vertices": model.n_vertices,
-              "triangles": model.n_triangles, "threads": torch.get_num_threads(), "backends": {}}
-    for backend, shading in itertools.product(RASTERIZERS, shadings):
-        name = backend if shading == "deng" else f"{backend}/{shading}"
-        try:
-            renderer = FaceRenderer(model, size, backend=backend, shading=shading).to(dev)
-            with torch.no_grad():
-                renderer(coeffs)  # surfaces device errors (e.g. nvdiffrast on CPU tensors)
-        except RuntimeError as exc:
-            result["backends"][name] = {"skipped": str(exc)}
-            continue
-
-        def forward(renderer=renderer):
-            with torch.no_grad():
-                renderer(coeffs)
-
-        def forward_backward(renderer=renderer):
-            c = coeffs.clone().requires_grad_(True)
-            out = renderer(c)
-            (out.image.mean() + out.landmarks.mean() * 1e-3).backward()
-
-        t_fwd = _time(forward, dev, repeats)
-        t_fb = _time(forward_backward, dev, repeats)
-        result["backends"][name] = {"forward_ms_per_face": 1000.0 * t_fwd / batch,
-                                    "forward_backward_ms_per_face": 1000.0 * t_fb / batch}
-    return result
+from tasks.speed import renderer_speed  # noqa: E402
 
 
 def shading_coeffs(model: MorphableModel) -> torch.Tensor:
@@ -159,7 +99,8 @@ def main(argv=None) -> int:
     if args.shading_diff:
         print(json.dumps(shading_diff(), indent=2))
         return 0
-    print(json.dumps(run(args.device, args.quick, args.batch, args.size, shadings=tuple(args.shading)), indent=2))
+    print(json.dumps(renderer_speed(args.device, args.quick, args.batch, args.size, shadings=tuple(args.shading)),
+                     indent=2))
     return 0
 
 

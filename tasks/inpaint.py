@@ -14,7 +14,6 @@ import torch
 
 from data.pairs import build_pairs
 from engine import dist
-from engine.checkpoint import export_inference
 from engine.config import to_dict
 from engine.loop import TrainConfig, make_adam
 from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
@@ -23,6 +22,7 @@ from losses.inpaint import pixel_l1, pixel_l1_masked, tv_loss
 from metrics import DEFAULT_PSNR_MAX_DB, MetricContext, as_exported, build_metric, score_batch
 from tasks.baselines import telea
 from tasks.common import DataConfig, MorphableConfig, gray3, iterate, require_arcface
+from tasks.exports import InferenceConfig, InpaintExport, crop_of
 from tasks.generator import InpaintModelConfig, build_generator
 from tasks.prior import PriorConfig, PriorModule, noised
 from tasks.removal import remove
@@ -197,7 +197,10 @@ class InpaintTask:
 
     # -------------------------------------------------------------------------------------------- export
     def export(self, path: str | Path) -> Path:
+        """Inference-only inpainting file (tasks.exports.InpaintExport), recording the crop the model was trained
+        on, so remove_mask.py aligns photos into it without flags."""
         cfg = self.cfg
-        return export_inference(path, {"g_ema": self.g_ema.state_dict()},
-                                config={"model": to_dict(cfg.model), "prior": to_dict(cfg.prior),
-                                        "morphable": to_dict(cfg.morphable), "image_size": cfg.data.image_size})
+        crop = crop_of(cfg.data.train) or {}
+        inference = InferenceConfig(crop=crop.get("crop"), lm3d_path=crop.get("lm3d_path"))
+        return InpaintExport(cfg.model, to_dict(cfg.prior), cfg.morphable, cfg.data.image_size,
+                             self.g_ema.state_dict(), inference).save(path)

@@ -171,26 +171,28 @@ def test_edit_syntax(remover):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_gan_stays_in_sync(n3d_export, tmp_path):
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
     import yaml
 
-    from tests.helpers import free_port
+    from tests.helpers import free_port, script_env
 
     root = Path(__file__).resolve().parents[1]
     cfg = {"data": tiny_data(n_train=8), "prior": {"n3d_checkpoint": str(n3d_export)},
            "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
-           "loss": {"w_id": 0.0}, "train": tiny_train(steps=3, batch_size=2, ckpt_every=3)}
+           "loss": {"w_id": 0.0}, "train": tiny_train(steps=4, batch_size=2, ckpt_every=4, image_every=2, val_every=2)}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            str(root / "train_inpaint.py"), "--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300,
-                       env={**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+                       env=script_env())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "all 2 ranks hold identical weights" in r.stdout  # G, D and the EMA of G
+    from engine.logging import read_jsonl
+
+    assert [m["step"] for m in read_jsonl(tmp_path / "r" / "metrics.jsonl")] == [2, 4]  # images and validation ran
     assert (tmp_path / "r" / "inpaint.pt").is_file()
 
 

@@ -15,6 +15,7 @@ import yaml
 from models.generator import Generator
 from models.generator import key_map_authors_release as gen_key_map
 from models.recon3d import ReconNet, key_map_authors_release
+from tests.helpers import cli
 from tests.test_coeffs import synthetic_scene  # noqa: F401  (fixture: photos, landmarks, similarity_Lm3D_all.mat)
 from tests.test_models import _authors_encoder_keys, _authors_generator_state
 
@@ -62,7 +63,7 @@ def _preset_args(files, scene):
 
 @pytest.fixture(scope="module")
 def release_exports(release_files, synthetic_scene, tmp_path_factory):  # noqa: F811
-    from scripts.convert_release import main
+    main = cli("scripts/convert_release.py")
 
     out = tmp_path_factory.mktemp("release_exports")
     assert main([*_preset_args(release_files, synthetic_scene), "--config", "configs/release.yaml",
@@ -124,7 +125,7 @@ def test_release_conventions_noise_and_dilation():
 
 def test_remove_mask_runs_the_release_files(release_files, synthetic_scene, tmp_path, capsys):  # noqa: F811
     from data.io import read_image
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     photo = synthetic_scene["photos"] / "face0.png"
     args = ["--image", str(photo), "--landmarks", str(synthetic_scene["photos"] / "face0.txt"),
@@ -313,7 +314,7 @@ def test_release_preset_reproduces_test_py(lit_release_files, synthetic_scene, t
     from models.generator import Generator as NG
     from renderer.morphable import MorphableModel
     from renderer.render import FaceRenderer
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     photo = _astronaut()
     lm3d68 = np.asarray(loadmat(str(synthetic_scene["lm3d"]))["lm"], np.float64)
