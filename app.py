@@ -255,7 +255,7 @@ def build_app(remover, args, temp_root: Path):
                     add_key = gr.Button("add keyframe", elem_id="add-key")
                     clear_keys = gr.Button("clear keyframes")
                 keys_info = gr.Markdown("0 keyframes")
-                frames = gr.Slider(2, 96, 24, step=1, label="frames")
+                frames = gr.Slider(2, 96, 24, step=1, label="frames", elem_id="frames")
                 fps = gr.Slider(1, 30, 12, step=1, label="frames per second")
                 run_anim = gr.Button("animate", variant="primary", elem_id="animate")
                 anim_video = gr.Video(label="animation (MP4)", interactive=False, height=260)
