@@ -13,7 +13,7 @@ Framings (``FRAMINGS``, chosen by name):
     for those five points. An aligned photo is framed like an FFHQ / CelebA-HQ image: the whole head, brows to
     chin, with margin (an average face: eyes ~54 px apart at y ~105 of 224).
 ``deng``
-    Deng et al.'s ``align_img`` (Deep3DFaceRecon_pytorch util/preprocess.py, FORMATS.md sec. 1): the 5 points are
+    Deng et al.'s ``align_img`` (Deep3DFaceRecon_pytorch util/preprocess.py, docs/formats.md sec. 1): the 5 points are
     fitted to the 5 reference 3D points of ``BFM/similarity_Lm3D_all.mat`` (key ``lm``, 68 x 3) by POS, a least-
     squares affine camera x = A X + t with A (2, 3) free; s = mean of A's two row norms. The image is scaled by
     ``102 / s`` (no rotation) and t is put at the crop centre of a 224 crop: 1 unit of the reference landmarks
@@ -23,11 +23,26 @@ Framings (``FRAMINGS``, chosen by name):
 ``release``
     the authors' release (face_de_mask test.py): the same POS fit, ``116 / s`` at 256 (``116 * S / 256``): Deng's
     framing at 256 to 0.5% (102 * 256 / 224 = 116.6).
+``release_exact``
+    ``release`` as test.py crops it, to the last pixel (the release preset, configs/release.yaml):
+    - crop centre (``Framing.centre = "release"``): test.py puts the POS centre at (S / 2, S / 2) with its y read
+      back as ``h0 - t_y'`` from the y-flipped fit (``t_y' = h0 - 1 - t_y``), one source pixel below the centre.
+      Its forward transform is ``release``'s plus a translation of (+0.5, 0.5 - k) crop pixels, k = 116 / s the
+      crop's magnification: its crop window sits (-0.5, k - 0.5) px from ours;
+    - crop pixels (``Framing.border = "blur10"``): the photo is warped in 8 bits (OpenCV bilinear, mirrored
+      border), and the part of the crop outside the photo (the box between the photo's truncated corner pixels
+      (0, 0) and (w0 - 1, h0 - 1), mapped; its last row and column always count as outside, as in test.py)
+      becomes a 10 x 10 box blur (OpenCV ``blur``) of that crop; no anti-alias pre-shrink.
+    Paste it back with ``paste_back(..., mode="hard")`` for test.py's output.
 
-Deng's and the release's crops differ from these transforms by their integer rounding and pixel-centre
-conventions (< 1 source pixel + 0.5 crop pixel; here t goes to the centre ((S - 1) / 2, (S - 1) / 2), the
-renderer's principal point), and Deng resizes bicubically and pads black where this warps bilinearly and mirrors.
-``scale > 1`` widens any crop.
+Deng's and (but for ``release_exact``) the release's crops differ from these transforms by their integer rounding
+and pixel-centre conventions (< 1 source pixel + 0.5 crop pixel; here t goes to the centre ((S - 1) / 2,
+(S - 1) / 2), the renderer's principal point), and Deng resizes bicubically and pads black where this warps
+bilinearly and mirrors. ``scale > 1`` widens any crop.
+
+Pasting a crop-space result back (:func:`paste_back`): ``feather`` (default) blends over a ramp inside the region,
+so no seam shows; ``hard`` is test.py's composite (its 8-bit result warped back, the crop-space mask warped back
+in 8 bits, the photo replaced where it is 1), for exact parity with the release.
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8
 from engine.config import ConfigError
 from engine.files import FileReadError
 
@@ -61,7 +77,11 @@ __all__ = [
     "warp_affine",
     "align_face",
     "paste_back",
+    "paste_hard",
+    "hard_region",
     "pasted_region",
+    "release_outside",
+    "PASTE_MODES",
 ]
 
 # ArcFace 112x112 template (insightface / Deng et al.): left eye, right eye, nose tip, left and right mouth corner.
@@ -74,11 +94,15 @@ ARCFACE_TEMPLATE_112 = np.array(
 @dataclass(frozen=True)
 class Framing:
     """A named crop convention. ``rescale`` / ``ref_size``: POS framings put 1 reference-landmark unit at
-    ``rescale * S / ref_size`` crop pixels (S = output size); ``rescale=None``: the 5-point template similarity."""
+    ``rescale * S / ref_size`` crop pixels (S = output size); ``rescale=None``: the 5-point template similarity.
+    ``centre``: ``pixel`` (the POS centre at the crop's centre pixel) or ``release`` (test.py's, module doc);
+    ``border``: None (the caller's border mode) or ``blur10`` (test.py's 8-bit crop, box-blurred outside)."""
 
     name: str
     rescale: float | None = None
     ref_size: int = 224
+    centre: str = "pixel"
+    border: str | None = None
 
     @property
     def needs_lm3d(self) -> bool:
@@ -92,11 +116,14 @@ FRAMINGS: dict[str, Framing] = {
     "ffhq": Framing("ffhq"),
     "deng": Framing("deng", 102.0, 224),
     "release": Framing("release", 116.0, 256),
+    "release_exact": Framing("release_exact", 116.0, 256, centre="release", border="blur10"),
 }
+RELEASE_BLUR = 10  # test.py's box blur outside the photo, pixels
 
 
 def get_framing(name: str | Framing) -> Framing:
-    """A framing by name (``ffhq``, ``deng``, ``release``); an unknown name lists the valid ones."""
+    """A framing by name (``ffhq``, ``deng``, ``release``, ``release_exact``); an unknown name lists the valid
+    ones."""
     if isinstance(name, Framing):
         return name
     if name not in FRAMINGS:
@@ -255,7 +282,7 @@ def _from_hwc_float(arr: np.ndarray, tag: str) -> np.ndarray | torch.Tensor:
     if tag == "torch":
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     if tag == "uint8":
-        return (np.clip(arr, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        return to_uint8(arr)
     return arr
 
 
@@ -327,7 +354,35 @@ def alignment_transform(
     t, s = pos_fit(five, lm3d)
     k = fr.pixels_per_unit(out_size) / (s * scale)
     c = (out_size - 1) / 2.0
-    return np.array([[k, 0.0, c - k * t[0]], [0.0, k, c - k * t[1]]], np.float64)
+    shift = (0.5, 0.5 - k) if fr.centre == "release" else (0.0, 0.0)  # test.py's centre, module doc
+    return np.array([[k, 0.0, c - k * t[0] + shift[0]], [0.0, k, c - k * t[1] + shift[1]]], np.float64)
+
+
+def release_outside(transform: np.ndarray, photo_hw: tuple[int, int], out_size: int) -> np.ndarray:
+    """test.py's "outside the photo" map of a crop: (S, S) bool, True on the rows above / below and the columns
+    left / right of the photo's corner pixels (0, 0) and (w0 - 1, h0 - 1) mapped by ``transform`` and truncated
+    toward zero, the far row and column included (so the crop's last row and column always count)."""
+    h0, w0 = photo_hw
+    t = np.asarray(transform, np.float64)
+    corners = (np.array([[0.0, 0.0, 1.0], [w0 - 1.0, h0 - 1.0, 1.0]]) @ t.T).astype(np.int32)
+    left, top = max(int(corners[0, 0]), 0), max(int(corners[0, 1]), 0)
+    right, bottom = min(int(corners[1, 0]), out_size - 1), min(int(corners[1, 1]), out_size - 1)
+    out = np.zeros((out_size, out_size), bool)
+    out[:top] = True
+    out[bottom:] = True
+    out[:, :left] = True
+    out[:, right:] = True
+    return out
+
+
+def _release_crop(image: np.ndarray, transform: np.ndarray, out_size: int) -> np.ndarray:
+    """test.py's crop of an (H, W, C) float [0, 1] photo (8-bit values: exact) -> (S, S, C) float32, k / 255."""
+    u8 = to_uint8(image)
+    warped = cv2.warpAffine(u8, np.asarray(transform, np.float64), (out_size, out_size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT101).reshape(out_size, out_size, -1)
+    blurred = cv2.blur(warped, (RELEASE_BLUR, RELEASE_BLUR)).reshape(warped.shape)
+    outside = release_outside(transform, image.shape[:2], out_size)[:, :, None]
+    return np.where(outside, blurred, warped).astype(np.float32) / 255.0
 
 
 def align_face(
@@ -348,7 +403,8 @@ def align_face(
         out_size: side S of the square output.
         scale: crop side relative to the template's framing.
         template: (5, 2) canonical points as fractions of the crop side (default FFHQ_TEMPLATE).
-        border: "reflect" (mirrored surroundings, as FFHQ pads), "replicate" or "constant" (black) outside the photo.
+        border: "reflect" (mirrored surroundings, as FFHQ pads), "replicate" or "constant" (black) outside the photo
+            (``release_exact`` has its own: module doc).
         framing, lm3d: see :func:`alignment_transform`.
     Returns:
         AlignResult (crop image of the input's type, crop landmarks, forward transform).
@@ -358,7 +414,10 @@ def align_face(
         raise ValueError(f"align_face: unknown border {border!r}; valid: {', '.join(borders)}")
     transform = alignment_transform(landmarks68, out_size, scale, template, framing, lm3d)
     arr, tag = _as_hwc_float(image)
-    warped = warp_affine(arr, transform, (out_size, out_size), border=borders[border])
+    if get_framing(framing).border == "blur10":
+        warped = _release_crop(arr, transform, out_size)
+    else:
+        warped = warp_affine(arr, transform, (out_size, out_size), border=borders[border])
     lm_out = transform_points(landmarks68, transform)
     if isinstance(lm_out, torch.Tensor):
         lm_out = lm_out.float()
@@ -367,14 +426,19 @@ def align_face(
     return AlignResult(image=_from_hwc_float(warped, tag), landmarks=lm_out, transform=transform)
 
 
+PASTE_MODES = ("feather", "hard")
+
+
 def paste_back(
     original: np.ndarray | torch.Tensor,
     aligned_result: np.ndarray | torch.Tensor,
     transform: np.ndarray,
     mask: np.ndarray | torch.Tensor | None = None,
     feather: float | None = None,
+    mode: str = "feather",
 ) -> np.ndarray | torch.Tensor:
-    """Inverse-warp an aligned-crop result into the original photo with a feathered blend.
+    """Inverse-warp an aligned-crop result into the original photo with a feathered blend (``mode="hard"``:
+    :func:`paste_hard`, test.py's composite; ``feather`` is ignored there).
 
     Only pixels inside the region change: the region is ``mask`` (1 = replace, in crop coordinates) if given, else
     the whole crop. The blend weight ramps from 0 at the region's border to 1 at ``feather`` pixels inside it, so
@@ -389,6 +453,12 @@ def paste_back(
     Returns:
         The blended photo, same type and size as ``original``.
     """
+    if mode not in PASTE_MODES:
+        raise ValueError(f"paste: unknown mode {mode!r}; valid: {', '.join(PASTE_MODES)}")
+    if mode == "hard":
+        return paste_hard(original, aligned_result, transform,
+                          np.ones(np.asarray(_as_hwc_float(aligned_result)[0]).shape[:2], np.float32)
+                          if mask is None else mask)
     orig, tag = _as_hwc_float(original)
     res, _ = _as_hwc_float(aligned_result)
     h, w = orig.shape[:2]
@@ -403,6 +473,45 @@ def paste_back(
     weight = np.clip(dist / float(feather), 0.0, 1.0)[:, :, None].astype(np.float32)
     out = orig * (1.0 - weight) + back * weight
     return _from_hwc_float(out, tag)
+
+
+def paste_hard(
+    original: np.ndarray | torch.Tensor,
+    aligned_result: np.ndarray | torch.Tensor,
+    transform: np.ndarray,
+    mask: np.ndarray | torch.Tensor,
+) -> np.ndarray | torch.Tensor:
+    """test.py's paste-back: a hard composite inside the warped-back mask, in 8 bits.
+
+    The result is cut to 8 bits (truncated, as test.py's ``tensor2img``) and warped back bilinearly in 8 bits (white
+    beyond the crop); ``mask`` ({0, 1}, crop space) is warped back in 8 bits (0 beyond the crop), which rounds the
+    bilinear mix to 0 or 1; the photo takes the result where that is 1 and keeps its own pixels elsewhere. For
+    test.py's output pass N_G's raw output and N_3D's m (not a composite, not a grown region). test.py warps back
+    into a 256 x 256 canvas and whitens its last row (a display step); here the canvas is the photo, left as is.
+
+    original: (C, H, W) float tensor [0, 1] or (H, W, C) array (uint8 or float); aligned_result: (C, S, S) tensor /
+    (S, S, C) array in [0, 1]; transform: (2, 3) forward transform original -> crop; mask: (1, S, S) / (S, S).
+    Returns the photo, same type and size as ``original``.
+    """
+    orig, tag = _as_hwc_float(original)
+    res, _ = _as_hwc_float(aligned_result)
+    h, w = orig.shape[:2]
+    res_u8 = (np.clip(res, 0.0, 1.0) * 255.0).astype(np.uint8)
+    back = cv2.warpAffine(res_u8, invert_transform(transform), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255, 255)).reshape(h, w, -1)
+    region = hard_region(mask, transform, (h, w))
+    out = np.where(region[:, :, None], back.astype(np.float32) / 255.0, orig)
+    return _from_hwc_float(out, tag)
+
+
+def hard_region(mask: np.ndarray | torch.Tensor, transform: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """The photo pixels :func:`paste_hard` replaces: the crop-space ``mask`` ((1, S, S) / (S, S), > 0.5 = inside)
+    warped back in 8 bits as test.py does (bilinear, rounded to 0 / 1; 0 beyond the crop) -> (H, W) bool."""
+    m, _ = _as_hwc_float(mask)
+    m_u8 = (m[..., 0] > 0.5).astype(np.uint8)
+    h, w = out_hw
+    return cv2.warpAffine(m_u8, invert_transform(transform), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT) > 0
 
 
 def pasted_region(mask: np.ndarray | torch.Tensor, transform: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:

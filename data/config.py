@@ -1,4 +1,6 @@
-"""Config sections of the data: one dataclass per dataset kind, and the masked-pair synthesiser's options.
+"""Config sections of the data: one dataclass per dataset kind, the masked-pair synthesiser's options, and the two
+sections that hold them: ``DataConfig`` (training: data.train and data.val) and ``TestSetConfig`` (evaluation:
+test.faces). ``data.pairs.build_pairs`` builds the masked pairs of all three splits from them.
 
 A YAML dataset entry maps onto its kind's dataclass field by field (``kind`` picks the class, engine.config
 dispatches on it): every constructor option of data.photos / data.synthetic is a field here with the constructor's
@@ -28,6 +30,8 @@ __all__ = [
     "DATASET_CONFIGS",
     "SynthesizerConfig",
     "INTERNAL_OPTIONS",
+    "DataConfig",
+    "TestSetConfig",
 ]
 
 # constructor options filled in by the code, never from YAML (module doc)
@@ -119,3 +123,33 @@ class SynthesizerConfig:
 
     def kwargs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class DataConfig:
+    """The training data (section ``data``): masked pairs for training (new masks every epoch) and validation."""
+
+    image_size: int = 224
+    train: list[FaceDataConfig] = field(default_factory=lambda: [SyntheticConfig(num=4000)])
+    # lists, so that a config extending another replaces the dataset list instead of merging keys into it
+    val: list[FaceDataConfig] = field(default_factory=lambda: [SyntheticConfig(num=64, offset=1_000_000)])
+    mask_library: str | None = path_field(kind="dir")  # scripts/make_masks.py output; None = procedural library
+    mask_seed: int = 0  # training masks: item i of epoch e uses seed (mask_seed, e, i)
+    val_mask_seed: int = 777  # held-out masks: item i always uses seed (val_mask_seed, i)
+    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
+
+    def __post_init__(self):
+        if self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+
+
+@dataclass
+class TestSetConfig:
+    """The evaluation's test set (section ``test``): a fixed mask per image."""
+
+    image_size: int = 256
+    faces: list[FaceDataConfig] = field(default_factory=lambda: [FFHQConfig(split="test")])
+    mask_library: str | None = path_field(kind="dir")
+    mask_seed: int = 2024  # test image i is always masked with seed (mask_seed, i)
+    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
+    limit: int | None = None  # evaluate the first `limit` images only

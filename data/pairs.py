@@ -1,7 +1,8 @@
 """Masked training / test pairs, concatenation, and the factory that builds datasets from their config sections.
 
 ``build_faces`` is the one place a list of dataset sections (data.config) becomes a dataset: one member is itself,
-several are a ``ConcatFaces``.
+several are a ``ConcatFaces``. ``build_pairs`` is the one place faces meet the mask synthesiser, for training,
+validation and test alike.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.config import FaceDataConfig
+from data.config import DataConfig, FaceDataConfig, SynthesizerConfig, TestSetConfig
 from data.photos import FFHQ, N_COEFFS, CelebAMaskHQ, ImageFolderFaces
 from data.splits import item_seed
 from data.synthetic import SyntheticFaces
 from engine.config import ConfigError, convert_value
 
-__all__ = ["MaskedPairs", "ConcatFaces", "DATASETS", "build_dataset", "build_faces", "read_dataset_config"]
+__all__ = ["MaskedPairs", "ConcatFaces", "DATASETS", "build_dataset", "build_faces", "read_dataset_config",
+           "build_synthesizer", "build_pairs"]
 
 
 def skipped_flags(dataset) -> torch.Tensor:
@@ -173,3 +175,43 @@ def build_faces(cfgs: Sequence[FaceDataConfig | Mapping[str, Any]], image_size: 
 def read_dataset_config(data: Mapping[str, Any], key: str = "data") -> FaceDataConfig:
     """A plain mapping -> its kind's dataset section (engine.config's checks: kind, unknown keys, types)."""
     return convert_value(dict(data), FaceDataConfig, key)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# masked pairs of a split
+
+
+def build_synthesizer(mask_library: str | None, synth: SynthesizerConfig):
+    """The masked-pair synthesiser: the library at ``mask_library`` (None = procedural) with ``synth``'s options."""
+    from data.synth import MaskedPairSynthesizer
+
+    library = None
+    if mask_library:
+        from data.masks.library import MaskLibrary
+
+        library = MaskLibrary.from_dir(mask_library)
+    return MaskedPairSynthesizer(library=library, **synth.kwargs())
+
+
+def build_pairs(cfg: DataConfig | TestSetConfig, which: str, model: Any = None) -> Dataset:
+    """The masked pairs of one split, from its section:
+
+    - ``"train"``: ``cfg.train`` (a DataConfig), new masks every epoch from ``mask_seed``;
+    - ``"val"``: ``cfg.val``, a fixed mask per item from ``val_mask_seed``;
+    - ``"test"``: ``cfg.faces`` (a TestSetConfig), a fixed mask per item from ``mask_seed``, the first ``limit``.
+
+    model: the MorphableModel synthetic faces render with (None: their default).
+    """
+    if which == "test":
+        faces, key, seed = cfg.faces, "test.faces", cfg.mask_seed
+    elif which in ("train", "val"):
+        faces, key = (cfg.train, "data.train") if which == "train" else (cfg.val, "data.val")
+        seed = cfg.mask_seed if which == "train" else cfg.val_mask_seed
+    else:
+        raise ValueError(f"build_pairs: which must be train, val or test, got {which!r}")
+    pairs = MaskedPairs(build_faces(faces, cfg.image_size, key, model), build_synthesizer(cfg.mask_library, cfg.synth),
+                        seed=seed, fixed=which != "train")
+    limit = getattr(cfg, "limit", None) if which == "test" else None
+    if limit is not None and limit < len(pairs):
+        return torch.utils.data.Subset(pairs, range(limit))
+    return pairs

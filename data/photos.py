@@ -56,7 +56,7 @@ from torch.utils.data import Dataset
 from data.align import alignment_transform, get_framing, load_lm3d, transform_points, warp_affine
 from data.detectors import LandmarkDetector, get_detector
 from data.io import CorruptImageError, list_images, read_array, read_image_uint8
-from data.landmarks import _LANDMARK_SUFFIXES, find_landmarks_file, load_landmarks_file
+from data.landmarks import _LANDMARK_SUFFIXES, find_landmarks_file, load_landmarks_file, rescale_points
 from data.splits import ffhq_split
 from engine.config import ConfigError
 
@@ -109,7 +109,7 @@ def _centre_square_transform(h: int, w: int, size: int) -> np.ndarray:
 def scale_points(points: np.ndarray, src_wh: tuple[float, float], dst_wh: tuple[float, float]) -> np.ndarray:
     """Rescale pixel coordinates between two resolutions of one image (pixel-centre convention)."""
     sx, sy = dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1]
-    return np.stack([(points[:, 0] + 0.5) * sx - 0.5, (points[:, 1] + 0.5) * sy - 0.5], axis=1).astype(np.float32)
+    return rescale_points(points, (sx, sy)).astype(np.float32)
 
 
 def _detector_from_spec(spec: str | Mapping | LandmarkDetector | None) -> LandmarkDetector | None:
@@ -391,15 +391,10 @@ def load_ffhq_landmarks(
     ref_arr = np.stack(refs) if refs else np.zeros((0, 2), np.float32)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.name + ".tmp.npz")
+        tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}.npz")  # ranks / datasets write at once
         np.savez(tmp, indices=np.asarray(indices, np.int64), landmarks=lm_arr, ref_size=ref_arr)
         os.replace(tmp, cache_path)
     return {k: r for r, k in enumerate(indices)}, lm_arr, ref_arr
-
-
-def ffhq_image_path(images_dir: str | os.PathLike, index: int) -> Path:
-    """FFHQ's layout: images1024x1024/{idx - idx % 1000:05d}/{idx:05d}.png."""
-    return Path(images_dir) / f"{index - index % 1000:05d}" / f"{index:05d}.png"
 
 
 class FFHQ(FaceImageDataset):

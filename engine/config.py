@@ -38,7 +38,12 @@ def path_field(default: str | None = None, kind: str = "file", required: bool = 
 
 # ----------------------------------------------------------------------------------------------------------- YAML
 def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
-    """Read a YAML file and resolve its `base:` chain (paths relative to the file). Later files override."""
+    """Read a YAML file and resolve its `base:` chain (paths relative to the file). Later files override.
+
+    A nested mapping may name YAML files to extend too, e.g. a dataset entry ``{base: ../base/ffhq.yaml, split:
+    test}``: a `base:` below the top level counts only when its value is a ``.yaml`` path (or a list of them), so a
+    dict entry that happens to be called "base" (an ablation's name) is left alone.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -49,13 +54,35 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
+    data = {k: _resolve_nested_bases(v, path, _seen + (key,)) for k, v in data.items()}
     if base is None:
         return data
-    bases = base if isinstance(base, list) else [base]
+    return deep_merge(_load_bases(base, path, _seen + (key,)), data)
+
+
+def _load_bases(base, path: Path, seen: tuple[str, ...]) -> dict:
+    """The merged content of the YAML file(s) ``base`` names, relative to ``path``'s folder."""
     merged: dict = {}
-    for b in bases:
-        merged = deep_merge(merged, load_yaml(path.parent / b, _seen + (key,)))
-    return deep_merge(merged, data)
+    for b in base if isinstance(base, list) else [base]:
+        merged = deep_merge(merged, load_yaml(path.parent / b, seen))
+    return merged
+
+
+def _names_yaml(value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(v, str) and v.endswith((".yaml", ".yml")) for v in values)
+
+
+def _resolve_nested_bases(value, path: Path, seen: tuple[str, ...]):
+    """``value`` with every nested mapping's `base: FILE.yaml` merged in (the mapping's own keys win)."""
+    if isinstance(value, list):
+        return [_resolve_nested_bases(v, path, seen) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _resolve_nested_bases(v, path, seen) for k, v in value.items() if k != "base" or not _names_yaml(v)}
+    if _names_yaml(value.get("base")):
+        return deep_merge(_load_bases(value["base"], path, seen), out)
+    return out
 
 
 def _yaml_error(e: yaml.YAMLError, where: str) -> ConfigError:

@@ -95,11 +95,6 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device, **kwargs) -> torch.n
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, **kwargs)
 
 
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return module.module if hasattr(module, "module") and isinstance(
-        module, torch.nn.parallel.DistributedDataParallel) else module
-
-
 def all_reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Average a dict of scalar tensors over ranks, in one collective (no per-key sync)."""
     if not values or get_world_size() == 1:

@@ -21,6 +21,7 @@ from .geometry import LandmarkNMEMetric, MaskIoUMetric, landmark_nme, mask_iou
 from .identity import IdentityCosineMetric, embedding_cosine
 from .image import L1HoleMetric, L1Metric, PSNRMetric, SSIMMetric, l1, l1_hole, psnr, ssim
 from .perceptual import DiversityMetric, LPIPSMetric, diversity, load_lpips
+from .score import DEFAULT_PSNR_MAX_DB, as_exported, score_batch
 
 _REGISTRY: dict[str, type[Metric]] = {
     "l1": L1Metric,
@@ -69,10 +70,10 @@ def summarize(metrics) -> dict[str, dict[str, float | bool]]:
 
 
 __all__ = [
-    "DEFAULT_AREA_EDGES", "FID", "DiversityMetric", "FIDInception", "FIDReference", "FeatureWeights", "GaussianStats",
-    "IdentityCosineMetric", "L1HoleMetric", "L1Metric", "LPIPSMetric", "LandmarkNMEMetric", "MaskIoUMetric", "Metric",
-    "MetricContext", "PSNRMetric", "PerImageMetric", "SSIMMetric", "available", "bin_by_area", "bin_metrics",
-    "build_metric", "diversity", "embedding_cosine", "frechet_distance", "get_metric", "l1", "l1_hole",
-    "landmark_nme", "load_lpips", "mask_area", "mask_iou", "metric_class", "psnr", "quantize", "reference_key",
-    "ssim", "summarize",
+    "DEFAULT_AREA_EDGES", "DEFAULT_PSNR_MAX_DB", "DiversityMetric", "FID", "FIDInception", "FIDReference",
+    "FeatureWeights", "GaussianStats", "IdentityCosineMetric", "L1HoleMetric", "L1Metric", "LPIPSMetric",
+    "LandmarkNMEMetric", "MaskIoUMetric", "Metric", "MetricContext", "PSNRMetric", "PerImageMetric", "SSIMMetric",
+    "as_exported", "available", "bin_by_area", "bin_metrics", "build_metric", "diversity", "embedding_cosine",
+    "frechet_distance", "get_metric", "l1", "l1_hole", "landmark_nme", "load_lpips", "mask_area", "mask_iou",
+    "metric_class", "psnr", "quantize", "reference_key", "score_batch", "ssim", "summarize",
 ]

@@ -1,6 +1,6 @@
 """Frozen ArcFace identity features F(.) for the identity loss (eq. 4) and the ArcFace-cosine metric.
 
-The trunk is insightface arcface_torch's IResNet (FORMATS.md sec. 2) with identical module names, so a released
+The trunk is insightface arcface_torch's IResNet (docs/formats.md sec. 2) with identical module names, so a released
 ``backbone.pth`` loads with ``strict=True`` into ``ArcFace(...).backbone``. Faces are aligned to the 112x112 ArcFace
 template with a 5-point similarity transform, warped with ``grid_sample`` so gradients reach the input image.
 """

@@ -1,4 +1,4 @@
-"""N_G: the inpainting generator (paper sec. 3.2; layout of the authors' release, FORMATS.md sec. 5).
+"""N_G: the inpainting generator (paper sec. 3.2; layout of the authors' release, docs/formats.md sec. 5).
 
     concat(m, I_3D, I_n) (B,7,H,W) -> SN conv7x7 -> 64 -> SN conv4x4/2 -> 128 -> SN conv4x4/2 -> 256
     -> n_res residual blocks (256) -> up (SN conv3x3 + bilinear x2) -> 128 -> up -> 64 -> SN conv7x7 -> 3 -> sigmoid
@@ -10,8 +10,7 @@ of 2**n_down.
 
 ``prior_blend`` (not in the paper; off by default) adds a second 7x7 head that predicts a per-pixel gate a in [0,1]:
 output = a * I_3D + (1 - a) * G(x). Copying the rendered face then costs the network one gate value instead of a
-pixel-exact identity map through the down/up path, which a short training cannot learn (README, "Why the demo's N_G
-is trained differently").
+pixel-exact identity map through the down/up path, which a short training cannot learn (docs/demo.md, "N_G").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """N_3D: joint 3DMM-coefficient regression and mask segmentation (paper sec. 3.1).
 
-Layout (as the authors' FaceEncoder, FORMATS.md sec. 5):
+Layout (as the authors' FaceEncoder, docs/formats.md sec. 5):
 
     x (B,3,H,W) in [0,1] -> ResNet stem -> layer1 (w1, H/4) -> layer2 (w2, H/8) -> layer3 (w3, H/16)
       segmentation: BiSeNet context path on layer2/layer3 + fusion with layer1 -> 1 logit, upsampled to (H,W)
@@ -223,7 +223,7 @@ def build_deng_recon(path: str | os.PathLike, what: str = "deng_checkpoint") -> 
     return model.eval()
 
 
-# Authors' FaceEncoder key prefixes -> ours (first match wins; FORMATS.md sec. 5 and the release's module names).
+# Authors' FaceEncoder key prefixes -> ours (first match wins; docs/formats.md sec. 5 and the release's module names).
 _AUTHORS_PREFIXES: tuple[tuple[str, str], ...] = (
     ("feat.", "backbone."),
     ("coeff.", "coeff_head."),

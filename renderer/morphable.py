@@ -267,9 +267,10 @@ class MorphableModel(nn.Module):
         flat = _BasisProduct.apply(tex_coeff, self.tex_base)
         return (flat.view(flat.shape[0], -1, 3) + self.mean_tex) / 255.0
 
-    def vertex_normals(self, vertices: torch.Tensor) -> torch.Tensor:
+    def vertex_normals(self, vertices: torch.Tensor, area_weighted: bool = False) -> torch.Tensor:
         """vertices (B, V, 3) -> unit normals (B, V, 3): sum of the adjacent unit face normals, normalised
-        (Deng et al.'s definition, counter-clockwise triangles face outward)."""
+        (Deng et al.'s definition, counter-clockwise triangles face outward). ``area_weighted``: the face normals
+        are summed unnormalised (each weighted by twice its triangle's area), as the authors' release does."""
         d1, d2, adj = self._normal_operators(vertices.device, vertices.dtype)
         b, v = vertices.shape[:2]
         n_f = self.triangles.shape[0]
@@ -278,7 +279,9 @@ class MorphableModel(nn.Module):
         vt = vertices.permute(1, 2, 0).reshape(v, 3 * b)
         ax, ay, az = _SparseMatmul.apply(d1, vt).view(n_f, 3, b).unbind(1)
         bx, by, bz = _SparseMatmul.apply(d2, vt).view(n_f, 3, b).unbind(1)
-        fn = _unit(torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], 1), dim=1)
+        fn = torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], 1)
+        if not area_weighted:
+            fn = _unit(fn, dim=1)
         acc = _SparseMatmul.apply(adj, fn.view(n_f, 3 * b)).view(v, 3, b)
         return _unit(acc, dim=1).permute(2, 0, 1)
 

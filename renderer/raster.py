@@ -6,9 +6,14 @@ Two backends behind one interface (chosen by name through `get_rasterizer`):
 
 Both take screen-space vertices: pixel coordinates (x right, y down, pixel (row i, column j) centred at (j, i)) and
 positive camera depth, and sample every pixel at its centre (point sampling, no antialiasing). Both return
-`Fragments` whose barycentrics are perspective-correct and differentiable w.r.t. the vertex pixel positions and
-depths (visibility itself is piecewise constant, as in nvdiffrast without antialiasing), so `interpolate` gives
-gradients w.r.t. both the attributes and the vertex positions.
+`Fragments` whose barycentrics are differentiable w.r.t. the vertex pixel positions and depths (visibility itself is
+piecewise constant, as in nvdiffrast without antialiasing), so `interpolate` gives gradients w.r.t. both the
+attributes and the vertex positions.
+
+Barycentrics are perspective-correct by default. ``perspective_correct=False`` gives screen-space barycentrics
+(linear in pixel coordinates, as PyTorch3D's ``rasterize_meshes`` by default, which the authors' release renders
+with): attributes and depth are interpolated linearly on the screen, and the torch backend also resolves
+visibility on that screen-linear depth (nvdiffrast keeps its own hardware depth test).
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ class Fragments:
     """Per-pixel rasterization result for a batch of B images of H x W pixels.
 
     tri_id: (B, H, W) int64, index into `faces` of the visible triangle, -1 on background.
-    bary:   (property) (B, H, W, 3) perspective-correct barycentrics of the pixel centre w.r.t. the triangle's
-            3 vertices (sum 1 on covered pixels, 0 on background); differentiable w.r.t. vertex positions and
+    bary:   (property) (B, H, W, 3) barycentrics (perspective-correct, or screen-space when rasterized with
+            ``perspective_correct=False``) of the pixel centre w.r.t. the triangle's 3 vertices (sum 1 on covered
+            pixels, 0 on background); differentiable w.r.t. vertex positions and
             depths. ``dense_bary`` holds it once built (the nvdiffrast backend builds it at once).
     depth:  (B, H, W) camera depth of the visible surface, 0 on background.
     faces:  (F, 3) int64 vertex indices the triangle ids refer to.
@@ -101,9 +107,10 @@ class Rasterizer:
 
     name = "base"
 
-    def rasterize(self, pix: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, image_size) -> Fragments:
+    def rasterize(self, pix: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, image_size,
+                  perspective_correct: bool = True) -> Fragments:
         """pix (B, V, 2) pixel coords (x right, y down); depth (B, V) camera depth > 0; faces (F, 3) long;
-        image_size int or (H, W)."""
+        image_size int or (H, W); perspective_correct False: screen-space barycentrics (module doc)."""
         raise NotImplementedError
 
     def interpolate(self, attr: torch.Tensor, frags: Fragments) -> torch.Tensor:
@@ -111,8 +118,8 @@ class Rasterizer:
         return gather_interpolate(attr, frags)
 
 
-def _screen_barycentrics(pix, depth, faces, tri_id, h, w):
-    """Differentiable perspective-correct barycentrics and depth at the covered pixel centres.
+def _screen_barycentrics(pix, depth, faces, tri_id, h, w, perspective_correct: bool = True):
+    """Differentiable barycentrics (perspective-correct, or screen-space) and depth at the covered pixel centres.
 
     Returns depth (B, H, W) (0 where tri_id < 0) and the compact per-covered-pixel (pixel index, vertex ids,
     barycentrics) triple.
@@ -137,6 +144,11 @@ def _screen_barycentrics(pix, depth, faces, tri_id, h, w):
     inv_area = 1.0 / (e1x * e2y - e1y * e2x)
     s = (dx * e2y - dy * e2x) * inv_area
     t = (e1x * dy - e1y * dx) * inv_area
+    if not perspective_correct:  # screen space: the weights as they are, depth interpolated linearly on the screen
+        bary_c = torch.stack([1.0 - s - t, s, t], dim=-1)
+        zbuf_c = (bary_c * g[:, :, 2]).sum(-1)
+        zbuf = zbuf_c.new_zeros(b * h * w).index_copy(0, pidx, zbuf_c).view(b, h, w)
+        return zbuf, (pidx, vid, bary_c)
     # perspective correction: screen-space weights over depth, renormalised; their sum is 1 / depth
     w0, w1, w2 = (1.0 - s - t) / g[:, 0, 2], s / g[:, 1, 2], t / g[:, 2, 2]
     zbuf_c = 1.0 / (w0 + w1 + w2)
@@ -153,7 +165,9 @@ class TorchRasterizer(Rasterizer):
     (float32 depth bits << 32 | triangle id) and a `scatter_reduce(amin)` keeps the nearest triangle per pixel.
     Barycentrics of the winning triangle are then recomputed with autograd from the vertex positions.
 
-    Triangles with a vertex at or behind the camera (depth <= 0) are dropped rather than clipped.
+    Triangles with a vertex at or behind the camera (depth <= 0) are dropped rather than clipped. With
+    ``perspective_correct=False`` the depth compared is the screen-linear one (as PyTorch3D without perspective
+    correction).
     max_candidates: above this many (triangle, pixel) pairs the batch is processed one image at a time (memory).
     """
 
@@ -162,20 +176,20 @@ class TorchRasterizer(Rasterizer):
     def __init__(self, max_candidates: int = 1 << 24):
         self.max_candidates = int(max_candidates)
 
-    def rasterize(self, pix, depth, faces, image_size) -> Fragments:
+    def rasterize(self, pix, depth, faces, image_size, perspective_correct: bool = True) -> Fragments:
         h, w = _hw(image_size)
         faces = faces.to(device=pix.device, dtype=torch.long)
         with torch.no_grad():
-            tri_id = self.visible_triangles(pix.detach(), depth.detach(), faces, h, w)
-        zbuf, compact = _screen_barycentrics(pix, depth, faces, tri_id, h, w)
+            tri_id = self.visible_triangles(pix.detach(), depth.detach(), faces, h, w, perspective_correct)
+        zbuf, compact = _screen_barycentrics(pix, depth, faces, tri_id, h, w, perspective_correct)
         return Fragments(tri_id=tri_id, dense_bary=None, depth=zbuf, faces=faces, compact=compact)
 
-    def visible_triangles(self, pix, depth, faces, h, w) -> torch.Tensor:
+    def visible_triangles(self, pix, depth, faces, h, w, perspective_correct: bool = True) -> torch.Tensor:
         """Nearest triangle per pixel centre: (B, H, W) int64, -1 on background. Not differentiable."""
         b = depth.shape[0]
         pix = pix.float()
         depth = depth.float()
-        setup = _triangle_setup(pix, depth, faces, h, w)
+        setup = _triangle_setup(pix, depth, faces, h, w, perspective_correct)
         total = int(setup["count"].sum())
         if total <= self.max_candidates or b == 1:
             return _resolve(setup, total, h, w, faces.shape[0])
@@ -183,13 +197,14 @@ class TorchRasterizer(Rasterizer):
         outs = []
         for i in range(b):
             sub = {"table": setup["table"][:, i * n_f:(i + 1) * n_f], "count": setup["count"][i * n_f:(i + 1) * n_f],
-                   "batch": 1}
+                   "batch": 1, "screen": setup["screen"]}
             outs.append(_resolve(sub, int(sub["count"].sum()), h, w, n_f))
         return torch.cat(outs, 0)
 
 
-def _triangle_setup(pix, depth, faces, h, w) -> dict:
-    """Per-triangle data for candidate generation: table (12, B*F) rows, count (B*F,) candidates per triangle."""
+def _triangle_setup(pix, depth, faces, h, w, perspective_correct: bool = True) -> dict:
+    """Per-triangle data for candidate generation: table (12, B*F) rows, count (B*F,) candidates per triangle.
+    Rows 6-8 hold the corners' inverse depths (perspective-correct) or their depths (screen space)."""
     b = depth.shape[0]
     n_f = faces.shape[0]
     # (coord, batch, corner, face) so that every per-triangle quantity below is a contiguous row
@@ -217,10 +232,15 @@ def _triangle_setup(pix, depth, faces, h, w) -> dict:
     torch.mul(e2x, inv_area, out=table[3]).neg_()
     torch.mul(e1y, inv_area, out=table[4]).neg_()
     torch.mul(e1x, inv_area, out=table[5])
-    torch.reciprocal(za, out=table[6])
-    torch.reciprocal(zb, out=table[7])
-    torch.reciprocal(zc, out=table[8])
-    return {"table": table.view(12, -1), "count": count.view(-1), "batch": b}
+    if perspective_correct:
+        torch.reciprocal(za, out=table[6])
+        torch.reciprocal(zb, out=table[7])
+        torch.reciprocal(zc, out=table[8])
+    else:
+        table[6].copy_(za)
+        table[7].copy_(zb)
+        table[8].copy_(zc)
+    return {"table": table.view(12, -1), "count": count.view(-1), "batch": b, "screen": not perspective_correct}
 
 
 def _resolve(setup: dict, total: int, h: int, w: int, n_faces: int) -> torch.Tensor:
@@ -248,7 +268,8 @@ def _resolve(setup: dict, total: int, h: int, w: int, n_faces: int) -> torch.Ten
         u = 1.0 - s - t
         inside = (u >= -_INSIDE_EPS) & (s >= -_INSIDE_EPS) & (t >= -_INSIDE_EPS)
         zinv = u * tab[6] + s * tab[7] + t * tab[8]
-        zc = zinv.clamp_(min=1e-12).reciprocal_().float()
+        # screen space: rows 6-8 are depths, so this is the screen-linear depth itself
+        zc = zinv.clamp_(min=1e-12).float() if setup.get("screen") else zinv.clamp_(min=1e-12).reciprocal_().float()
         batch = torch.div(owner, n_faces, rounding_mode="floor")
         face = owner - batch * n_faces
         key = (zc.view(torch.int32).long() << 32) | face
@@ -288,7 +309,7 @@ class NvdiffrastRasterizer(Rasterizer):
             self._contexts[key] = self._dr.RasterizeCudaContext(device=device)
         return self._contexts[key]
 
-    def rasterize(self, pix, depth, faces, image_size) -> Fragments:
+    def rasterize(self, pix, depth, faces, image_size, perspective_correct: bool = True) -> Fragments:
         if pix.device.type != "cuda":
             raise RuntimeError(f"rasterizer backend 'nvdiffrast' needs CUDA tensors (got {pix.device.type}); "
                                "use backend: torch")
@@ -303,6 +324,8 @@ class NvdiffrastRasterizer(Rasterizer):
         rast, _ = self._dr.rasterize(self._context(pix.device), pos, tri, (h, w), grad_db=False)
         tri_id = rast[..., 3].long() - 1
         m = (tri_id >= 0).unsqueeze(-1).to(rast.dtype)
+        if not perspective_correct:
+            rast = _screen_space_rast(rast, tri_id, depth.float(), tri.long())
         u, v = rast[..., 0], rast[..., 1]
         bary = torch.stack([u, v, 1.0 - u - v], dim=-1) * m
         zbuf = self._dr.interpolate(depth.float().unsqueeze(-1).contiguous(), rast, tri)[0][..., 0]
@@ -313,6 +336,24 @@ class NvdiffrastRasterizer(Rasterizer):
         if attr.dim() == 2:
             attr = attr.unsqueeze(0)  # (1, V, C) broadcasts over the batch; a 2-D attr would mean range mode
         return self._dr.interpolate(attr.float().contiguous(), rast, tri)[0]
+
+
+def _screen_space_rast(rast, tri_id, depth, tri):
+    """nvdiffrast's (B, H, W, 4) rast output with its perspective-correct (u, v) replaced by screen-space ones.
+
+    Perspective-correct weights are b_i = (a_i / w_i) / sum_j (a_j / w_j) for screen-space weights a_i and clip w
+    (= camera depth here), so a_i = b_i w_i / sum_j b_j w_j. dr.interpolate blends with whatever (u, v) it gets.
+    """
+    b, n_vert = depth.shape
+    covered = tri_id >= 0
+    bidx = torch.arange(b, device=depth.device).view(b, 1, 1).expand_as(tri_id)
+    corners = tri[tri_id.clamp(min=0)] + (bidx * n_vert).unsqueeze(-1)  # (B, H, W, 3) flat vertex ids
+    w = depth.reshape(-1)[corners]
+    u, v = rast[..., 0], rast[..., 1]
+    a = torch.stack([u, v, 1.0 - u - v], -1) * w
+    a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
+    a = torch.where(covered.unsqueeze(-1), a, torch.zeros_like(a))
+    return torch.cat([a[..., :2], rast[..., 2:]], -1)
 
 
 RASTERIZERS = {"torch": TorchRasterizer, "nvdiffrast": NvdiffrastRasterizer}

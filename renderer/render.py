@@ -12,7 +12,15 @@ from .lighting import INIT_LIGHT, sh_basis, sh_shading
 from .morphable import MorphableModel
 from .raster import Fragments, get_rasterizer
 
-__all__ = ["FaceRenderer", "RenderOutput"]
+__all__ = ["FaceRenderer", "RenderOutput", "SHADINGS"]
+
+# Shading conventions, by the third party whose networks consume the images (docs/formats.md sec. 1, 5):
+# deng     Deng et al.'s: vertex normals = normalised sum of the adjacent unit face normals of the 3D (camera-space)
+#          mesh; perspective-correct interpolation inside each triangle.
+# release  the authors' release (face_de_mask): face normals of the perspective-projected (NDC) mesh, summed
+#          unnormalised (area-weighted) per vertex, then normalised; screen-space (not perspective-correct)
+#          interpolation, depth test included (PyTorch3D's rasterize_meshes default).
+SHADINGS = ("deng", "release")
 
 
 @dataclass
@@ -47,13 +55,17 @@ class FaceRenderer(nn.Module):
     """Differentiable renderer of a `MorphableModel` with Deng et al.'s camera and SH lighting.
 
     image_size: square output size in pixels; focal defaults to 1015 / 224 * image_size; camera at distance 10.
-    backend: rasterizer name ('torch' or 'nvdiffrast'). No parameters: `.to(device)` moves the model's buffers.
+    backend: rasterizer name ('torch' or 'nvdiffrast'). shading: 'deng' (default) or 'release' (``SHADINGS``).
+    No parameters: `.to(device)` moves the model's buffers.
     Everything is differentiable w.r.t. the coefficients (visibility is piecewise constant: no silhouette gradients).
     """
 
     def __init__(self, model: MorphableModel, image_size: int, backend: str = "torch", focal: float | None = None,
-                 camera_distance: float = DENG_CAMERA_DISTANCE, init_light: float = INIT_LIGHT):
+                 camera_distance: float = DENG_CAMERA_DISTANCE, init_light: float = INIT_LIGHT, shading: str = "deng"):
         super().__init__()
+        if shading not in SHADINGS:
+            raise ValueError(f"unknown shading {shading!r}; valid: {', '.join(SHADINGS)}")
+        self.shading = shading
         self.model = model
         self.image_size = int(image_size)
         self.focal = float(focal) if focal is not None else default_focal(self.image_size)
@@ -82,16 +94,30 @@ class FaceRenderer(nn.Module):
         cam = model_to_camera(pts, euler_rotation(c["angle"]), c["trans"], self.camera_distance)
         return project(cam, self.focal, self.image_size)
 
+    def vertex_normals(self, cam: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+        """Unit vertex normals (N, V, 3) for the SH lighting (x right, y up, z toward the camera), by ``shading``.
+
+        cam (N, V, 3) camera-space vertices, pix (N, V, 2) their projections (``project``).
+        """
+        if self.shading == "deng":
+            # camera space is the world mirrored in z, and a mirror turns cross products into -(mirrored normal):
+            # flip x and y back
+            return self.model.vertex_normals(cam) * cam.new_tensor([-1.0, -1.0, 1.0])
+        # the release's mesh after projection, up to one uniform scale: x, y on the screen (y up), z the world
+        # depth coordinate scaled as x and y are at the camera distance (focal * z_world / distance)
+        z_world = (self.camera_distance - cam[..., 2]) * (self.focal / self.camera_distance)
+        projected = torch.stack([pix[..., 0], -pix[..., 1], z_world], -1)
+        return self.model.vertex_normals(projected, area_weighted=True)
+
     def forward(self, coeffs: torch.Tensor) -> RenderOutput:
         """coeffs (N, layout.size) -> RenderOutput (see its docstring for shapes and ranges)."""
         cam, c = self.camera_vertices(coeffs)
-        # normals in camera space with y up and z toward the camera, as Deng's SH lighting expects. Camera space is
-        # the world mirrored in z, and a mirror turns cross products into -(mirrored normal): flip x and y back
-        normals = self.model.vertex_normals(cam) * cam.new_tensor([-1.0, -1.0, 1.0])
+        pix = project(cam, self.focal, self.image_size)
+        normals = self.vertex_normals(cam, pix)
         albedo = self.model.albedo(c["tex"])
         colors = albedo * sh_shading(normals, c["gamma"], self.init_light)
-        pix = project(cam, self.focal, self.image_size)
-        frags = self.rasterizer.rasterize(pix, cam[..., 2], self.model.triangles, self.image_size)
+        frags = self.rasterizer.rasterize(pix, cam[..., 2], self.model.triangles, self.image_size,
+                                          perspective_correct=self.shading != "release")
         skin = self.model.skin_mask.to(colors.dtype).view(1, -1, 1).expand(colors.shape[0], -1, 1)
         attrs = self.rasterizer.interpolate(torch.cat([colors, skin], dim=-1), frags)  # (N, H, W, 4)
         mask = frags.mask.unsqueeze(1).to(colors.dtype)
@@ -122,7 +148,7 @@ class FaceRenderer(nn.Module):
             raise ValueError(f"fit_lighting: bands must be 1, 2 or 3, got {bands}")
         k = bands * bands
         out = self(coeffs.float())
-        normals = self.model.vertex_normals(out.vertices) * out.vertices.new_tensor([-1.0, -1.0, 1.0])
+        normals = self.vertex_normals(out.vertices, project(out.vertices, self.focal, self.image_size))
         basis = sh_basis(normals)  # (N, V, 9)
         design = self.rasterizer.interpolate(
             torch.cat([out.albedo[..., c:c + 1] * basis for c in range(3)], -1), out.fragments)  # (N, S, S, 27)

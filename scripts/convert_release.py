@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv=None):
@@ -31,21 +28,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_release_config(config: str | None, overrides: list[str]):
-    """The validated ReleaseConfig (files checked); raises a one-line ConfigError naming the key."""
-    from engine.config import load_config, validate_paths
-    from tasks.release import ReleaseConfig
-
-    cfg = load_config(ReleaseConfig, config, overrides)
-    validate_paths(cfg)
-    return cfg
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     from engine.config import ConfigError
     from engine.run import fail_fast
-    from tasks.release import convert_release
+    from tasks.release import convert_release, load_release_config
 
     try:
         cfg = load_release_config(args.config, args.overrides)

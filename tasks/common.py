@@ -1,36 +1,18 @@
-"""Config sections and builders shared by the training tasks: face data, masked pairs, the 3DMM renderer."""
+"""Config sections and builders shared by the tasks: the 3DMM renderer, resizing, in-order batches, image grids."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import cv2
-import numpy as np
 import torch
 
-from data.config import FaceDataConfig, SynthesizerConfig, SyntheticConfig
-from data.pairs import MaskedPairs, build_faces
+from data.config import DataConfig
+from data.draw import draw_points
+from data.io import to_uint8_hwc
 from engine.config import path_field
 
-
-def _synthetic(num: int, offset: int = 0) -> SyntheticConfig:
-    return SyntheticConfig(num=num, offset=offset)
-
-
-@dataclass
-class DataConfig:
-    image_size: int = 224
-    train: list[FaceDataConfig] = field(default_factory=lambda: [_synthetic(4000)])
-    # lists, so that a config extending another replaces the dataset list instead of merging keys into it
-    val: list[FaceDataConfig] = field(default_factory=lambda: [_synthetic(64, offset=1_000_000)])
-    mask_library: str | None = path_field(kind="dir")  # scripts/make_masks.py output; None = procedural library
-    mask_seed: int = 0  # training masks: item i of epoch e uses seed (mask_seed, e, i)
-    val_mask_seed: int = 777  # held-out masks: item i always uses seed (val_mask_seed, i)
-    synth: SynthesizerConfig = field(default_factory=SynthesizerConfig)  # how the masks are put on the faces
-
-    def __post_init__(self):
-        if self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+__all__ = ["DataConfig", "MorphableConfig", "build_morphable", "build_renderer", "resize_square", "resize",
+           "iterate", "require_arcface", "draw_landmarks", "gray3"]
 
 
 @dataclass
@@ -39,6 +21,15 @@ class MorphableConfig:
     synthetic_seed: int = 0
     synthetic_vertices: int | None = None  # None = the default few-thousand-vertex mesh
     backend: str = "torch"  # rasterizer: torch | nvdiffrast
+    # renderer.render.SHADINGS: deng (Deng et al.'s normals and perspective-correct interpolation) | release (the
+    # authors' release: normals of the projected mesh, area-weighted; screen-space interpolation)
+    shading: str = "deng"
+
+    def __post_init__(self):
+        from renderer.render import SHADINGS
+
+        if self.shading not in SHADINGS:
+            raise ValueError(f"morphable.shading: unknown shading {self.shading!r}; valid: {', '.join(SHADINGS)}")
 
 
 def build_morphable(cfg: MorphableConfig):
@@ -51,30 +42,11 @@ def build_morphable(cfg: MorphableConfig):
 
 def build_renderer(cfg: MorphableConfig, image_size: int, device: torch.device | str, model=None):
     """The (parameter-free) FaceRenderer of `model` (default: built from `cfg`) at image_size, with cfg's rasterizer
-    backend, on `device`."""
+    backend and shading convention, on `device`."""
     from renderer.render import FaceRenderer
 
     model = build_morphable(cfg) if model is None else model
-    return FaceRenderer(model, image_size, backend=cfg.backend).to(device)
-
-
-def build_synthesizer(mask_library: str | None, synth: SynthesizerConfig):
-    """The masked-pair synthesiser: the library at ``mask_library`` (None = procedural) with ``synth``'s options."""
-    from data.synth import MaskedPairSynthesizer
-
-    library = None
-    if mask_library:
-        from data.masks.library import MaskLibrary
-
-        library = MaskLibrary.from_dir(mask_library)
-    return MaskedPairSynthesizer(library=library, **synth.kwargs())
-
-
-def build_pairs(cfg: DataConfig, which: str, model=None):
-    """Masked pairs: which='train' (new masks every epoch) or 'val' (fixed masks per item)."""
-    faces = build_faces(cfg.train if which == "train" else cfg.val, cfg.image_size, f"data.{which}", model)
-    seed = cfg.mask_seed if which == "train" else cfg.val_mask_seed
-    return MaskedPairs(faces, build_synthesizer(cfg.mask_library, cfg.synth), seed=seed, fixed=which != "train")
+    return FaceRenderer(model, image_size, backend=cfg.backend, shading=cfg.shading).to(device)
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -113,13 +85,9 @@ def draw_landmarks(images: torch.Tensor, landmarks: list[torch.Tensor], colors=(
     """Images (N,3,H,W) [0,1] with landmark sets (each (N,68,2) pixels) drawn as dots -> (N,3,H,W) [0,1]."""
     out = []
     for i in range(images.shape[0]):
-        img = np.ascontiguousarray((images[i].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255)
-                                   .astype(np.uint8))
-        r = max(1, images.shape[-1] // 128)
+        img = to_uint8_hwc(images[i])
         for lms, col in zip(landmarks, colors):
-            for x, y in lms[i].detach().float().cpu().numpy():
-                if np.isfinite(x) and np.isfinite(y):
-                    cv2.circle(img, (int(round(x)), int(round(y))), r, col, -1)
+            draw_points(img, lms[i].detach().float().cpu().numpy(), col, max(1, images.shape[-1] // 128), False)
         out.append(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
 

@@ -16,7 +16,7 @@ class InpaintModelConfig:
     n_res: int = 6
     use_3d_prior: bool = True  # false: N_G sees only (m, I_n) (ablation "no 3D prior")
     n_down: int = 2  # stride-2 stages of N_G (2 in the paper: residual blocks at 1/4 of the input size)
-    prior_blend: bool = False  # N_G's output = gate * I_3D + (1 - gate) * generated (not in the paper; README)
+    prior_blend: bool = False  # N_G's output = gate * I_3D + (1 - gate) * generated (not in the paper; docs/demo.md)
     # an inpainting export to fine-tune from (its EMA generator starts N_G; e.g. the release's, convert_release.py)
     init_checkpoint: str | None = path_field(kind="file")
     d_base_channels: int = 64

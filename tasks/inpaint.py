@@ -12,17 +12,18 @@ from pathlib import Path
 
 import torch
 
+from data.pairs import build_pairs
 from engine import dist
-from engine.checkpoint import export_inference
 from engine.config import to_dict
 from engine.loop import TrainConfig, make_adam
 from engine.task import Task
 from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
 from losses.identity import identity_loss
 from losses.inpaint import pixel_l1, pixel_l1_masked, tv_loss
-from metrics.image import l1_hole, psnr
+from metrics import DEFAULT_PSNR_MAX_DB, MetricContext, as_exported, build_metric, score_batch
 from tasks.baselines import telea
-from tasks.common import DataConfig, MorphableConfig, build_pairs, gray3, iterate, require_arcface
+from tasks.common import DataConfig, MorphableConfig, gray3, iterate, require_arcface
+from tasks.exports import InferenceConfig, InpaintExport, crop_of
 from tasks.generator import InpaintModelConfig, build_generator
 from tasks.prior import PriorConfig, PriorModule, noised
 from tasks.removal import remove
@@ -191,17 +192,16 @@ class InpaintTask(Task):
 
     @torch.no_grad()
     def validate(self, step: int) -> dict:
-        """Held-out pairs: L1 inside the true mask and PSNR of N_G (EMA) and of OpenCV Telea on the same inputs."""
-        vals = {"l1_hole": [], "psnr": [], "telea_l1_hole": [], "telea_psnr": []}
+        """Held-out pairs scored as evaluate.py scores them (``metrics.score_batch``: 8-bit inputs and outputs, the
+        same metric objects and PSNR cap): L1 inside the true mask and PSNR of N_G (EMA) and of OpenCV Telea."""
+        ctx = MetricContext(self.device, psnr_max_db=DEFAULT_PSNR_MAX_DB)
+        rows = {"": [build_metric(n, ctx) for n in ("l1_hole", "psnr")],
+                "telea_": [build_metric(n, ctx) for n in ("l1_hole", "psnr")]}
         for bi, batch in enumerate(iterate(self.val_set(), self.cfg.train.batch_size, device=self.device)):
-            out = self.predict(batch, seed=bi)["output"]
-            base = telea(batch["masked_image"], batch["mask"])
-            gt, m = batch["image"], batch["mask"]
-            vals["l1_hole"].append(l1_hole(out, gt, m))
-            vals["psnr"].append(psnr(out, gt))
-            vals["telea_l1_hole"].append(l1_hole(base, gt, m))
-            vals["telea_psnr"].append(psnr(base, gt))
-        return {k: float(torch.cat(v).nanmean()) for k, v in vals.items()}
+            batch = as_exported(batch)
+            score_batch(rows[""], self.predict(batch, seed=bi)["output"], batch)
+            score_batch(rows["telea_"], telea(batch["masked_image"], batch["mask"]), batch)
+        return {prefix + m.name: m.compute()[m.name] for prefix, ms in rows.items() for m in ms}
 
     @torch.no_grad()
     def images(self, batch: dict) -> dict:
@@ -217,7 +217,10 @@ class InpaintTask(Task):
 
     # -------------------------------------------------------------------------------------------- export
     def export(self, path: str | Path) -> Path:
+        """Inference-only inpainting file (tasks.exports.InpaintExport), recording the crop the model was trained
+        on, so remove_mask.py aligns photos into it without flags."""
         cfg = self.cfg
-        return export_inference(path, {"g_ema": self.g_ema.state_dict()},
-                                config={"model": to_dict(cfg.model), "prior": to_dict(cfg.prior),
-                                        "morphable": to_dict(cfg.morphable), "image_size": cfg.data.image_size})
+        crop = crop_of(cfg.data.train) or {}
+        inference = InferenceConfig(crop=crop.get("crop"), lm3d_path=crop.get("lm3d_path"))
+        return InpaintExport(cfg.model, to_dict(cfg.prior), cfg.morphable, cfg.data.image_size,
+                             self.g_ema.state_dict(), inference).save(path)

@@ -30,6 +30,7 @@ from data.pairs import DATASETS, ConcatFaces, MaskedPairs, build_dataset
 from data.photos import FFHQ, CelebAMaskHQ, FaceImageDataset, ImageFolderFaces
 from data.splits import ffhq_split, item_seed, split_indices
 from engine.config import ConfigError
+from tests.helpers import cli
 
 # ---------------------------------------------------------------------------------------------------------------------
 # fixtures
@@ -172,7 +173,7 @@ def test_ffhq_loader(ffhq_root):
 
 def test_ffhq_from_prepared_copies(ffhq_root, tmp_path):
     # scripts/prepare_images.py's smaller copies are a drop-in root: same items, json landmarks rescaled
-    from scripts.prepare_images import main
+    main = cli("scripts/prepare_images.py")
 
     small = tmp_path / "ffhq32"
     assert main([str(ffhq_root / "images1024x1024"), str(small), "--size", "32", "--workers", "1"]) == 0
@@ -286,8 +287,9 @@ def test_every_constructor_option_is_a_config_field_with_its_default():
 
 def test_yaml_reaches_every_photo_option(ffhq_root, tmp_path):
     """align_scale, align_template, landmarks_cache and indices from a YAML section down to the dataset."""
+    from data.config import DataConfig
+    from data.pairs import build_pairs
     from engine.config import build_dataclass
-    from tasks.common import DataConfig, build_pairs
 
     template = [[0.35, 0.45], [0.65, 0.45], [0.5, 0.6], [0.38, 0.75], [0.62, 0.75]]
     section = {"kind": "ffhq", "root": str(ffhq_root), "landmarks_json": str(ffhq_root / "ffhq-dataset-v2.json"),
@@ -306,10 +308,10 @@ def test_yaml_reaches_every_photo_option(ffhq_root, tmp_path):
 
 def test_synthesizer_options_are_a_config_section():
     """data.synth's options reach MaskedPairSynthesizer (build_synthesizer used to drop them)."""
-    from data.config import SynthesizerConfig
+    from data.config import DataConfig, SynthesizerConfig
+    from data.pairs import build_pairs
     from data.synth import MaskedPairSynthesizer
     from engine.config import build_dataclass
-    from tasks.common import DataConfig, build_pairs
 
     params = {p.name: p.default for p in inspect.signature(MaskedPairSynthesizer).parameters.values()
               if p.kind is p.KEYWORD_ONLY}

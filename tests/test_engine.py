@@ -1,6 +1,5 @@
 """The shared engine on a toy task: configs, checkpoints, resume, torchrun, non-finite losses."""
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from engine.config import ConfigError, load_config, path_field, validate_paths
 from engine.dist import ResumableSampler
 from engine.logging import read_jsonl
 from engine.loop import TrainConfig, lr_factor
-from tests.helpers import free_port
+from tests.helpers import free_port, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "toy_train.py"
@@ -137,7 +136,7 @@ def toy_config(tmp_path, steps=30, **train):
 
 
 def run_toy(cfg_path, run_dir, *extra, torchrun=False, check=True, new_session=False):
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    env = script_env()
     cmd = [sys.executable, str(TOY), "--config", str(cfg_path), "--run-dir", str(run_dir), *extra]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",

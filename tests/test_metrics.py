@@ -432,7 +432,7 @@ def test_summarize_marks_comparability():
     assert out["l1"]["higher_is_better"] is False
 
 
-# ---------------------------------------------------------------- scoring conventions (issue 17)
+# ---------------------------------------------------------------- scoring conventions
 
 
 def test_quantize_rounds_half_up_like_the_png_writer(tmp_path):

@@ -151,7 +151,7 @@ _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
 def _authors_encoder_keys(backbone_keys) -> list[str]:
-    """FaceEncoder module names of the release (FORMATS.md sec. 5)."""
+    """FaceEncoder module names of the release (docs/formats.md sec. 5)."""
     keys = [f"feat.{k}" for k in backbone_keys] + ["coeff.weight", "coeff.bias"]
     keys += ["gated.ConvMask.0.weight", "gated.ConvMask.0.bias", "gated.ConvMask.3.weight", "gated.ConvMask.3.bias"]
     keys += [f"gated.ConvMask.1.{s}" for s in _BN]
@@ -190,7 +190,7 @@ def test_authors_encoder_key_map(r50):
 
 
 def _expected_iresnet_shapes(layers) -> dict[str, tuple[int, ...]]:
-    """arcface_torch IResNet state-dict names and shapes (FORMATS.md sec. 2)."""
+    """arcface_torch IResNet state-dict names and shapes (docs/formats.md sec. 2)."""
     def bn(prefix, c):
         return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
                 f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}

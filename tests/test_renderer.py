@@ -488,10 +488,182 @@ def test_model_pickles_after_use(small_model):
 
 
 def test_scripts_smoke(tmp_path):
-    from scripts import bench_renderer, render_samples
+    import json
+
+    from tests.helpers import run_script
 
     out = tmp_path / "grid.png"
-    assert render_samples.main(["--out", str(out), "--n", "2", "--size", "48", "--n-vertices", "900"]) == 0
+    run_script("scripts/render_samples.py", "--out", out, "--n", "2", "--size", "48", "--n-vertices", "900")
     assert out.is_file() and out.stat().st_size > 0
-    res = bench_renderer.run("cpu", quick=True, batch=2, size=48)
+    r = run_script("scripts/bench_renderer.py", "--quick", "--batch", "2", "--size", "48")
+    res = json.loads(r.stdout)
     assert res["backends"]["torch"]["forward_ms_per_face"] > 0
+
+
+# ------------------------------------------------------------------------------------------ shading conventions
+
+# sha256 (first 16 hex digits) of the float32 outputs of main's renderer at c915646 (before the shading option):
+# synthetic model seed 0 (default mesh), 2 faces from sample_coeffs(seed 3, max_yaw_deg=40), 64 px, one thread
+_DENG_AT_MAIN = {"image": "8045cc1e78381e4e", "colors": "8006716298110606", "depth": "6e520cad00935f08",
+                 "landmarks": "812446d93cbdcb83", "mask": "f67dcdaad762b08f"}
+
+
+def test_deng_shading_is_unchanged_bit_for_bit():
+    import hashlib
+
+    model = MorphableModel.synthetic(seed=0)
+    coeffs = model.sample_coeffs(2, generator=torch.Generator().manual_seed(3), max_yaw_deg=40)
+    for r in (FaceRenderer(model, 64), FaceRenderer(model, 64, shading="deng")):
+        out = r(coeffs)
+        got = {k: hashlib.sha256(getattr(out, k).detach().contiguous().numpy().tobytes()).hexdigest()[:16]
+               for k in _DENG_AT_MAIN}
+        assert got == _DENG_AT_MAIN
+    with pytest.raises(ValueError, match="valid: deng, release"):
+        FaceRenderer(model, 64, shading="pytorch3d")
+
+
+def _tent_model():
+    """A 3 x 3 grid with a raised, off-centre peak and unequal triangles: a mesh on which unit vs area-weighted
+    face normals, 3D vs projected normals, and perspective-correct vs screen-space interpolation all differ."""
+    xs = np.array([-0.9, -0.2, 0.8])
+    ys = np.array([-0.7, 0.1, 0.9])
+    pts = np.array([[x, y, 0.0] for y in ys for x in xs])
+    pts[4, 2] = 0.7  # the peak, toward the camera
+    pts[:, 2] += np.array([0.0, 0.3, -0.2, 0.1, 0.0, -0.4, 0.2, 0.0, 0.5])
+    tri = []
+    for r in range(2):
+        for c in range(2):
+            a, b, d, e = 3 * r + c, 3 * r + c + 1, 3 * (r + 1) + c, 3 * (r + 1) + c + 1
+            tri += [[a, b, e], [a, e, d]]  # counter-clockwise seen from +z (x right, y up)
+    v = len(pts)
+    tex = np.linspace(120, 230, 3 * v).reshape(v, 3)
+    return MorphableModel(pts, np.zeros((3 * v, 1)), np.zeros((3 * v, 1)), tex, np.zeros((3 * v, 1)),
+                          np.array(tri), np.zeros(68, np.int64))
+
+
+def _tent_coeffs(model):
+    gamma = np.zeros((3, 9))
+    gamma[:, 0] = [0.1, 0.0, -0.1]
+    gamma[:, 1:4] = [0.3, 0.4, -0.2]  # a strong directional light: colours follow the normals
+    gamma[:, 4:] = [0.1, -0.15, 0.2, 0.05, -0.1]
+    parts = {"angle": torch.tensor([[0.35, 0.6, 0.1]]), "gamma": torch.tensor(gamma.reshape(1, 27)),
+             "trans": torch.tensor([[0.1, -0.05, 4.0]])}  # 6 dm from the camera: strong perspective
+    return model.layout.join({k: p.float() for k, p in parts.items()})
+
+
+def _sh_by_hand(n):
+    """The 9 SH basis values at unit normal n (docs/formats.md sec. 1), float64."""
+    a = (math.pi, 2 * math.pi / math.sqrt(3), 2 * math.pi / math.sqrt(8))
+    c = (1 / math.sqrt(4 * math.pi), math.sqrt(3) / math.sqrt(4 * math.pi), 3 * math.sqrt(5) / math.sqrt(12 * math.pi))
+    x, y, z = n
+    k1, k2 = a[1] * c[1], a[2] * c[2]
+    return np.array([a[0] * c[0], -k1 * y, k1 * z, -k1 * x, k2 * x * y, -k2 * y * z,
+                     0.5 * k2 / math.sqrt(3) * (3 * z * z - 1), -k2 * x * z, 0.5 * k2 * (x * x - y * y)])
+
+
+def _release_render_by_hand(model, coeffs, size):
+    """The release's convention from its description, in float64 loops: world = R p + t; camera at distance 10;
+    projected mesh (f x / depth, f y / depth, f z_world / 10); face normals cross(b - a, c - a) of that mesh summed
+    per vertex, normalised; SH x albedo per vertex; per pixel centre the triangle with the smallest screen-linear
+    depth among those containing it, colours blended by screen-space barycentrics, clamped to [0, 1]."""
+    c = coeffs[0].double().numpy()
+    lay = model.layout
+    ang, gam, tr = c[lay.slice("angle")], c[lay.slice("gamma")].reshape(3, 9), c[lay.slice("trans")]
+    cx, sx, cy, sy, cz, sz = math.cos(ang[0]), math.sin(ang[0]), math.cos(ang[1]), math.sin(ang[1]), \
+        math.cos(ang[2]), math.sin(ang[2])
+    rot = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) \
+        @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    world = model.mean_shape.double().numpy() @ rot.T + tr
+    depth = 10.0 - world[:, 2]
+    f, ctr = 1015.0 / 224.0 * size, (size - 1) / 2.0
+    u, v = f * world[:, 0] / depth + ctr, ctr - f * world[:, 1] / depth
+    proj = np.stack([f * world[:, 0] / depth, f * world[:, 1] / depth, f * world[:, 2] / 10.0], 1)
+    tri = model.triangles.numpy()
+    normals = np.zeros_like(proj)
+    for a, b, d in tri:
+        fn = np.cross(proj[b] - proj[a], proj[d] - proj[a])
+        for k in (a, b, d):
+            normals[k] += fn
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    albedo = model.mean_tex.double().numpy() / 255.0
+    light = gam + np.array([0.8] + [0.0] * 8)
+    colors = np.stack([albedo[i] * (light @ _sh_by_hand(normals[i])) for i in range(len(albedo))])
+    image = np.zeros((size, size, 3))
+    for i in range(size):
+        for j in range(size):
+            best = None
+            for a, b, d in tri:
+                (xa, ya), (xb, yb), (xd, yd) = (u[a], v[a]), (u[b], v[b]), (u[d], v[d])
+                area = (xb - xa) * (yd - ya) - (yb - ya) * (xd - xa)
+                s = ((j - xa) * (yd - ya) - (i - ya) * (xd - xa)) / area
+                t = ((xb - xa) * (i - ya) - (yb - ya) * (j - xa)) / area
+                w = np.array([1 - s - t, s, t])
+                if (w < 0).any():
+                    continue
+                z = w @ depth[[a, b, d]]
+                if best is None or z < best[0]:
+                    best = (z, w @ colors[[a, b, d]])
+            if best is not None:
+                image[i, j] = np.clip(best[1], 0, 1)
+    return normals, image
+
+
+def test_release_shading_matches_a_hand_computation():
+    model = _tent_model()
+    coeffs = _tent_coeffs(model)
+    size = 32
+    want_normals, want_image = _release_render_by_hand(model, coeffs, size)
+    r = FaceRenderer(model, size, shading="release")
+    out = r(coeffs)
+    pix = project(out.vertices, r.focal, size)
+    got_normals = r.vertex_normals(out.vertices, pix)[0].double().numpy()
+    np.testing.assert_allclose(got_normals, want_normals, atol=2e-6)
+    assert 200 < out.mask.sum() < size * size - 50  # the tent and its silhouette are in the image
+    np.testing.assert_allclose(out.image[0].permute(1, 2, 0).double().numpy(), want_image, atol=2e-6)
+    # the mesh tells the conventions apart: Deng's normals and interpolation give another image
+    deng = FaceRenderer(model, size)(coeffs)
+    deng_normals = FaceRenderer(model, size).vertex_normals(deng.vertices, pix)[0].double().numpy()
+    angle = np.degrees(np.arccos(np.clip((deng_normals * want_normals).sum(1), -1, 1)))
+    assert angle.max() > 5.0
+    assert (deng.image - out.image).abs().max() > 0.02
+    # each convention alone matters: screen-space barycentrics differ from perspective-correct ones here
+    frags_pc = r.rasterizer.rasterize(pix, out.vertices[..., 2], model.triangles, size)
+    assert (frags_pc.bary - out.fragments.bary).abs().max() > 0.01
+
+
+def test_release_shading_gradients_and_fit_lighting(small_model):
+    r = FaceRenderer(small_model, 48, shading="release")
+    coeffs = small_model.sample_coeffs(2, generator=torch.Generator().manual_seed(8))
+    c = coeffs.clone().requires_grad_(True)
+    r(c).image.sum().backward()
+    lay = small_model.layout
+    for name in ("id", "exp", "tex", "angle", "gamma", "trans"):
+        assert c.grad[:, lay.slice(name)].abs().sum() > 0, name
+    # the closed-form lighting fit uses the same normals: the render's own lighting is a fixed point
+    target = r(coeffs)
+    fitted = r.fit_lighting(coeffs, target.image, torch.ones_like(target.mask), bands=3, ridge=1e-6)
+    assert torch.allclose(fitted[:, lay.slice("gamma")], coeffs[:, lay.slice("gamma")], atol=2e-3)
+
+
+def test_morphable_config_selects_the_shading():
+    from tasks.common import MorphableConfig, build_renderer
+
+    assert build_renderer(MorphableConfig(synthetic_vertices=1500), 32, "cpu").shading == "deng"
+    assert build_renderer(MorphableConfig(synthetic_vertices=1500, shading="release"), 32, "cpu").shading == "release"
+    with pytest.raises(ValueError, match="morphable.shading") as e:
+        MorphableConfig(shading="pytorch3d")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (HAS_CUDA and HAS_NVDIFFRAST), reason="needs CUDA and the nvdiffrast package")
+def test_nvdiffrast_release_shading_matches_torch():
+    model = MorphableModel.synthetic(seed=0, n_vertices=1500).cuda()
+    coeffs = model.sample_coeffs(2, generator=torch.Generator().manual_seed(6)).cuda()
+    outs = {name: FaceRenderer(model, 96, backend=name, shading="release")(coeffs) for name in ("torch", "nvdiffrast")}
+    same = outs["torch"].fragments.tri_id == outs["nvdiffrast"].fragments.tri_id
+    assert same.float().mean() > 0.99
+    m = same.unsqueeze(1).expand_as(outs["torch"].image)
+    assert torch.allclose(outs["torch"].image[m], outs["nvdiffrast"].image[m], atol=1e-3)
+    b1, b2 = outs["torch"].fragments.bary, outs["nvdiffrast"].fragments.bary
+    assert torch.allclose(b1[same], b2[same], atol=1e-3)

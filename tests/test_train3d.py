@@ -1,6 +1,5 @@
 """N_3D training task and train_3d.py: losses, overfitting, dry-run, torchrun, exact resume."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch.utils.data import default_collate
 from engine.config import ConfigError, build_dataclass, to_dict
 from engine.loop import StepContext
 from tasks.recon3d import Recon3DExperiment, Recon3DTask, load_n3d
-from tests.helpers import free_port, tiny_data, tiny_train
+from tests.helpers import free_port, script_env, tiny_data, tiny_train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +94,7 @@ def write_cfg(tmp_path, **train):
 
 
 def run(args, check=True, torchrun=False):
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    env = script_env()
     cmd = [sys.executable, str(ROOT / "train_3d.py"), *args]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -129,7 +128,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 
     cfg = write_cfg(tmp_path, steps=10, ckpt_every=2)
     run(["--config", str(cfg), "--run-dir", str(tmp_path / "full")])
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    env = script_env()
     cmd = [sys.executable, str(ROOT / "train_3d.py"), "--config", str(cfg), "--run-dir", str(tmp_path / "cut")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mgr = CheckpointManager(tmp_path / "cut")
@@ -170,7 +169,7 @@ def test_workers_cross_epochs_after_validations_with_opencv_used_first(tmp_path)
     warm_cv2 = ("import cv2, numpy, runpy, sys; a = numpy.random.rand(512, 512, 3).astype('float32'); "
                 "[cv2.warpAffine(a, numpy.float32([[0.9, 0.1, 1], [0, 0.9, 2]]), (512, 512)) for _ in range(3)]; "
                 "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = script_env()
     r = subprocess.run([sys.executable, "-c", warm_cv2, str(ROOT / "train_3d.py"), "--config", str(cfg),
                         "--run-dir", str(tmp_path / "w")], capture_output=True, text=True, env=env, timeout=240,
                        cwd=ROOT)

@@ -13,20 +13,16 @@
 
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine import checkpoint as ckpt_mod  # noqa: E402
-from engine import dist  # noqa: E402
-from engine.config import cli_config, to_dict  # noqa: E402
-from engine.loop import TrainConfig, make_adam, run_training  # noqa: E402
-from engine.run import start_run  # noqa: E402
-from engine.task import Task  # noqa: E402
+from engine import checkpoint as ckpt_mod
+from engine import dist
+from engine.config import cli_config, to_dict
+from engine.loop import TrainConfig, make_adam, run_training
+from engine.run import start_run
+from engine.task import Task
 
 
 @dataclass
