@@ -9,14 +9,14 @@ lighting, noise seed); add slider states as keyframes and animate them into an M
 logic lives in tasks/editor.py (testable without a browser); this file is the page. docs/editor.md has the details.
 """
 
-from __future__ import annotations
-
 import argparse
 import atexit
+import functools
 import os
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home (this runs offline)
@@ -91,6 +91,20 @@ def build_app(remover, args, temp_root: Path):
 
     blank = (None, None, None, None, None)
 
+    def guarded(fn):
+        """An unexpected error becomes one line in the page (the traceback goes to the server's log only)."""
+        @functools.wraps(fn)
+        def run(*a, **k):
+            try:
+                return fn(*a, **k)
+            except gr.Error:
+                raise
+            except Exception as e:
+                traceback.print_exc()
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise gr.Error(f"something went wrong: {why} (details in the server's log)") from None
+        return run
+
     def show(user: User, values, seed, messages=()) -> tuple:
         """(state, status, input, overlay, I_3D, result, result file) for the current sliders."""
         try:
@@ -114,6 +128,7 @@ def build_app(remover, args, temp_root: Path):
         choices = [f"face {i + 1}" for i in range(len(user.editor.faces))]
         return (*out, gr.update(choices=choices, value=choices[0]))
 
+    @guarded
     def on_upload(user, file, points, seed, *values):
         if file is None:
             return (user, "", *blank, gr.update())
@@ -124,10 +139,12 @@ def build_app(remover, args, temp_root: Path):
             return (user, f"⚠️ {e}", *blank, gr.update(choices=[], value=None))
         return open_photo(user, image, landmarks, values, seed, notes)
 
-    def on_gallery(user, seed, *values, evt: gr.SelectData):
+    @guarded
+    def on_gallery(evt: gr.SelectData, user, seed, *values):
         face = gallery[evt.index]
         return open_photo(user, face["image"], [face["landmarks"]], values, seed, [f"{face['name']} (landmarks known)"])
 
+    @guarded
     def on_points(user, points, seed, *values):
         if not isinstance(user, User) or user.editor.image is None:
             return (user, "⚠️ open a photo first", *blank, gr.update())
@@ -137,6 +154,7 @@ def build_app(remover, args, temp_root: Path):
             return (user, f"⚠️ {e}", *blank, gr.update())
         return open_photo(user, user.editor.image, [lm], values, seed, ["aligned from the given points"])
 
+    @guarded
     def on_face(user, choice, seed, *values):
         if not isinstance(user, User) or not choice:
             return (user, "", *blank)
@@ -146,31 +164,37 @@ def build_app(remover, args, temp_root: Path):
             return (user, f"⚠️ {e}", *blank)
         return show(user, values, seed)
 
+    @guarded
     def on_change(user, seed, *values):
         if not isinstance(user, User):
             return (user, "open a photo first (upload one or pick a face from the gallery)", *blank)
         return show(user, values, seed)
 
+    @guarded
     def on_variation(user, *values):
         seed = int(np.random.default_rng().integers(0, 2**31 - 1))
         return (seed, *on_change(user, seed, *values))
 
     defaults = [0.0] * (len(specs) + 5)
 
+    @guarded
     def on_reset(user):
         return (*defaults, 0, *on_change(user, 0, *defaults))
 
+    @guarded
     def on_add_key(user, *values):
         if not isinstance(user, User):
             return user, "open a photo first"
         user.keyframes.append(state_of(values))
         return user, f"{len(user.keyframes)} keyframe(s); animate needs 2 or more"
 
+    @guarded
     def on_clear_keys(user):
         if isinstance(user, User):
             user.keyframes = []
         return user, "0 keyframes"
 
+    @guarded
     def on_animate(user, frames, fps, seed):
         if not isinstance(user, User) or user.editor.image is None:
             return user, "⚠️ open a photo first", None, None, None
@@ -231,10 +255,10 @@ def build_app(remover, args, temp_root: Path):
                     add_key = gr.Button("add keyframe", elem_id="add-key")
                     clear_keys = gr.Button("clear keyframes")
                 keys_info = gr.Markdown("0 keyframes")
-                frames = gr.Slider(2, 96, 24, step=1, label="frames")
+                frames = gr.Slider(2, 96, 24, step=1, label="frames", elem_id="frames")
                 fps = gr.Slider(1, 30, 12, step=1, label="frames per second")
                 run_anim = gr.Button("animate", variant="primary", elem_id="animate")
-                anim_video = gr.Video(label="animation (MP4)", interactive=False)
+                anim_video = gr.Video(label="animation (MP4)", interactive=False, height=260)
                 anim_gif = gr.Image(label="animation (GIF)", format="gif", interactive=False)
                 anim_files = gr.File(label="download MP4 and GIF", file_count="multiple", elem_id="anim-files")
 

@@ -1,13 +1,5 @@
-"""The one training loop. It knows nothing about models: a task object supplies the step.
-
-A task provides
-    modules:     dict[str, nn.Module]        everything to checkpoint (raw modules, not DDP wrappers; EMA too)
-    optimizers:  dict[str, Optimizer]
-    train_step(batch, ctx) -> dict[str, Tensor]     detached scalar tensors to log; uses ctx.optimize(...)
-and optionally
-    validate(step) -> dict[str, float]              run on rank 0, written to RUN/metrics.jsonl
-    images(batch) -> dict[str, Tensor]              (N,3,H,W) grids for TensorBoard
-    state_dict() / load_state_dict(d)               extra task state (plain tensors / numbers)
+"""The one training loop. It knows nothing about models: a task object supplies the step (engine.task.Task:
+modules, optimizers, train_step; optionally validate, images, state_dict / load_state_dict, run on rank 0 only).
 
 The loop owns: data order (seeded, rank-sharded, resumable mid-epoch), the lr schedule (x`lr_drop_factor` at
 `lr_drop_at` of training, as the paper), bf16 autocast on CUDA, gradient clipping, non-finite detection (the run
@@ -46,6 +38,7 @@ from engine.checkpoint import (
     set_rng_state,
 )
 from engine.logging import RunLogger, Throughput
+from engine.task import CountedData, EpochData, Task, check_task
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -231,8 +224,9 @@ class Trainer:
     log.jsonl, tb/) aside and start from step 0.
     """
 
-    def __init__(self, task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
+    def __init__(self, task: Task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
                  device: torch.device | None = None, collate_fn=None, restart: bool = False):
+        check_task(task)
         self.task, self.dataset, self.cfg = task, dataset, cfg
         self.run_dir = run_dir
         self.config_dict = config_dict or {}
@@ -264,8 +258,8 @@ class Trainer:
             "rng": rng_state(),
             "config": self.config_dict,
         }
-        if hasattr(self.task, "state_dict"):
-            state["task"] = self.task.state_dict()
+        if extra := self.task.state_dict():
+            state["task"] = extra
         return state
 
     def load_state_dict(self, state: dict, path="checkpoint") -> None:
@@ -278,7 +272,7 @@ class Trainer:
                 o.load_state_dict(state["optimizers"][k])
             except (KeyError, ValueError) as e:
                 raise CheckpointError(f"{path}: optimizer '{k}' does not fit: {e}") from None
-        if "task" in state and hasattr(self.task, "load_state_dict"):
+        if "task" in state:
             self.task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
@@ -331,7 +325,7 @@ class Trainer:
     def _loader(self, epoch: int, start_batch: int):
         """An iterator over this rank's batches of `epoch` from batch `start_batch` on (workers started)."""
         self.sampler.set_epoch(epoch, start=start_batch * self.cfg.batch_size)
-        if hasattr(self.dataset, "set_epoch"):
+        if isinstance(self.dataset, EpochData):
             self.dataset.set_epoch(epoch)
         dataset = self.dataset
         # The loader gets its own generator so creating it never consumes the global RNG (exact resume). Workers
@@ -352,8 +346,9 @@ class Trainer:
     def skipped_images(self) -> int:
         """Training images skipped at load so far by any rank or loader worker, each bad file once (the dataset's
         optional `skipped_flags`: one bool per item, shared with its workers). A collective: every rank calls it."""
-        flags = getattr(self.dataset, "skipped_flags", None)
-        return 0 if flags is None else dist.count_flagged(flags, self.device)
+        if not isinstance(self.dataset, CountedData):
+            return 0
+        return dist.count_flagged(self.dataset.skipped_flags, self.device)
 
     def _check_finite(self, bad: torch.Tensor, since: int) -> None:
         if bool(bad):
@@ -383,8 +378,8 @@ class Trainer:
         if self.step >= cfg.steps:
             dist.print0(f"already trained: step {self.step} >= {cfg.steps}")
             return {"step": self.step}
-        for line in getattr(self.dataset, "index_report", ()):  # what the data folders hold, once per run
-            dist.print0(f"training data: {line}")
+        for line in self.dataset.index_report if isinstance(self.dataset, CountedData) else ():
+            dist.print0(f"training data: {line}")  # what the data folders hold, once per run
         old_handlers = {}
         with contextlib.suppress(ValueError):  # not in the main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -441,8 +436,7 @@ class Trainer:
                         self.logger.scalars(self.step, scal)
                         self.logger.update_progress(n_sums, {k: last_logs[k] for k in list(last_logs)[:3]})
                         sums, n_sums = {}, 0
-                    if cfg.image_every and (self.step % cfg.image_every == 0 or last) and dist.is_main() \
-                            and hasattr(self.task, "images"):
+                    if cfg.image_every and (self.step % cfg.image_every == 0 or last) and dist.is_main():
                         with torch.no_grad():
                             self.logger.images(self.step, self.task.images(batch))
                     timeout = cfg.max_minutes > 0 and (time.time() - t_start) > 60 * cfg.max_minutes
@@ -475,8 +469,8 @@ class Trainer:
         out = {}
         skipped = self.skipped_images()
         if dist.is_main():
-            if hasattr(self.task, "validate"):
-                out = self.task.validate(self.step) or {}
+            out = self.task.validate(self.step)
+            if out:
                 self.logger.metrics(self.step, out)
             self.logger.scalars(self.step, {"skipped_images": skipped}, prefix="data")
             dist.print0(f"step {self.step}: {skipped} training images skipped so far (unreadable or unusable)")

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8_hwc
+
 SIZE = 256
 
 
@@ -66,10 +68,6 @@ def score(detector, cases: list[Case]) -> dict:
             "nme_max": float(np.max(errs)) if errs else float("nan"), "s_per_image": dt}
 
 
-def _u8(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray((t.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
-
-
 def astronaut_variants() -> list[tuple[np.ndarray, str]]:
     """12 unmasked 256 px views of scikit-image's astronaut (mirror x roll x scale), (H, W, 3) uint8."""
     from skimage import data as skdata
@@ -102,7 +100,7 @@ def masked_cases(views: list[tuple[np.ndarray, np.ndarray, str]], seeds: int) ->
         x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
         for s in range(seeds):
             masked, _ = synth.synth(x, torch.from_numpy(np.asarray(ref, np.float32)), (s, i))
-            cases.append(Case(_u8(masked), np.asarray(ref, np.float64), f"{label}/seed{s}"))
+            cases.append(Case(to_uint8_hwc(masked), np.asarray(ref, np.float64), f"{label}/seed{s}"))
     return cases
 
 
@@ -156,5 +154,5 @@ def synthetic_sets(num: int, seeds: int) -> tuple[list[Case], list[Case]]:
     from data.synthetic import SyntheticFaces
 
     faces = SyntheticFaces(num, SIZE, offset=2_000_000)
-    views = [(_u8(faces[i]["image"]), faces[i]["landmarks"].numpy(), f"synthetic{i}") for i in range(num)]
+    views = [(to_uint8_hwc(faces[i]["image"]), faces[i]["landmarks"].numpy(), f"synthetic{i}") for i in range(num)]
     return [Case(img, ref, label) for img, ref, label in views], masked_cases(views, seeds)

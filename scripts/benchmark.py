@@ -197,17 +197,17 @@ def bench_inference(device: torch.device, quick: bool, batch: int = 8) -> dict:
     return {"batch": batch, "images_per_s": batch / sec}
 
 
-EDITOR_MODELS = {  # N_G settings of the editor's two latency goals (N_D is not used at inference)
-    "demo": {"base_channels": 16, "n_res": 4, "n_down": 1, "prior_blend": True},  # configs/inpaint/demo.yaml
-    "paper": {"base_channels": 64, "n_res": 6},  # the paper's N_G
+EDITOR_MODELS = {  # (model size, N_G settings) of the editor's two latency goals (N_D is not used at inference)
+    "demo": (64, {"base_channels": 16, "n_res": 4, "n_down": 1, "prior_blend": True}),  # configs/inpaint/demo.yaml
+    "paper": (256, {"base_channels": 64, "n_res": 6}),  # the paper's N_G at the paper's 256 px
 }
 
 
 def bench_editor(device: torch.device, quick: bool, size: int = 256) -> dict:
     """One slider change of the web editor (tasks.editor.EditorSession.render: I_3D + N_G + paste-back) on a
-    masked synthetic face at ``size`` px, with the demo's N_G and the paper-size N_G (random weights, N_3D ran once
-    before). Median ms of the whole render, and of its parts timed apart: render (I_3D), N_G, paste-back, and PNG
-    encoding of the page's four views."""
+    masked synthetic face photo of ``size`` px, with the demo model (64 px, as trained) and the paper-size N_G at 256
+    px (random weights, N_3D ran once before). Median ms of the whole render, CPU ms per render, and its parts timed
+    apart: render (I_3D), N_G, paste-back, and PNG encoding of the page's four views."""
     import tempfile
 
     from tasks.editor import gallery_faces
@@ -215,8 +215,9 @@ def bench_editor(device: torch.device, quick: bool, size: int = 256) -> dict:
     n3d = _n3d_task(device, 224, 2).export(Path(tempfile.mkdtemp()) / "n3d.pt")
     face = gallery_faces(1, size=size)[0]
     out = {"image_size": size, "threads": torch.get_num_threads()}
-    for name, model in EDITOR_MODELS.items():
-        out[name] = _editor_latency(device, n3d, model, face, size, 3 if quick else 10)
+    for name, (model_size, model) in EDITOR_MODELS.items():
+        out[name] = {"model_size": model_size,
+                     **_editor_latency(device, n3d, model, face, model_size, 3 if quick else 10)}
     return out
 
 
@@ -347,6 +348,28 @@ def bench_detectors(names=("dlib", "dlib_cnn", "masked")) -> dict:
     return out
 
 
+def bench_video(quick: bool, checkpoint: str = "runs/inpaint_demo/inpaint.pt", size: int = 256) -> dict:
+    """remove_mask.py --video's path (tasks.video over data.video.transcode) on the synthetic talking head at
+    ``size`` px with the demo model: frames/s, ms per frame of each stage, resident memory and its slope per frame.
+    Quality against the truth (flicker, hole L1) is scripts/measure_video.py's."""
+    import tempfile
+
+    from data.synthetic_video import TalkingHead
+    from tasks.photo import load_remover, photo_framing
+    from tasks.video import VideoOptions
+    from tasks.video_eval import rss_slope, run_video, write_masked_video
+
+    n = 24 if quick else 96
+    synth = TalkingHead(n_frames=n, size=size)
+    remover = load_remover(checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_masked_video(synth, Path(tmp) / "in.mp4")
+        run = run_video(remover, src, Path(tmp) / "out.mp4", VideoOptions(first_landmarks=synth.frame(0).landmarks),
+                        n_frames=n, framing=photo_framing(remover, "meanface"), rss_every=4)
+    return {"frames": n, "size": size, "fps": run["fps"], "ms_per_frame": run["split_ms"],
+            "rss_mib_end": run["rss"][-1][1], "rss_mib_per_frame": rss_slope(run["rss"])}
+
+
 def largest_batch(run, start: int = 2 * PAPER_BATCH, limit: int = 1024) -> dict:
     """``run(batch) -> dict`` at the largest of start, 2 start, 4 start, ... (<= ``limit``) that fits in GPU memory.
 
@@ -425,6 +448,7 @@ def main(argv=None) -> int:
         "evaluation": lambda: bench_evaluation(device, args.quick, batch),
         "detectors": bench_detectors,
         "editor": lambda: bench_editor(device, args.quick),
+        "video": lambda: bench_video(args.quick),
     }
     if args.max_batch:
         for stage in ("n3d", "inpaint"):
@@ -488,7 +512,8 @@ def print_table(results: dict) -> None:
         for name in EDITOR_MODELS:
             e = r["editor"].get(name)
             if e:
-                rows.append((f"editor slider change, {name} N_G, {r['editor']['image_size']} px",
+                rows.append((f"editor slider change, {name} model ({e['model_size']} px), "
+                             f"{r['editor']['image_size']} px photo",
                              f"{e['ms']:.0f} ms, {e['cpu_ms']:.0f} ms CPU (render {e['render_ms']:.0f}, "
                              f"N_G {e['ng_ms']:.0f}, paste-back "
                              f"{e['paste_ms']:.0f}, PNG encoding {e['encode_ms']:.0f})"))

@@ -28,12 +28,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-baseline", action="store_true", help="skip the per-frame baseline run")
     p.add_argument("--out", default="runs/video_measure")
     p.add_argument("--json", default=None, help="write the figures here (default OUT/scores.json)")
+    p.add_argument("--gif", default=None, help="also write a before/after GIF here (masked | temporal | per-frame | "
+                                                "truth, the first 48 frames)")
     args = p.parse_args(argv)
 
     from data.synthetic_video import get_synthetic_video
     from tasks.photo import load_remover, photo_framing
     from tasks.video import VideoOptions
-    from tasks.video_eval import rss_slope, run_video, score_video, write_masked_video
+    from tasks.video_eval import before_after_gif, rss_slope, run_video, score_video, write_masked_video
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,10 @@ def main(argv=None) -> int:
                           "flow_flicker": t["flow_flicker"] / b["flow_flicker"]}
         print("temporal / per-frame: " + ", ".join(f"{k} {v:.3f}" for k, v in rows["ratios"].items()))
     Path(args.json or out / "scores.json").write_text(json.dumps(rows, indent=1))
+    if args.gif:
+        names = [n for n in ("temporal", "per_frame") if n in rows]
+        before_after_gif(args.gif, synth, [out / f"{args.video}_{n}.mp4" for n in names])
+        print(f"wrote {args.gif} (masked | {' | '.join(names)} | truth)")
     return 0
 
 

@@ -186,15 +186,15 @@ def main(argv=None) -> int:
 def video_main(args) -> int:
     """--video: tasks.video.VideoRemover over data.video.transcode; one line per outcome."""
     from data.landmarks import load_landmarks_file
-    from data.video import VIDEO_EXTENSIONS, VideoError, probe, transcode
+    from data.video import OUTPUT_EXTENSIONS, VideoError, probe, transcode
     from tasks.animate import parse_keyframes
     from tasks.photo import load_remover, model_notes, photo_framing
     from tasks.video import VideoOptions, VideoRemover
 
     out = Path(args.out)
     try:
-        if out.suffix.lower() not in VIDEO_EXTENSIONS or out.is_dir():
-            raise ValueError(f"--out must be a video file ({', '.join(VIDEO_EXTENSIONS)}) with --video, got {out}")
+        if out.suffix.lower() not in OUTPUT_EXTENSIONS or out.is_dir():
+            raise ValueError(f"--out must be a video file ({', '.join(OUTPUT_EXTENSIONS)}) with --video, got {out}")
         info = probe(args.video)
         remover = load_remover(args.checkpoint, args.n3d_checkpoint, args.device, args.release_n3d, args.release_gen,
                                args.release_config, args.overrides, args.lm3d, args.align)

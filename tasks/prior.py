@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from data.landmarks import rescale_points
 from engine.config import path_field
 from tasks.common import MorphableConfig, build_morphable, build_renderer, resize_square
 from tasks.exports import NOISE_CONVENTIONS, N3DExport, load_n3d
@@ -117,7 +118,7 @@ class PriorModule(torch.nn.Module):
         size, render = crops.shape[-1], self.renderer.image_size
         coeffs, _ = self.coefficients_and_mask(resize_square(crops, render))
         lm = self.renderer.landmarks(coeffs)
-        return (lm + 0.5) * (size / render) - 0.5  # pixel centres at integers at both sizes
+        return rescale_points(lm, size / render)  # pixel centres at integers at both sizes
 
     @torch.no_grad()
     def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

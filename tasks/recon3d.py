@@ -13,6 +13,7 @@ import torch
 from data.pairs import build_pairs
 from engine import dist
 from engine.loop import TrainConfig, make_adam
+from engine.task import Task
 from losses.identity import identity_loss
 from losses.recon import coef_l1, landmark_loss, landmark_weights, photo_loss
 from losses.seg import bce_ohem
@@ -57,7 +58,7 @@ class Recon3DExperiment:
         require_arcface(self.loss, self.model)
 
 
-class Recon3DTask:
+class Recon3DTask(Task):
     """Step object for engine.loop: owns N_3D, its optimiser and the (parameter-free) renderer."""
 
     def __init__(self, cfg: Recon3DExperiment, device: torch.device):

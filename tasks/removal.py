@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from data.align import FRAMINGS
+from data.landmarks import rescale_points
 from engine.config import ConfigError
 from models.generator import composite
 from tasks.common import resize_square
@@ -158,7 +159,7 @@ def remove(gen: torch.nn.Module, prior, masked: torch.Tensor, edits: list[str] |
     raw = gen(rep(m), i3d if use_3d_prior else None, rep(i_n)).float()
     final = composite(raw, rep(masked), rep(m)) if composite_output else raw
     shape = (n, k, 3, size, size)
-    lm = (prior.renderer.landmarks(base) + 0.5) * (in_size / size) - 0.5  # pixel centres at integers at both sizes
+    lm = rescale_points(prior.renderer.landmarks(base), in_size / size)
     return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base, lm, i_n, edits)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.video import read_frames, transcode, write_video
+from data.video import read_frames, transcode, write_gif, write_video
 from metrics.temporal import VideoScores
 
 __all__ = ["write_masked_video", "run_video", "score_video", "rss_mb", "rss_slope"]
@@ -71,3 +71,20 @@ def rss_slope(samples: list[tuple[int, float]]) -> float:
         return float("nan")
     half = np.asarray(samples[len(samples) // 2:], np.float64)
     return float(np.polyfit(half[:, 0], half[:, 1], 1)[0])
+
+
+def before_after_gif(path: str | Path, synth, outputs: list[str | Path], frames: int = 48, tile: int = 160,
+                     fps: float | None = None) -> Path:
+    """A GIF of the first ``frames`` frames side by side: the masked input, each output video, the truth
+    (``tile`` px each)."""
+    import cv2
+
+    readers = [read_frames(o) for o in outputs]
+    rows = []
+    for s, *outs in zip(synth, *readers):
+        if len(rows) >= frames:
+            break
+        tiles = [s.masked, *(o.image for o in outs), s.truth]
+        rows.append(np.concatenate([cv2.resize(t, (tile, tile), interpolation=cv2.INTER_AREA) for t in tiles], 1))
+    write_gif(path, np.stack(rows), fps or synth.fps)
+    return Path(path)

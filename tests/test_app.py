@@ -70,7 +70,8 @@ def app_url(inpaint_export, tmp_path_factory):
 def test_editor_in_a_browser(app_url, inpaint_export, tmp_path):
     """Upload a masked face with its 5 points, move a slider, download the new result: only the pasted region
     differs from the photo, and it differs from the first result. Saves a screenshot under tmp_path. A text file
-    uploaded next gets a one-line message in the page; a second browser session sees no photo."""
+    uploaded next gets a one-line message in the page; two keyframes animate into a GIF; the gallery opens a face;
+    a second browser session sees no photo."""
     from playwright.sync_api import expect, sync_playwright
 
     from data.align import five_points
@@ -116,6 +117,17 @@ def test_editor_in_a_browser(app_url, inpaint_export, tmp_path):
         expect(links.first).not_to_have_attribute("href", first_href, timeout=120_000)
         expect(page.locator("#status")).to_contain_text("rendered in")
         moved = download("moved.png")
+        page.locator("#add-key").click()  # keyframes: the open mouth, then closed again -> a 4-frame clip
+        page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + box["height"] / 2)
+        expect(links.first).not_to_have_attribute("href", links.first.get_attribute("href"), timeout=120_000)
+        page.locator("#add-key").click()
+        page.locator("#frames input[type=number]").fill("4")
+        page.locator("#frames input[type=number]").press("Enter")
+        page.locator("#animate").click()
+        expect(page.locator("#anim-files")).to_contain_text(".gif", timeout=120_000)
+        clip = [a.get_attribute("href") for a in page.locator("#anim-files a").all()]
+        gif = page.request.get(next(h for h in clip if h and h.endswith(".gif")))
+        (tmp_path / "clip.gif").write_bytes(gif.body())
         page.screenshot(path=str(tmp_path / "editor.png"), full_page=True)
         bad = tmp_path / "notes.txt"
         bad.write_text("not a photo")
@@ -123,6 +135,8 @@ def test_editor_in_a_browser(app_url, inpaint_export, tmp_path):
         page.locator("#upload input[type=file]").set_input_files(str(bad))
         expect(page.locator("#status")).to_contain_text("notes.txt: not an image", timeout=60_000)
         assert "Traceback" not in page.content()
+        page.locator("#gallery img").first.click()  # a held-out synthetic face from the gallery
+        expect(page.locator("#status")).to_contain_text("held-out face 1", timeout=120_000)
         other = browser.new_context().new_page()  # another user: sees no one else's photo
         other.goto(app_url)
         other.wait_for_selector("#gallery")
@@ -136,6 +150,10 @@ def test_editor_in_a_browser(app_url, inpaint_export, tmp_path):
     assert changed.any() and not changed[outside].any()
     assert region.float().mean() < 0.5
     assert (tmp_path / "editor.png").stat().st_size > 10_000
+    from data.video import read_frames
+
+    frames = [f.image for f in read_frames(tmp_path / "clip.gif")]
+    assert len(frames) == 4 and frames[0].shape == (*photo.shape[1:], 3)
     assert outside_hosts == []  # nothing fetched from outside the app (offline)
     print(f"screenshot: {tmp_path / 'editor.png'}; {int(changed.sum())} pixels changed inside "
           f"{int(region.sum())} of the region ({np.prod(region.shape)} in the photo)")

@@ -289,3 +289,17 @@ def test_restart_sets_the_old_logs_aside(tmp_path):
     assert [m["step"] for m in read_jsonl(aside / "metrics.jsonl")] == [10, 20]
     assert sorted(p.name for p in (aside / "tb").iterdir()) == old_events
     assert not set(old_events) & {p.name for p in (tmp_path / "r" / "tb").iterdir()}
+
+
+def test_a_task_lacking_the_protocol_is_one_line():
+    from engine.loop import Trainer
+    from tests.toy_train import ToyData
+
+    class Bare:
+        modules, optimizers = {}, {}
+
+        def train_step(self, batch, ctx):
+            return {}
+
+    with pytest.raises(TypeError, match="Bare is not an engine.task.Task: it lacks validate, images, state_dict"):
+        Trainer(Bare(), ToyData(), TrainConfig(steps=1), "unused")

@@ -269,3 +269,26 @@ def test_hole_loss_term_is_logged_and_weighted(n3d_export):
     total = 10.0 * logs["pix"] + 0.1 * logs["tv"] + 5.0 * logs["pix_hole"]
     assert float(logs["g_loss"]) == pytest.approx(float(total), rel=1e-5)
     assert float(logs["pix_hole"]) > float(logs["pix"])  # the hole is where N_G is wrong
+
+
+def test_d_and_g_losses_are_small_functions_of_named_terms():
+    import contextlib
+
+    from models.discriminator import Discriminator
+    from tasks.inpaint import InpaintLossConfig, compute_d_loss, compute_g_loss
+
+    torch.manual_seed(0)
+    d = Discriminator(32, 8, 32)
+    real, fake = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    m = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    lc = InpaintLossConfig(w_r1=2.0, w_pix_hole=3.0)
+    loss, terms = compute_d_loss(d, real, fake, lc, contextlib.nullcontext)
+    assert set(terms) == {"d_loss", "r1"} and terms["r1"] > 0
+    assert torch.allclose(loss, terms["d_loss"] + 2.0 * terms["r1"])
+    pred = fake.clone().requires_grad_(True)
+    loss, terms = compute_g_loss(pred, real, m, torch.zeros(2, 68, 2), lc, d, None, contextlib.nullcontext)
+    assert set(terms) == {"pix", "tv", "pix_hole", "adv"}
+    weighted = lc.w_pix * terms["pix"] + lc.w_tv * terms["tv"] + 3.0 * terms["pix_hole"] + lc.w_adv * terms["adv"]
+    assert torch.allclose(loss, weighted)
+    loss.backward()
+    assert pred.grad.abs().sum() > 0 and all(p.grad is None and p.requires_grad for p in d.parameters())

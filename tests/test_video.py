@@ -210,7 +210,7 @@ def test_write_video_mp4_and_gif(tmp_path):
 
     frames = [np.full((32, 48, 3), 10 * i, np.uint8) for i in range(5)]
     assert write_video(iter(frames), tmp_path / "a.mp4", fps=12) == 5
-    assert write_video([torch.full((3, 32, 48), 0.5)] * 3, tmp_path / "a.gif", fps=12) == 3
+    assert write_video([torch.full((3, 32, 48), 0.2 + 0.3 * k) for k in range(3)], tmp_path / "a.gif", fps=12) == 3
     info = probe(tmp_path / "a.mp4")
     assert (info.width, info.height, float(info.fps)) == (48, 32, 12.0)
     got = [f.image for f in read_frames(tmp_path / "a.mp4")]

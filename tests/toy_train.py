@@ -22,6 +22,7 @@ from engine import dist
 from engine.config import cli_config, to_dict
 from engine.loop import TrainConfig, make_adam, run_training
 from engine.run import start_run
+from engine.task import Task
 
 
 @dataclass
@@ -56,7 +57,7 @@ class ToyData(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-class ToyTask:
+class ToyTask(Task):
     def __init__(self, cfg: ToyConfig, device, nan_at=-1, nan_grad_at=-1):
         torch.manual_seed(0)
         self.net = torch.nn.Sequential(torch.nn.Linear(4, cfg.model.hidden), torch.nn.Tanh(),

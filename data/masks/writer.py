@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.draw import label, tile_grid
+from data.io import to_uint8, to_uint8_hwc
 from data.masks.canonical import posed_landmarks
 from data.masks.shapes import Shape, make_shape
 from data.masks.templates import save_shape
@@ -106,21 +108,6 @@ def write_library(out: str | Path, n_shapes: int = 900, n_textures: int = 800, s
 # ---------------------------------------------------------------------------------------------------------------
 # contact sheets
 
-def _label(img: np.ndarray, text: str) -> None:
-    cv2.putText(img, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 2, cv2.LINE_AA)
-    cv2.putText(img, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
-
-
-def _grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
-    h, w = tiles[0].shape[:2]
-    rows = -(-len(tiles) // cols)
-    sheet = np.full((rows * h, cols * w, 3), 255, np.uint8)
-    for k, t in enumerate(tiles):
-        r, c = divmod(k, cols)
-        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = t
-    return sheet
-
-
 def _shape_tile(shape: Shape, texture: Texture | None, size: int = 128) -> np.ndarray:
     """A shape on a grey canvas, in its own colours or textured (a quick canonical-frame render, no face)."""
     from data.masks.canonical import FRAME_SIZE
@@ -138,10 +125,10 @@ def _shape_tile(shape: Shape, texture: Texture | None, size: int = 128) -> np.nd
         col = col + tw * (tex - col)
     region = canvas[v0:v0 + h, u0:u0 + w]
     canvas[v0:v0 + h, u0:u0 + w] = region + a * (col - region)
-    img = np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
+    img = to_uint8(canvas)
     img = img[: int(FRAME_SIZE[0] * 0.62)]  # the neck part is mostly empty
     img = cv2.resize(img, (size, int(size * img.shape[0] / img.shape[1])), interpolation=cv2.INTER_AREA)
-    _label(img, shape.kind)
+    label(img, shape.kind)
     return img
 
 
@@ -150,14 +137,14 @@ def contact_sheet(shapes: list[Shape], textures: list[Texture]) -> np.ndarray:
     tiles = [_shape_tile(s, None) for s in shapes]
     if textures:
         tiles += [_shape_tile(s, textures[k % len(textures)]) for k, s in enumerate(shapes)]
-    sheets = [_grid(tiles, 12)] if tiles else []
+    sheets = [tile_grid(tiles, 12, fill=255)] if tiles else []
     if textures:
         tt = []
         for t in textures:
             img = cv2.resize(t.rgb, (96, 96), interpolation=cv2.INTER_AREA)
-            _label(img, t.kind)
+            label(img, t.kind)
             tt.append(img)
-        tex_sheet = _grid(tt, 16)
+        tex_sheet = tile_grid(tt, 16, fill=255)
         if sheets:
             width = max(sheets[0].shape[1], tex_sheet.shape[1])
             sheets = [np.pad(s, ((0, 8), (0, width - s.shape[1]), (0, 0)), constant_values=255)
@@ -256,11 +243,11 @@ def write_preview(out: str | Path, library=None, n: int = 64, size: int = 256, s
     prog = _Progress("preview", n, quiet)
     for k, (img, lm) in enumerate(faces):
         masked, _ = synth.synth(torch.from_numpy(np.ascontiguousarray(img, np.float32)), lm, (seed, k))
-        tiles.append(np.round(masked.numpy().transpose(1, 2, 0) * 255).astype(np.uint8))
+        tiles.append(to_uint8_hwc(masked))
         prog(k + 1)
     path = Path(out) / "preview.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), _grid(tiles, 8)[..., ::-1])
+    cv2.imwrite(str(path), tile_grid(tiles, 8, fill=255)[..., ::-1])
     if not quiet:
         print(f"preview: {n} pairs on {source} -> {path}")
     return path
