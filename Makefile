@@ -13,6 +13,7 @@ $(STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e . --no-deps
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

@@ -9,7 +9,7 @@ audio be remuxed as it came (no re-encoding, no drift) while only the video is d
   (variable frame rates survive), size, display rotation (frames are processed upright, stored in the input's coded
   orientation with its rotation tag), pixel format (when the encoder takes it) and audio packets; a truncated input
   writes what was decoded and says where it stopped; Ctrl-C closes the output properly (a playable partial file);
-- ``write_video(frames, path, fps)`` writes an MP4 (H.264) or a GIF from any iterable of frames.
+- ``write_video(frames, path, fps)`` writes an MP4 (H.264, streamed) or a GIF (Pillow) from frames.
 
 Only one decoded frame (plus the encoder's and muxer's small queues) is held at a time: memory does not grow with
 the video's length.
@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["VideoError", "VideoInfo", "Frame", "TranscodeReport", "probe", "read_frames", "transcode", "write_video",
-           "VideoWriter", "VIDEO_EXTENSIONS"]
+           "VideoWriter", "VIDEO_EXTENSIONS", "OUTPUT_EXTENSIONS"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".ts")
+OUTPUT_EXTENSIONS = (".mp4", ".mov", ".mkv")  # what transcode writes (H.264 with the input's audio)
 # libx264 pixel formats we keep as they are; anything else (e.g. a camera's yuvj420p, 10-bit) is written as yuv420p
 _X264_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p")
 DEFAULT_CRF = 18  # visually lossless H.264
@@ -177,7 +178,7 @@ def read_frames(path: str | Path, report: TranscodeReport | None = None) -> Iter
 
 
 class VideoWriter:
-    """Encodes upright RGB uint8 frames to ``path``: H.264 (MP4, MOV, MKV) or GIF, by the extension.
+    """Encodes upright RGB uint8 frames to ``path`` as H.264 (MP4, MOV, MKV).
 
     ``fps``: nominal rate; frames given a ``pts`` (in ``time_base``) keep their own timestamps (variable frame
     rates). ``rotation``: the display rotation to store (frames are rotated back to that coded orientation).
@@ -190,30 +191,27 @@ class VideoWriter:
                  crf: int = DEFAULT_CRF):
         av = _av()
         self.path = Path(path)
+        if self.path.suffix.lower() == ".gif":
+            raise VideoError(f"{self.path}: GIFs are written by write_video (whole), not streamed")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.gif = self.path.suffix.lower() == ".gif"
         self.rotation = rotation % 360
         w, h = size  # upright size
         coded_w, coded_h = (h, w) if self.rotation % 180 else (w, h)
         self.container = av.open(str(self.path), "w")
         rate = Fraction(fps).limit_denominator(100000) if not isinstance(fps, Fraction) else fps
-        if self.gif:
-            self.stream = self.container.add_stream("gif", rate=rate)
-            self.stream.pix_fmt = "rgb8"
-        else:
-            self.stream = self.container.add_stream("libx264", rate=rate)
-            self.stream.pix_fmt = pix_fmt if pix_fmt in _X264_PIX_FMTS else "yuv420p"
-            self.stream.options = {"crf": str(crf), "preset": "veryfast"}
-            if self.stream.pix_fmt == "yuv420p":  # 4:2:0 needs even sides
-                coded_w, coded_h = coded_w + coded_w % 2, coded_h + coded_h % 2
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.pix_fmt = pix_fmt if pix_fmt in _X264_PIX_FMTS else "yuv420p"
+        self.stream.options = {"crf": str(crf), "preset": "veryfast"}
+        if self.stream.pix_fmt == "yuv420p":  # 4:2:0 needs even sides
+            coded_w, coded_h = coded_w + coded_w % 2, coded_h + coded_h % 2
         self.stream.width, self.stream.height = coded_w, coded_h
         self.time_base = time_base or Fraction(1, 1) / rate
         self.stream.codec_context.time_base = self.time_base
         self.stream.time_base = self.time_base
-        if self.rotation and not self.gif:
+        if self.rotation:
             self.stream.set_display_rotation(self.rotation)
         self.audio = None
-        if audio_template is not None and not self.gif:
+        if audio_template is not None:
             try:
                 self.audio = self.container.add_stream_from_template(audio_template)
             except (av.error.FFmpegError, ValueError) as e:
@@ -271,8 +269,13 @@ class VideoWriter:
 
 
 def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 24.0, crf: int = DEFAULT_CRF) -> int:
-    """Write frames ((H, W, 3) uint8 RGB, or (3, H, W) float tensors in [0, 1]) to an MP4 / GIF as they come;
-    returns the number written. The size is the first frame's."""
+    """Write frames ((H, W, 3) uint8 RGB, or (3, H, W) float tensors in [0, 1]) to an MP4 as they come (the size is
+    the first frame's), or to a GIF (write_gif: one adaptive palette per frame, so a GIF's frames are gathered
+    first: keep GIFs short); returns the number written."""
+    if Path(path).suffix.lower() == ".gif":
+        arr = np.stack([_as_uint8(f) for f in frames])
+        write_gif(path, arr, fps)
+        return len(arr)
     writer = None
     try:
         for f in frames:
@@ -286,14 +289,27 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 24.
     return 0 if writer is None else writer.frames
 
 
+def write_gif(path: str | Path, frames: np.ndarray, fps: float = 24) -> Path:
+    """(F, H, W, 3) uint8 RGB -> a looping GIF through Pillow, one adaptive palette per frame (sharper than one
+    palette for the clip), at ``fps`` (GIF delays are whole 10 ms steps)."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0,
+                   optimize=False)
+    return Path(path)
+
+
 def _as_uint8(f) -> np.ndarray:
     if isinstance(f, np.ndarray) and f.dtype == np.uint8:
         return f
     import torch
 
+    from data.io import to_uint8, to_uint8_hwc
+
     if isinstance(f, torch.Tensor):
-        return (f.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    return (np.clip(np.asarray(f, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+        return to_uint8_hwc(f)
+    return to_uint8(np.asarray(f, np.float32))
 
 
 def transcode(src: str | Path, dst: str | Path, process: Callable[[Frame], np.ndarray], *, progress: bool = True,

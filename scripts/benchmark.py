@@ -14,6 +14,8 @@ Sections (each also a function):
               paper-size N_G
   evaluation  evaluate.py's loop (test-set masking, removal, every metric, FID features, N_3D metrics) images/s,
               its fixed part (FID statistics, edits) timed apart, and the projected time of a 1000-image test set
+  detectors   the photo detectors (dlib, dlib_cnn, masked) on a 4000 x 3000 phone-sized photo (scikit-image's
+              astronaut enlarged): seconds and peak memory, each in a fresh process (models loaded included)
 --max-batch adds n3d_max / inpaint_max (CUDA only): the training sections again at the largest batch that fits,
 doubling from 16 until the GPU runs out of memory (or 1024: the synthetic batch itself is built on the CPU).
 FLOPs per training image are counted from the executed operators' shapes (torch.utils.flop_counter), and divided
@@ -36,10 +38,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from engine.loop import COMPILE_MODES
 
-from engine.loop import COMPILE_MODES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAPER_STEPS = {"n3d": 500_000, "inpaint": 200_000}
 PAPER_BATCH = 8
@@ -76,9 +77,9 @@ def count_flops(fn) -> float:
 
 # ---------------------------------------------------------------------------------------------------------- parts
 def bench_synth(quick: bool) -> dict:
-    from scripts.bench_synth import run
+    from tasks.speed import synthesis_speed
 
-    return run(quick=quick)
+    return synthesis_speed(quick=quick)
 
 
 def bench_loader(quick: bool, workers: int = 2) -> dict:
@@ -104,9 +105,9 @@ def bench_loader(quick: bool, workers: int = 2) -> dict:
 
 
 def bench_renderer(device: torch.device) -> dict:
-    from scripts.bench_renderer import run
+    from tasks.speed import renderer_speed
 
-    return run(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
+    return renderer_speed(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
 
 
 def _train_settings(device, batch: int, compile_mode: str | None) -> dict:
@@ -329,6 +330,61 @@ def bench_evaluation(device: torch.device, quick: bool, batch: int = 8, n_images
             "paper_test_set_min": (PAPER_TEST_IMAGES * loop / n + fixed[0]) / 60}
 
 
+# one detector on a 4000 x 3000 photo, in a fresh process so that its peak memory is its own
+_DETECTOR_CHILD = """
+import json, resource, sys, time
+import cv2
+from skimage import data
+from data.detectors import get_detector
+img = cv2.resize(data.astronaut(), (3000, 3000), interpolation=cv2.INTER_CUBIC)
+img = cv2.copyMakeBorder(img, 0, 0, 500, 500, cv2.BORDER_REFLECT101)
+det = get_detector(sys.argv[1])
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+t, c = time.perf_counter(), cpu()
+faces = det.detect(img)
+dt, dc = time.perf_counter() - t, cpu() - c
+print(json.dumps({"seconds": dt, "cpu_seconds": dc, "faces": len(faces), "image": list(img.shape[:2][::-1]),
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def bench_detectors(names=("dlib", "dlib_cnn", "masked")) -> dict:
+    """{detector: {seconds, cpu_seconds, faces, image, peak_rss_gib}} on a 4000 x 3000 photo (each in its own
+    process; cpu_seconds is what a busy machine does not inflate)."""
+    out = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in names:
+        r = subprocess.run([sys.executable, "-c", _DETECTOR_CHILD, name], cwd=ROOT, env=env, capture_output=True,
+                           text=True)
+        out[name] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else \
+            {"error": (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]}
+    return out
+
+
+def bench_video(quick: bool, checkpoint: str = "runs/inpaint_demo/inpaint.pt", size: int = 256) -> dict:
+    """remove_mask.py --video's path (tasks.video over data.video.transcode) on the synthetic talking head at
+    ``size`` px with the demo model: frames/s, ms per frame of each stage, resident memory and its slope per frame.
+    Quality against the truth (flicker, hole L1) is scripts/measure_video.py's."""
+    import tempfile
+
+    from data.synthetic_video import TalkingHead
+    from tasks.photo import load_remover, photo_framing
+    from tasks.video import VideoOptions
+    from tasks.video_eval import rss_slope, run_video, write_masked_video
+
+    n = 24 if quick else 96
+    synth = TalkingHead(n_frames=n, size=size)
+    remover = load_remover(checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_masked_video(synth, Path(tmp) / "in.mp4")
+        run = run_video(remover, src, Path(tmp) / "out.mp4", VideoOptions(first_landmarks=synth.frame(0).landmarks),
+                        n_frames=n, framing=photo_framing(remover, "meanface"), rss_every=4)
+    return {"frames": n, "size": size, "fps": run["fps"], "ms_per_frame": run["split_ms"],
+            "rss_mib_end": run["rss"][-1][1], "rss_mib_per_frame": rss_slope(run["rss"])}
+
+
 def largest_batch(run, start: int = 2 * PAPER_BATCH, limit: int = 1024) -> dict:
     """``run(batch) -> dict`` at the largest of start, 2 start, 4 start, ... (<= ``limit``) that fits in GPU memory.
 
@@ -405,7 +461,9 @@ def main(argv=None) -> int:
         "inpaint": lambda: bench_train("inpaint", device, args.quick, batch, args.compile),
         "inference": lambda: bench_inference(device, args.quick, batch),
         "evaluation": lambda: bench_evaluation(device, args.quick, batch),
+        "detectors": bench_detectors,
         "editor": lambda: bench_editor(device, args.quick),
+        "video": lambda: bench_video(args.quick),
     }
     if args.max_batch:
         for stage in ("n3d", "inpaint"):
@@ -461,6 +519,10 @@ def print_table(results: dict) -> None:
         e = r["evaluation"]
         rows.append(("evaluation 256 px", f"{e['images_per_s']:.2f} img/s + {e['fixed_s']:.0f} s fixed (FID, edits); "
                                           f"{PAPER_TEST_IMAGES} test images: {e['paper_test_set_min']:.1f} min"))
+    for name, d in r.get("detectors", {}).items():
+        text = d.get("error") or (f"{d['seconds']:.1f} s ({d['cpu_seconds']:.1f} s CPU), peak "
+                                  f"{d['peak_rss_gib']:.2f} GiB, {d['faces']} face(s)")
+        rows.append((f"detector {name} on 4000 x 3000", text))
     if "editor" in r:
         for name in EDITOR_MODELS:
             e = r["editor"].get(name)

@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "runs" / "demo"
+# the steps run this checkout's code, whichever checkout the venv has installed
+PYTHONPATH = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 ANIMATION = ["--animate", "keep>open_mouth>keep", "--frames", "24", "--fps", "12"]  # as docs/editor_animation.gif
 
 
@@ -36,7 +37,8 @@ def stage(title: str, cmd: list[str], timings: dict) -> None:
     t = time.time()
     # The stages run one at a time, so spinning OpenMP threads starve nobody and save each op's wake-up: ACTIVE
     # trains 60 N_3D steps in 35 s against 54 s with the Makefile's PASSIVE (the numbers are the same either way).
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("DEMO_OMP_WAIT_POLICY", "ACTIVE")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH,
+           "OMP_WAIT_POLICY": os.environ.get("DEMO_OMP_WAIT_POLICY", "ACTIVE")}
     r = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env)
     timings[title] = time.time() - t
     if r.returncode != 0:
@@ -50,7 +52,7 @@ def stages_side_by_side(titles_cmds: list[tuple[str, list[str]]], timings: dict)
     runs/demo/logs/<n>.log; a failure prints that log's end."""
     logs = OUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": PYTHONPATH,
            "OMP_WAIT_POLICY": os.environ.get("DEMO_OMP_WAIT_POLICY", "ACTIVE")}
     t = time.time()
     procs = []

@@ -41,22 +41,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.photo import ALIGN_CHOICES, PASTE_MODES  # noqa: E402
+from tasks.photo import ALIGN_CHOICES, DEFAULT_DETECTOR, PASTE_MODES
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", required=True, help="a JPEG/PNG photo")
+    p.add_argument("--image", default=None, help="a JPEG/PNG photo")
+    p.add_argument("--video", default=None, help="a video (MP4, MOV, MKV, ...): --out is then the output video "
+                   "file; one edit (--edit, applied left to right) or --animate over each face track")
     p.add_argument("--checkpoint", default="runs/inpaint_demo/inpaint.pt", help="RUN/inpaint.pt of train_inpaint.py")
     p.add_argument("--n3d-checkpoint", default=None,
                    help="N_3D export (default: the one the generator was trained with)")
     p.add_argument("--variations", type=int, default=4, help="number of preset variations (first K presets)")
     p.add_argument("--edit", action="append", default=[], help="extra edit, e.g. 'exp[3]=+1.5' or 'smile,brighter'")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--detector", default="masked", help="landmark detector: masked (robust to masks, BENCHMARKS.md) "
-                                                         "| dlib_cnn (dlib's CNN) | dlib (HOG) | insightface")
+    p.add_argument("--out", required=True,
+                   help="output folder (photos), or the output .mp4 / .gif (--animate, --video)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help="landmark detector: masked (robust to masks, BENCHMARKS.md) | dlib_cnn (dlib's CNN) | dlib "
+                        "(HOG) | insightface")
     p.add_argument("--insightface-root", default=None, help="insightface model-pack root (for --detector insightface)")
     p.add_argument("--det-threshold", type=float, default=None,
                    help="dlib detection score threshold (default: the detector's own: 0.3 for dlib / dlib_cnn, 0 for "
@@ -69,7 +71,7 @@ def parse_args(argv=None):
                         "3D face's landmarks): default 2 for detections, 0 for --landmarks (trusted as given)")
     p.add_argument("--debug", action="store_true", help="also write <stem>_debug.png and <stem>_region.png")
     p.add_argument("--align", choices=list(ALIGN_CHOICES), default=None,
-                   help="crop framing (data.align): default the model's own (the release's: release) or ffhq; "
+                   help="crop framing (data.align): default the model's own (the release's: release_exact) or ffhq; "
                         "meanface = the morphable model's mean face as the renderer frames it (models trained on "
                         "SyntheticFaces)")
     p.add_argument("--lm3d", default=None, help="BFM/similarity_Lm3D_all.mat for --align deng / release when the "
@@ -85,9 +87,13 @@ def parse_args(argv=None):
                         "hard: taken whole inside m, as the release's test.py composites")
     p.add_argument("--animate", default=None, metavar="KEYS",
                    help="animate instead: edits separated by '>' (e.g. 'keep>open_mouth>smile'), eased from one to the "
-                        "next with the same noise in every frame; --out is then an .mp4 or .gif file")
+                        "next with the same noise in every frame; --out is then an .mp4 or .gif file (with --video: "
+                        "eased over each face track)")
     p.add_argument("--frames", type=int, default=48, help="frames of an --animate clip")
     p.add_argument("--fps", type=float, default=24, help="frame rate of an --animate clip")
+    p.add_argument("--redetect-every", type=int, default=0, metavar="N",
+                   help="--video: run the detector every N frames to find faces that enter while others are tracked "
+                        "(default 0: only while no face is tracked)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -98,6 +104,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if bool(args.image) == bool(args.video):
+        print("error: give --image PHOTO or --video VIDEO", file=sys.stderr)
+        return 2
+    if args.video:
+        return video_main(args)
     from data.io import CorruptImageError, read_image, write_image
     from tasks.animate import animate_photo, check_keyframes, frame_times, parse_keyframes
     from tasks.photo import (
@@ -170,6 +181,52 @@ def main(argv=None) -> int:
         write_image(out_dir / f"{stem}_region.png", out.region.float()[None])
     print(f"{len(faces)} face(s); wrote {len(names)} variations ({', '.join(edits)}) and {stem}_grid.png to {out_dir}")
     return 0
+
+
+def video_main(args) -> int:
+    """--video: tasks.video.VideoRemover over data.video.transcode; one line per outcome."""
+    from data.landmarks import load_landmarks_file
+    from data.video import OUTPUT_EXTENSIONS, VideoError, probe, transcode
+    from tasks.animate import parse_keyframes
+    from tasks.photo import load_remover, model_notes, photo_framing
+    from tasks.video import VideoOptions, VideoRemover
+
+    out = Path(args.out)
+    try:
+        if out.suffix.lower() not in OUTPUT_EXTENSIONS or out.is_dir():
+            raise ValueError(f"--out must be a video file ({', '.join(OUTPUT_EXTENSIONS)}) with --video, got {out}")
+        info = probe(args.video)
+        remover = load_remover(args.checkpoint, args.n3d_checkpoint, args.device, args.release_n3d, args.release_gen,
+                               args.release_config, args.overrides, args.lm3d, args.align)
+        framing = photo_framing(remover, args.align)
+        for note in model_notes(remover, framing):
+            print(f"note: {note}", flush=True)
+        animate = args.animate
+        opts = VideoOptions(edit=",".join(args.edit) or "keep", keyframes=parse_keyframes(animate) if animate else None,
+                            seed=args.seed, detector=args.detector, paste=args.paste,
+                            first_landmarks=load_landmarks_file(args.landmarks, counts=(68, 5)) if args.landmarks
+                            else None, redetect_every=args.redetect_every)
+        vr = VideoRemover(remover, opts, n_frames=info.frames, framing=framing)
+    except (FileNotFoundError, ValueError, KeyError, VideoError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    w, h = info.display_size
+    print(f"{args.video}: {w} x {h}, {float(info.fps):.3g} frames/s, ~{info.frames} frames"
+          + (f", rotated {info.rotation} degrees" if info.rotation else "")
+          + (f", audio {info.audio} (kept)" if info.audio else ", no audio"), flush=True)
+    rep = transcode(args.video, out, vr)
+    for note in vr.close_notes():
+        print(note)
+    st = vr.stats
+    if rep.stopped:
+        print(f"warning: {rep.stopped}; the {rep.frames} frames decoded are written", file=sys.stderr)
+    if rep.interrupted:
+        print(f"interrupted: {out} holds the first {rep.frames} frames (playable)", file=sys.stderr)
+    if st.frames_without_face:
+        print(f"{st.frames_without_face} of {st.frames} frames had no tracked face and pass through unchanged")
+    print(f"wrote {out}: {rep.frames} frames, {st.tracks} face track(s), {rep.frames / max(rep.seconds, 1e-9):.2f} "
+          "frames/s")
+    return 130 if rep.interrupted else 0
 
 
 if __name__ == "__main__":

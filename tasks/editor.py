@@ -228,11 +228,11 @@ def overlay_mask(photo: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alph
 def gallery_faces(n: int = 6, size: int = 128, offset: int = 3_000_000, seed: int = 99) -> list[dict]:
     """Held-out masked synthetic test faces (as the demo's remove_mask stage): dicts with image (3, S, S) [0, 1],
     truth (3, S, S) the unmasked face, landmarks (68, 2) pixels, name. Offsets far from every training set."""
-    from data.pairs import MaskedPairs
-    from data.synth import MaskedPairSynthesizer
-    from data.synthetic import SyntheticFaces
+    from data.config import SyntheticConfig, TestSetConfig
+    from data.pairs import build_pairs
 
-    pairs = MaskedPairs(SyntheticFaces(n, size, offset=offset), MaskedPairSynthesizer(), seed=seed, fixed=True)
+    pairs = build_pairs(TestSetConfig(image_size=size, faces=[SyntheticConfig(num=n, offset=offset)], mask_library=None,
+                                      mask_seed=seed), "test")
     out = []
     for i in range(n):
         item = pairs[i]

@@ -25,7 +25,7 @@ from engine.files import FileReadError, read_torch
 from engine.logging import read_jsonl
 from engine.loop import StepContext, TrainConfig, Trainer
 from engine.run import fail_fast
-from tests.helpers import tiny_data, tiny_train
+from tests.helpers import run_script, tiny_data, tiny_train
 from tests.test_engine import Outer, run_toy, toy_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,15 +145,6 @@ def test_signal_saves_a_checkpoint_and_exits_nonzero(tmp_path, signame, code):
 def write_yaml(path, data):
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def run_script(script, *args, check=True):
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                       env=env, timeout=400, cwd=ROOT)
-    if check and r.returncode != 0:
-        raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import torch
 
 from metrics.temporal import VideoScores, flicker_vs_truth, flow_flicker
 from tasks.tracking import MaskSmoother, OneEuro, match_tracks, measure_lag
+from tests.helpers import cli
 
 FPS = 24
 
@@ -209,7 +210,7 @@ def test_write_video_mp4_and_gif(tmp_path):
 
     frames = [np.full((32, 48, 3), 10 * i, np.uint8) for i in range(5)]
     assert write_video(iter(frames), tmp_path / "a.mp4", fps=12) == 5
-    assert write_video([torch.full((3, 32, 48), 0.5)] * 3, tmp_path / "a.gif", fps=12) == 3
+    assert write_video([torch.full((3, 32, 48), 0.2 + 0.3 * k) for k in range(3)], tmp_path / "a.gif", fps=12) == 3
     info = probe(tmp_path / "a.mp4")
     assert (info.width, info.height, float(info.fps)) == (48, 32, 12.0)
     got = [f.image for f in read_frames(tmp_path / "a.mp4")]
@@ -233,3 +234,75 @@ def test_synthetic_videos_have_exact_truth():
     p = MovingPhoto(n_frames=24, size=96, landmarks=lm)
     f = p.frame(5)
     assert np.array_equal(f.masked[~f.m], f.truth[~f.m]) and f.face.any()
+
+
+# -- end to end ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def talking_clip(tmp_path_factory):
+    """A 12-frame 96 px talking head with its mask, as H.264, and its first frame's landmarks as a file."""
+    from data.synthetic_video import TalkingHead
+    from tasks.video_eval import write_masked_video
+
+    d = tmp_path_factory.mktemp("clip")
+    synth = TalkingHead(n_frames=12, size=96)
+    src = write_masked_video(synth, d / "in.mp4")
+    np.savetxt(d / "lm.txt", synth.frame(0).landmarks)
+    return synth, src, d / "lm.txt"
+
+
+def test_remove_mask_video_end_to_end(inpaint_export, talking_clip, tmp_path, capsys):
+    from data.video import probe, read_frames
+    main = cli("scripts/remove_mask.py")
+
+    synth, src, lm = talking_clip
+    out = tmp_path / "out.mp4"
+    rc = main(["--video", str(src), "--out", str(out), "--checkpoint", str(inpaint_export), "--landmarks", str(lm),
+               "--align", "meanface", "--edit", "open_mouth", "--seed", "3"])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    assert "1 face track(s)" in text.out and "12 frames" in text.out
+    info = probe(out)
+    assert (info.width, info.height, info.frames) == (96, 96, 12)
+    ins = [f.image.astype(int) for f in read_frames(src)]
+    outs = [f.image.astype(int) for f in read_frames(out)]
+    changed = [np.abs(o - i).max(-1) > 40 for o, i in zip(outs, ins)]
+    assert all(c.any() for c in changed)  # an (untrained) model's fill in every frame
+    # the same seed gives the same video; another edit gives another one
+    out2 = tmp_path / "out2.mp4"
+    assert main(["--video", str(src), "--out", str(out2), "--checkpoint", str(inpaint_export), "--landmarks",
+                 str(lm), "--align", "meanface", "--edit", "open_mouth", "--seed", "3"]) == 0
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(read_frames(out), read_frames(out2)))
+    # an animation over the track: the first frame is its first keyframe ("keep"), later ones move towards the last
+    out3 = tmp_path / "anim.mp4"
+    assert main(["--video", str(src), "--out", str(out3), "--checkpoint", str(inpaint_export), "--landmarks",
+                 str(lm), "--align", "meanface", "--animate", "keep>exp[0]=+3", "--seed", "3"]) == 0
+    keep = tmp_path / "keep.mp4"
+    assert main(["--video", str(src), "--out", str(keep), "--checkpoint", str(inpaint_export), "--landmarks",
+                 str(lm), "--align", "meanface", "--seed", "3"]) == 0
+    anim, still = [f.image.astype(int) for f in read_frames(out3)], [f.image.astype(int) for f in read_frames(keep)]
+    d0, d1 = np.abs(anim[0] - still[0]).mean(), np.abs(anim[-1] - still[-1]).mean()
+    assert d0 < 0.25 * d1  # (not 0: x264's rate control looks ahead, so frame 0's coding depends on later frames)
+
+
+def test_remove_mask_video_bad_inputs(inpaint_export, tmp_path, capsys):
+    from data.video import read_frames, write_video
+    main = cli("scripts/remove_mask.py")
+
+    (tmp_path / "x.mp4").write_bytes(b"not a video" * 100)
+    assert main(["--video", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "o.mp4"), "--checkpoint",
+                 str(inpaint_export)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: not a readable video") and "\n" not in err
+    assert main(["--video", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "dir"), "--checkpoint",
+                 str(inpaint_export)]) == 2
+    assert "--out must be a video file" in capsys.readouterr().err
+    # no face: every frame passes through (re-encoded) and is counted
+    frames = [np.full((64, 80, 3), 40 + 10 * i, np.uint8) for i in range(6)]
+    write_video(frames, tmp_path / "blank.mp4", fps=12)
+    assert main(["--video", str(tmp_path / "blank.mp4"), "--out", str(tmp_path / "blank_out.mp4"), "--checkpoint",
+                 str(inpaint_export), "--detector", "dlib"]) == 0
+    assert "6 of 6 frames had no tracked face" in capsys.readouterr().out
+    got = [f.image.astype(int) for f in read_frames(tmp_path / "blank_out.mp4")]
+    assert len(got) == 6 and all(np.abs(g - f).max() <= 2 for g, f in zip(got, frames))
