@@ -466,3 +466,21 @@ def test_fail_fast_turns_only_user_errors_into_one_line(capsys):
         with pytest.raises(type(bug)):
             fail_fast(broken)
     assert fail_fast(lambda a, b=0: a + b, 2, b=3) == 5
+
+
+def test_resume_accepts_a_key_added_since_with_its_default(tmp_path):
+    """A run saved before a config key existed resumes when the key keeps its default; a real change still stops."""
+    from engine.config import dump_yaml, to_dict
+    from engine.run import check_resumable
+    from tests.toy_train import ToyConfig
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt_000000010.pt").write_bytes(b"")
+    saved = to_dict(ToyConfig())
+    del saved["model"]["dropout"]  # the key did not exist when the run started
+    (tmp_path / "config.yaml").write_text(dump_yaml(saved))
+    check_resumable(ToyConfig(), tmp_path)  # the default: no conflict
+    changed = ToyConfig()
+    changed.model.dropout = 0.5
+    with pytest.raises(SystemExit):
+        check_resumable(changed, tmp_path)
