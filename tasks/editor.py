@@ -25,7 +25,6 @@ from tasks.photo import (
     DEFAULT_REFINE,
     PhotoFace,
     find_faces,
-    model_notes,
     photo_framing,
     prepare_faces,
     remove_from_photo,
@@ -143,11 +142,6 @@ class EditorSession:
         self.faces: list[PhotoFace] = []
         self.face_index = 0
         self._still: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # face -> (input, overlay) views
-
-    @property
-    def notes(self) -> list[str]:
-        """Notes about the model (e.g. trained on synthetic faces only)."""
-        return model_notes(self.remover, photo_framing(self.remover))
 
     def open(self, image: torch.Tensor, landmarks: list[np.ndarray] | None = None) -> list[str]:
         """image (3, H, W) float [0, 1]; landmarks: per face (68, 2) or (5, 2) photo pixels, or None to detect.
