@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install test demo lint clean
+.PHONY: install browser test demo lint clean
 
 # Idle OpenMP threads sleep instead of spinning: on a small shared CPU, spinning threads of one process (or of the
 # test's worker processes) starve the others, making CPU training several times slower.
@@ -13,10 +13,17 @@ $(STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e . --no-deps
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# The editor's browser test drives Debian's Chromium (tests/test_app.py); installed here when missing, as root.
+browser:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || \
+		if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
+		else echo "note: the editor's browser test needs Chromium: sudo apt-get install -y chromium"; fi
 
 lint: install
 	$(VENV)/bin/ruff check .

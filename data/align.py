@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8
 from engine.config import ConfigError
 from engine.files import FileReadError
 
@@ -77,6 +78,7 @@ __all__ = [
     "align_face",
     "paste_back",
     "paste_hard",
+    "hard_region",
     "pasted_region",
     "release_outside",
     "PASTE_MODES",
@@ -280,7 +282,7 @@ def _from_hwc_float(arr: np.ndarray, tag: str) -> np.ndarray | torch.Tensor:
     if tag == "torch":
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     if tag == "uint8":
-        return (np.clip(arr, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        return to_uint8(arr)
     return arr
 
 
@@ -375,7 +377,7 @@ def release_outside(transform: np.ndarray, photo_hw: tuple[int, int], out_size: 
 
 def _release_crop(image: np.ndarray, transform: np.ndarray, out_size: int) -> np.ndarray:
     """test.py's crop of an (H, W, C) float [0, 1] photo (8-bit values: exact) -> (S, S, C) float32, k / 255."""
-    u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    u8 = to_uint8(image)
     warped = cv2.warpAffine(u8, np.asarray(transform, np.float64), (out_size, out_size), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REFLECT101).reshape(out_size, out_size, -1)
     blurred = cv2.blur(warped, (RELEASE_BLUR, RELEASE_BLUR)).reshape(warped.shape)
@@ -493,16 +495,23 @@ def paste_hard(
     """
     orig, tag = _as_hwc_float(original)
     res, _ = _as_hwc_float(aligned_result)
-    m, _ = _as_hwc_float(mask)
     h, w = orig.shape[:2]
-    inv = invert_transform(transform)
     res_u8 = (np.clip(res, 0.0, 1.0) * 255.0).astype(np.uint8)
-    back = cv2.warpAffine(res_u8, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=(255, 255, 255, 255)).reshape(h, w, -1)
-    m_u8 = (m[..., 0] > 0.5).astype(np.uint8)
-    region = cv2.warpAffine(m_u8, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 0
+    back = cv2.warpAffine(res_u8, invert_transform(transform), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255, 255)).reshape(h, w, -1)
+    region = hard_region(mask, transform, (h, w))
     out = np.where(region[:, :, None], back.astype(np.float32) / 255.0, orig)
     return _from_hwc_float(out, tag)
+
+
+def hard_region(mask: np.ndarray | torch.Tensor, transform: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """The photo pixels :func:`paste_hard` replaces: the crop-space ``mask`` ((1, S, S) / (S, S), > 0.5 = inside)
+    warped back in 8 bits as test.py does (bilinear, rounded to 0 / 1; 0 beyond the crop) -> (H, W) bool."""
+    m, _ = _as_hwc_float(mask)
+    m_u8 = (m[..., 0] > 0.5).astype(np.uint8)
+    h, w = out_hw
+    return cv2.warpAffine(m_u8, invert_transform(transform), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT) > 0
 
 
 def pasted_region(mask: np.ndarray | torch.Tensor, transform: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:

@@ -84,6 +84,27 @@ def _check_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def working_image(image: np.ndarray, max_side: float) -> tuple[np.ndarray, float, float]:
+    """(H, W, 3) uint8 -> (the image shrunk with INTER_AREA so that its longest side is at most ``max_side``, sx, sy),
+    sx = w' / W and sy = h' / H; the image itself and 1, 1 when it is small enough. Detectors find faces on it and
+    map their boxes back with :func:`box_to_full`, so a phone photo costs what a ``max_side`` one does."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image, 1.0, 1.0
+    import cv2
+
+    s = max_side / max(h, w)
+    nw, nh = max(int(round(w * s)), 1), max(int(round(h * s)), 1)
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), nw / w, nh / h
+
+
+def box_to_full(left: float, top: float, right: float, bottom: float, sx: float, sy: float) -> tuple[int, ...]:
+    """A dlib box (inclusive pixel indices) of the working image -> the same region of the full image, inclusive
+    indices: its pixel edges (``left - 0.5`` .. ``right + 0.5``, pixel centres at integers) scaled by 1/sx, 1/sy."""
+    return (int(round(left / sx)), int(round(top / sy)), int(round((right + 1) / sx)) - 1,
+            int(round((bottom + 1) / sy)) - 1)
+
+
 def _dlib_model(path: str | os.PathLike | None, file_name: str, what: str) -> Path:
     """A dlib model file: ``path`` or the copy in the ``face_recognition_models`` package."""
     if path is None:
@@ -107,12 +128,17 @@ class DlibDetector(LandmarkDetector):
         upsample: times the detector upsamples the image (finds smaller faces, slower).
         threshold: minimum detection score (dlib's own default is 0; 0.3 drops face-like patterns such as logos,
             which score about 0.1, while frontal faces in photos score about 1).
+        max_side: the longest side the face finder works at, counting its upsampling: a larger image is shrunk
+            to ``max_side / 2**upsample`` for finding the boxes (memory and time grow with the pixels; a phone
+            photo's face is large), and the 68 points are predicted in the full image inside each box mapped back
+            (:func:`box_to_full`), so they keep the full resolution.
     """
 
     name = "dlib"
+    default_max_side = 2048
 
     def __init__(self, predictor_path: str | os.PathLike | None = None, upsample: int = 1,
-                 threshold: float = 0.3) -> None:
+                 threshold: float = 0.3, max_side: int | None = None) -> None:
         try:
             import dlib
         except ImportError:
@@ -120,6 +146,9 @@ class DlibDetector(LandmarkDetector):
         self.predictor_path = _dlib_model(predictor_path, "shape_predictor_68_face_landmarks.dat", "predictor_path")
         self.upsample = int(upsample)
         self.threshold = float(threshold)
+        self.max_side = int(self.default_max_side if max_side is None else max_side)
+        if self.max_side < 64:
+            raise ValueError(f"dlib detector: max_side must be at least 64, got {max_side}")
         self._predictor = dlib.shape_predictor(str(self.predictor_path))
         self._detector = self._build_detector(dlib)
 
@@ -132,10 +161,15 @@ class DlibDetector(LandmarkDetector):
         return list(found)
 
     def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
+        import dlib
+
         image = _check_rgb_uint8(image)
-        rects = sorted(self.boxes(image), key=lambda r: -r.width() * r.height())
+        small, sx, sy = working_image(image, self.max_side / 2 ** self.upsample)
+        rects = self.boxes(small)
+        if small is not image:
+            rects = [dlib.rectangle(*box_to_full(r.left(), r.top(), r.right(), r.bottom(), sx, sy)) for r in rects]
         out = []
-        for rect in rects:
+        for rect in sorted(rects, key=lambda r: -r.width() * r.height()):
             shape = self._predictor(image, rect)
             out.append(np.array([[shape.part(k).x, shape.part(k).y] for k in range(N_LANDMARKS)], np.float32))
         return out
@@ -148,16 +182,19 @@ class DlibCNNDetector(DlibDetector):
 
     Args:
         detector_path: mmod_human_face_detector.dat (default: the packaged copy).
-        predictor_path, upsample: as :class:`DlibDetector`.
+        predictor_path, upsample, max_side: as :class:`DlibDetector` (the CNN costs ~40x HOG's per pixel: a smaller
+            default; BENCHMARKS.md, "Photo detectors on large photos").
         threshold: minimum MMOD confidence (dlib reports it as the box's score; 0 keeps every box it returns).
     """
 
     name = "dlib_cnn"
+    default_max_side = 1024
 
     def __init__(self, predictor_path: str | os.PathLike | None = None, upsample: int = 1,
-                 threshold: float = 0.3, detector_path: str | os.PathLike | None = None) -> None:
+                 threshold: float = 0.3, detector_path: str | os.PathLike | None = None,
+                 max_side: int | None = None) -> None:
         self.detector_path = _dlib_model(detector_path, "mmod_human_face_detector.dat", "detector_path")
-        super().__init__(predictor_path, upsample, threshold)
+        super().__init__(predictor_path, upsample, threshold, max_side)
 
     def _build_detector(self, dlib):
         return dlib.cnn_face_detection_model_v1(str(self.detector_path))
@@ -314,7 +351,9 @@ class RefinedDetector(LandmarkDetector):
 #   scale to scale, so the boxes of the pyramid (``scales``, each with ``upsample``) are pooled and overlapping ones
 #   merged (the most confident kept). Its own threshold is 0 (the Python API cannot go lower).
 # - When the CNN finds nothing, dlib's HOG at a low threshold (``hog_threshold``) still finds many masked faces, with
-#   worse boxes: a fallback only.
+#   worse boxes: a fallback only. At that threshold it also finds "faces" in textures (coins, a cat, a rocket), so
+#   each fallback box must pass the CNN on the face crop aligned from its 68 points (``verify_threshold``).
+# - A large photo is searched at a capped size (``max_side``), the 68 points predicted at full resolution.
 # - The eyes are visible above a mask and the predictor places them well (~0.04 of the inter-ocular distance); its
 #   nose tip and mouth corners slide under the mask (~0.13-0.19). A mean 5-point face (ArcFace's template, not fitted
 #   to any scored face) placed by the similarity of its eyes onto the predicted eyes errs about as much, and the two
@@ -370,19 +409,29 @@ class MaskedFaceDetector(DlibDetector):
         upsample: the CNN's own upsampling at each scale.
         threshold: minimum CNN confidence (0 = every box it returns).
         hog_threshold: HOG score threshold of the fallback (None: no fallback).
+        verify_threshold: a fallback box is kept only if the CNN, run on the face crop aligned from the 68 points
+            predicted in that box (``verify_size`` px, upsample 1), finds a face there with at least this
+            confidence (None: keep every fallback box). At HOG's low threshold, textures (coins, a rocket's
+            exhaust, a cat's head) score like masked faces; the aligned crop shows the CNN an upright face of the
+            size it finds best, which a masked face passes more often than a texture (BENCHMARKS.md).
         lower_mix: weight of the mean face in the nose and mouth (:func:`mix_lower_face`; 0 = the predictor's).
+        max_side: as :class:`DlibDetector` (at the pyramid's largest scale).
     """
 
     name = "masked"
+    default_max_side = 800  # the pyramid costs ~1.8 CNN passes: 800 keeps a 4000 x 3000 photo near 8 s
 
     def __init__(self, predictor_path: str | os.PathLike | None = None,
                  detector_path: str | os.PathLike | None = None, scales: tuple[float, ...] = (1.0, 0.75, 0.5),
                  upsample: int = 1, threshold: float = 0.0, hog_threshold: float | None = -0.6,
-                 lower_mix: float = 0.5) -> None:
+                 verify_threshold: float | None = 0.0, verify_size: int = 160, lower_mix: float = 0.5,
+                 max_side: int | None = None) -> None:
         import dlib
 
         self.detector_path = _dlib_model(detector_path, "mmod_human_face_detector.dat", "detector_path")
-        super().__init__(predictor_path, upsample, threshold)
+        super().__init__(predictor_path, upsample, threshold, max_side)
+        self.verify_threshold = None if verify_threshold is None else float(verify_threshold)
+        self.verify_size = int(verify_size)
         self._cnn = dlib.cnn_face_detection_model_v1(str(self.detector_path))
         self._rect = dlib.rectangle
         self.scales = tuple(float(s) for s in scales)
@@ -408,8 +457,19 @@ class MaskedFaceDetector(DlibDetector):
                     found.append((r.left() / s, r.top() / s, r.right() / s, r.bottom() / s, float(d.confidence)))
         if not found and self.hog_threshold is not None:
             rects, scores, _ = self._detector.run(image, self.upsample, self.hog_threshold)
-            found = [(r.left(), r.top(), r.right(), r.bottom(), float(sc)) for r, sc in zip(rects, scores)]
+            found = [(r.left(), r.top(), r.right(), r.bottom(), float(sc)) for r, sc in zip(rects, scores)
+                     if self.verify(image, r)]
         return merge_boxes(found)
+
+    def verify(self, image: np.ndarray, rect) -> bool:
+        """Whether the CNN finds a face (confidence >= ``verify_threshold``) in the crop of (H, W, 3) uint8
+        ``image`` aligned from the 68 points predicted in dlib rectangle ``rect`` (True without a threshold)."""
+        if self.verify_threshold is None:
+            return True
+        shape = self._predictor(image, rect)
+        lm = np.array([[shape.part(k).x, shape.part(k).y] for k in range(N_LANDMARKS)], np.float32)
+        crop = np.ascontiguousarray(align_face(image, lm, self.verify_size).image)
+        return any(d.confidence >= self.verify_threshold for d in self._cnn(crop, 1))
 
     def boxes(self, image: np.ndarray) -> list:
         return [self._rect(*(int(round(v)) for v in b[:4])) for b in self.scored_boxes(image)]
@@ -434,3 +494,56 @@ def get_detector(name: str, **kwargs) -> LandmarkDetector:
         raise ConfigError(f"unknown landmark detector {name!r}; valid: {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)
 
+
+# ------------------------------------------------------------------------------------ measuring only
+# Two more detectors, compared in scripts/benchmark_landmarks.py; their packages are not project dependencies.
+
+
+class MTCNNDetector:
+    """facenet-pytorch's MTCNN (weights in its wheel), 5 points per face, for measuring only: the package pins
+    torch < 2.3, so it is not a project dependency (``pip install --no-deps --target DIR facenet-pytorch`` and
+    ``PYTHONPATH=DIR`` to measure it)."""
+
+    name = "mtcnn"
+
+    def __init__(self) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError:
+            raise ImportError("mtcnn: `import facenet_pytorch` failed (see MTCNNDetector's docstring)") from None
+        self._net = MTCNN(keep_all=True, device="cpu")
+
+    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
+        _, _, points = self._net.detect(image, landmarks=True)
+        return [] if points is None else [np.asarray(p, np.float32) for p in points]
+
+
+class MediaPipeDetector:
+    """mediapipe's face mesh (BlazeFace + 468 points, the .tflite files in mediapipe 0.10's wheel), reduced to the
+    5 points, for measuring only: its wheel pins protobuf < 5 and pulls jax, matplotlib and opencv-contrib, so it is
+    not a project dependency (``pip install --no-deps --target DIR mediapipe==0.10.14`` plus absl-py, attrs,
+    flatbuffers, protobuf<5, matplotlib, and ``PYTHONPATH=DIR``)."""
+
+    name = "mediapipe"
+    # image-left eye corners, image-right eye corners, nose tip, image-left and image-right mouth corners
+    _EYES, _NOSE, _MOUTH = ((33, 133), (362, 263)), 1, (61, 291)
+
+    def __init__(self) -> None:
+        try:
+            from mediapipe.python.solutions.face_mesh import FaceMesh
+        except ImportError:
+            raise ImportError("mediapipe: `import mediapipe` failed (see MediaPipeDetector's docstring)") from None
+        self._mesh = FaceMesh(static_image_mode=True, max_num_faces=8)
+
+    def detect(self, image: np.ndarray, name: str | None = None) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        res = self._mesh.process(np.ascontiguousarray(image))
+        out = []
+        for face in res.multi_face_landmarks or []:
+            p = np.array([[q.x * w - 0.5, q.y * h - 0.5] for q in face.landmark], np.float32)
+            e = [p[list(i)].mean(0) for i in self._EYES]
+            out.append(np.stack([e[0], e[1], p[self._NOSE], p[self._MOUTH[0]], p[self._MOUTH[1]]]))
+        return out
+
+
+MEASURING_DETECTORS = {"mtcnn": MTCNNDetector, "mediapipe": MediaPipeDetector}

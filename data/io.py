@@ -24,6 +24,8 @@ __all__ = [
     "write_image",
     "list_images",
     "read_array",
+    "to_uint8",
+    "to_uint8_hwc",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -155,19 +157,28 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read {path}: {msg}") from None
 
 
-def _to_uint8_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+def to_uint8(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Float values in [0, 1] -> uint8 0..255, the one 8-bit conversion: clipped to [0, 1], then floor(255 x + 0.5),
+    so halves round up as PNG writers do (``np.round`` / ``torch.round`` would round them to even). The same rule as
+    ``metrics.quantize``. Any shape; a tensor stays a tensor (same device), an array an array."""
+    if isinstance(x, torch.Tensor):
+        return (x.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)  # non-negative: truncation = floor
+    x = np.asarray(x)
+    return (np.clip(x if x.dtype.kind == "f" else x.astype(np.float32), 0, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_uint8_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """An image -> a contiguous (H, W, C) uint8 array (``to_uint8``'s rounding): a tensor (3|1, H, W) in [0, 1], or
+    an array (H, W[, C]) in [0, 1] or already uint8."""
     if isinstance(image, torch.Tensor):
         arr = image.detach().cpu().float()
         if arr.ndim != 3 or arr.shape[0] not in (1, 3):
-            raise ValueError(f"write_image: expected a (3,H,W) or (1,H,W) tensor, got {tuple(arr.shape)}")
-        arr = (arr.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    else:
-        arr = np.asarray(image)
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr.astype(np.float32), 0, 1) * 255.0 + 0.5).astype(np.uint8)
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-    return arr
+            raise ValueError(f"expected a (3,H,W) or (1,H,W) image tensor, got {tuple(arr.shape)}")
+        return np.ascontiguousarray(to_uint8(arr).permute(1, 2, 0).numpy())
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = to_uint8(arr.astype(np.float32))
+    return np.ascontiguousarray(arr[:, :, None] if arr.ndim == 2 else arr)
 
 
 def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> None:
@@ -178,7 +189,7 @@ def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> No
             array (uint8, or float in [0, 1]).
     """
     path = Path(path)
-    arr = _to_uint8_hwc(image)
+    arr = to_uint8_hwc(image)
     if arr.shape[2] == 3:
         arr = arr[:, :, ::-1]  # RGB -> BGR for OpenCV
     ext = path.suffix.lower() or ".png"

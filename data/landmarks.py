@@ -24,6 +24,7 @@ import torch
 from data.io import read_array
 
 __all__ = [
+    "rescale_points",
     "N_LANDMARKS",
     "N_FIVE",
     "load_landmarks_file",
@@ -37,6 +38,17 @@ N_LANDMARKS = 68
 N_FIVE = 5
 
 _LANDMARK_SUFFIXES = (".npy", ".txt")
+
+
+def rescale_points(points: np.ndarray | torch.Tensor, scale) -> np.ndarray | torch.Tensor:
+    """Pixel coordinates (..., 2) in one image -> the same points in that image resized by ``scale`` (a number, or
+    (sx, sy)), pixel centres at integers in both: x' = (x + 0.5) s - 0.5. An array stays an array, a tensor a
+    tensor (dtype and device kept)."""
+    if isinstance(points, torch.Tensor):
+        s = torch.as_tensor(scale, dtype=points.dtype, device=points.device)
+    else:
+        points, s = np.asarray(points), np.asarray(scale, dtype=np.float64)
+    return (points + 0.5) * s - 0.5
 
 
 # ---------------------------------------------------------------------------------------------------------------------

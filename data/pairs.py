@@ -26,6 +26,13 @@ __all__ = ["MaskedPairs", "ConcatFaces", "DATASETS", "build_dataset", "build_fac
            "build_synthesizer", "build_pairs"]
 
 
+def skipped_flags(dataset) -> torch.Tensor:
+    """(len(dataset),) bool: the items a dataset skipped at load (shared with its DataLoader workers); all False for
+    datasets that never skip (synthetic faces)."""
+    flags = getattr(dataset, "skipped_flags", None)
+    return flags if flags is not None else torch.zeros(len(dataset), dtype=torch.bool)
+
+
 class MaskedPairs(Dataset):
     """A face dataset with synthetic face masks: adds ``masked_image`` (3, S, S) and ``mask`` m (1, S, S) {0, 1}.
 
@@ -50,6 +57,14 @@ class MaskedPairs(Dataset):
     @property
     def skipped(self) -> int:
         return int(getattr(self.faces, "skipped", 0))
+
+    @property
+    def skipped_flags(self) -> torch.Tensor:
+        return skipped_flags(self.faces)
+
+    @property
+    def index_report(self) -> list[str]:
+        return list(getattr(self.faces, "index_report", ()))
 
     def item_seed(self, i: int) -> int:
         return item_seed(self.seed, i) if self.fixed else item_seed(self.seed, self.epoch, i)
@@ -89,6 +104,14 @@ class ConcatFaces(Dataset):
     @property
     def skipped(self) -> int:
         return sum(int(getattr(d, "skipped", 0)) for d in self.datasets)
+
+    @property
+    def skipped_flags(self) -> torch.Tensor:
+        return torch.cat([skipped_flags(d) for d in self.datasets])
+
+    @property
+    def index_report(self) -> list[str]:
+        return [line for d in self.datasets for line in getattr(d, "index_report", ())]
 
     def set_epoch(self, epoch: int) -> None:
         for d in self.datasets:

@@ -23,11 +23,19 @@ CoeffLayout order (id 80 | exp 64 | tex 80 | angle 3 | gamma 27 | trans 3), e.g.
 (``align: true``, ``framing: deng`` or ``release``); since the renderer's focal length scales with the image size,
 the coefficients do not depend on S.
 
-Bad data: a corrupt or unreadable image, a missing image, or an item without landmarks (or with a requested but
-missing coefficient file) is skipped: ``__getitem__`` returns the next valid item, ``dataset.skipped`` counts the
-skipped files and one warning line per file is logged (``logging``). ``strict=True`` raises instead. The counter
-lives in each process (DataLoader workers keep their own). A root folder that does not exist or holds no images is
-a one-line FileNotFoundError at construction, naming the config key (``config_key``, default "data").
+Indexing: what can be known without decoding an image is checked once, at construction: requested images that do
+not exist (``missing``), and, unless ``strict``, images without a landmark source (no table entry or landmark file
+and no detector) or without their coefficient file (``coeffs_dir``) are left out; ``index_report`` says so in one
+line ("36 of 69,000 FFHQ images found under ROOT (68,964 image files missing); using those"). A root folder that
+does not exist, holds no images or no usable one is a one-line FileNotFoundError naming the config key
+(``config_key``, default "data").
+
+Bad data found at load time (a corrupt or unreadable image, a landmark file that does not parse, no face detected,
+...) is skipped: ``__getitem__`` returns the next valid item and one warning line per file is logged
+(``logging``); ``strict=True`` raises instead. ``skipped_flags`` (bool, one per item) marks the skipped files in
+shared memory, so every DataLoader worker (forked from the process that built the dataset) sees what the others
+found: a bad file is read once per run, not once per worker and epoch, and ``skipped`` (their count) is exact in the
+main process.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from torch.utils.data import Dataset
 from data.align import alignment_transform, get_framing, load_lm3d, transform_points, warp_affine
 from data.detectors import LandmarkDetector, get_detector
 from data.io import CorruptImageError, list_images, read_array, read_image_uint8
-from data.landmarks import find_landmarks_file, load_landmarks_file
+from data.landmarks import _LANDMARK_SUFFIXES, find_landmarks_file, load_landmarks_file, rescale_points
 from data.splits import ffhq_split
 from engine.config import ConfigError
 
@@ -101,7 +109,7 @@ def _centre_square_transform(h: int, w: int, size: int) -> np.ndarray:
 def scale_points(points: np.ndarray, src_wh: tuple[float, float], dst_wh: tuple[float, float]) -> np.ndarray:
     """Rescale pixel coordinates between two resolutions of one image (pixel-centre convention)."""
     sx, sy = dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1]
-    return np.stack([(points[:, 0] + 0.5) * sx - 0.5, (points[:, 1] + 0.5) * sy - 0.5], axis=1).astype(np.float32)
+    return rescale_points(points, (sx, sy)).astype(np.float32)
 
 
 def _detector_from_spec(spec: str | Mapping | LandmarkDetector | None) -> LandmarkDetector | None:
@@ -130,10 +138,11 @@ class FaceImageDataset(Dataset):
 
     The subclasses pass their ``**common`` options on to this constructor: landmarks_dir, detector, align,
     align_scale, align_template, framing, lm3d_path, coeffs_dir, strict (module doc). ``records``, ``root`` and
-    ``missing`` are filled in by the subclass.
+    ``missing`` (requested image files that do not exist) are filled in by the subclass.
     """
 
     provides: frozenset[str] = frozenset()
+    label = ""  # the dataset's name in index_report ("FFHQ images")
 
     def __init__(
         self,
@@ -182,14 +191,60 @@ class FaceImageDataset(Dataset):
         self._detector_spec = detector
         self._detector: LandmarkDetector | None = None
         self._detected: dict[int, np.ndarray | None] = {}
-        self._bad: set[int] = set()
-        self._missing = int(missing)
+        self.missing = int(missing)
+        self._requested = len(records) + self.missing
+        self.records, self._left_out = (records, {}) if self.strict else self._index(records)
+        if not self.records:
+            why = ", ".join(f"{n:,} {reason}" for reason, n in self._left_out.items())
+            raise FileNotFoundError(f"{config_key}: none of the {len(records):,} {self._what} found under {self.root} "
+                                    f"is usable ({why})")
+        self._bad = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
+
+    # -- indexing ----------------------------------------------------------------------------------------------------
+    @property
+    def _what(self) -> str:
+        return f"{self.label} images".strip()
+
+    def _index(self, records: list[_Record]) -> tuple[list[_Record], dict[str, int]]:
+        """Leave out the records whose side files are missing (checked by listing folders, no image read):
+        -> (kept records, {reason: count})."""
+        left_out = {}
+        if self.coeffs_dir is not None:
+            have = {e.name[:-4] for e in os.scandir(self.coeffs_dir) if e.name.endswith(".npy")}
+            keep = [r for r in records if r.name in have]
+            left_out[f"without a coefficient file in {self.coeffs_dir}"] = len(records) - len(keep)
+            records = keep
+        if self._detector_spec is None:
+            have = set()
+            if self.landmarks_dir is not None:
+                have = {Path(e.name).stem for e in os.scandir(self.landmarks_dir)
+                        if Path(e.name).suffix in _LANDMARK_SUFFIXES}
+            keep = [r for r in records if r.name in have or self._has_table_landmarks(r)]
+            left_out["without landmarks"] = len(records) - len(keep)
+            records = keep
+        return records, {k: n for k, n in left_out.items() if n}
+
+    @property
+    def index_report(self) -> list[str]:
+        """One line: how many of the requested images this dataset uses, and why the others are left out."""
+        n, wanted = len(self.records), self._requested
+        if n == wanted:
+            return [f"{n:,} {self._what} under {self.root}"]
+        why = ([f"{self.missing:,} image files missing"] if self.missing else []) + \
+            [f"{k:,} {reason}" for reason, k in self._left_out.items()]
+        return [f"{n:,} of {wanted:,} {self._what} {'usable' if self._left_out else 'found'} under {self.root} "
+                f"({', '.join(why)}); using those"]
 
     # -- bookkeeping -------------------------------------------------------------------------------------------------
     @property
+    def skipped_flags(self) -> torch.Tensor:
+        """(len(self),) bool: items skipped at load so far, by this process or its DataLoader workers."""
+        return self._bad
+
+    @property
     def skipped(self) -> int:
-        """Number of image files skipped so far (missing at construction + failed at load)."""
-        return self._missing + len(self._bad)
+        """Number of image files skipped at load so far (files missing at construction: ``missing``)."""
+        return int(self._bad.sum())
 
     def __len__(self) -> int:
         return len(self.records)
@@ -201,14 +256,14 @@ class FaceImageDataset(Dataset):
         i %= n
         for k in range(n):
             j = (i + k) % n
-            if j in self._bad:
+            if self._bad[j]:
                 continue
             try:
                 return self.load(j)
             except (CorruptImageError, FileNotFoundError, SkippedItem) as e:
                 if self.strict:
                     raise
-                self._bad.add(j)
+                self._bad[j] = True
                 log.warning("%s: skipping %s: %s", type(self).__name__, self.records[j].path, e)
         raise RuntimeError(f"{self.config_key}: no valid item in {self.root} ({self.skipped} files skipped)")
 
@@ -216,6 +271,10 @@ class FaceImageDataset(Dataset):
     def _table_landmarks(self, rec: _Record, wh: tuple[int, int]) -> np.ndarray | None:
         """Landmarks from a dataset-specific table, in original image coordinates; None if unknown."""
         return None
+
+    def _has_table_landmarks(self, rec: _Record) -> bool:
+        """Whether `_table_landmarks` knows this record (checked at indexing, without reading the image)."""
+        return False
 
     def _face_mask(self, rec: _Record) -> np.ndarray | None:
         """Face-region map as (h, w) float32 {0, 1} at its own resolution (mapped onto the image by scaling)."""
@@ -332,15 +391,10 @@ def load_ffhq_landmarks(
     ref_arr = np.stack(refs) if refs else np.zeros((0, 2), np.float32)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.name + ".tmp.npz")
+        tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}.npz")  # ranks / datasets write at once
         np.savez(tmp, indices=np.asarray(indices, np.int64), landmarks=lm_arr, ref_size=ref_arr)
         os.replace(tmp, cache_path)
     return {k: r for r, k in enumerate(indices)}, lm_arr, ref_arr
-
-
-def ffhq_image_path(images_dir: str | os.PathLike, index: int) -> Path:
-    """FFHQ's layout: images1024x1024/{idx - idx % 1000:05d}/{idx:05d}.png."""
-    return Path(images_dir) / f"{index - index % 1000:05d}" / f"{index:05d}.png"
 
 
 class FFHQ(FaceImageDataset):
@@ -357,10 +411,12 @@ class FFHQ(FaceImageDataset):
             1024 image) are rescaled to the actual image size.
         landmarks_cache: optional .npz cache of the landmarks extracted from the json (see load_ffhq_landmarks).
         indices: image indices to use; or ``split``: 'train' / 'test' / 'all' (data.splits.ffhq_split). Requested
-            images that do not exist are dropped with one summary warning and counted in ``skipped``.
+            images that do not exist are left out and counted in ``missing`` (``index_report``).
         common: FaceImageDataset's options (landmarks_dir: used where the json has no entry; detector, align,
             align_scale, align_template, framing, lm3d_path, coeffs_dir, strict; see it and the module doc).
     """
+
+    label = "FFHQ"
 
     def __init__(
         self,
@@ -392,10 +448,8 @@ class FFHQ(FaceImageDataset):
                 f"{config_key}.root: none of the {len(wanted)} requested FFHQ images found in {images_dir}"
             )
         if missing:
-            log.warning(
-                "FFHQ: %d of %d requested images are missing in %s (first: %05d); skipped",
-                len(missing), len(wanted), images_dir, missing[0],
-            )
+            log.info("FFHQ: %d of %d requested images are missing in %s (first: %05d)",
+                     len(missing), len(wanted), images_dir, missing[0])
         self._lm_rows: dict[int, int] = {}
         self._lm = np.zeros((0, 68, 2), np.float32)
         self._lm_ref = np.zeros((0, 2), np.float32)
@@ -412,6 +466,9 @@ class FFHQ(FaceImageDataset):
             return None
         ref_w, ref_h = self._lm_ref[row]
         return scale_points(self._lm[row], (float(ref_w), float(ref_h)), wh)
+
+    def _has_table_landmarks(self, rec: _Record) -> bool:
+        return rec.index in self._lm_rows
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -449,6 +506,7 @@ class CelebAMaskHQ(FaceImageDataset):
     """
 
     provides = frozenset({"face_mask"})
+    label = "CelebAMask-HQ"
 
     def __init__(
         self,
@@ -481,8 +539,8 @@ class CelebAMaskHQ(FaceImageDataset):
         if not records:
             raise FileNotFoundError(f"{config_key}.root: none of the requested images found in {img_dir}")
         if missing:
-            log.warning("CelebAMaskHQ: %d requested images are missing in %s (first: %d); skipped",
-                        len(missing), img_dir, missing[0])
+            log.info("CelebAMaskHQ: %d requested images are missing in %s (first: %d)", len(missing), img_dir,
+                     missing[0])
         super().__init__(records, image_size, root=root, config_key=config_key, missing=len(missing), **common)
 
     def part_path(self, index: int, part: str) -> Path:
@@ -535,6 +593,9 @@ class ImageFolderFaces(FaceImageDataset):
                 raise FileNotFoundError(f"{config_key}.face_masks_dir: folder not found: {self.face_masks_dir}")
             self.provides = self.provides | {"face_mask"}
         super().__init__(records, image_size, root=root, config_key=config_key, **common)
+
+    def _has_table_landmarks(self, rec: _Record) -> bool:
+        return self.landmarks_dir is None and find_landmarks_file(rec.path.parent, rec.name) is not None
 
     def _table_landmarks(self, rec: _Record, wh: tuple[int, int]) -> np.ndarray | None:
         if self.landmarks_dir is not None:

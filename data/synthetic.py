@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data.io import to_uint8
 from data.splits import item_seed
 from engine.config import ConfigError
 
@@ -142,7 +143,7 @@ class SyntheticFaces(Dataset):
         bg = np.stack([b for _, b in samples])
         image = face * mask + bg * (1.0 - mask)
         return {
-            "image": (image * 255.0 + 0.5).astype(np.uint8),
+            "image": to_uint8(image),
             "face_mask": (mask[..., 0] > 0.5).astype(np.uint8),
             "landmarks": out.landmarks.float().cpu().numpy(),
             "coeffs": coeffs.numpy(),

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8
+
 __all__ = ["VideoSample", "TalkingHead", "MovingPhoto", "get_synthetic_video"]
 
 
@@ -36,10 +38,6 @@ class VideoSample:
     face: np.ndarray
     landmarks: np.ndarray
     coeffs: np.ndarray | None = None
-
-
-def _u8(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 class _MaskedVideo:
@@ -62,7 +60,7 @@ class _MaskedVideo:
     def _mask(self, truth_u8: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         img = truth_u8.astype(np.float32).transpose(2, 0, 1) / 255.0
         masked, m = self.synthesizer.synth_numpy(img, landmarks, (self.seed, 0x51DE0))  # same mask every frame
-        return _u8(masked.transpose(1, 2, 0)), m[0] > 0.5
+        return to_uint8(masked.transpose(1, 2, 0)), m[0] > 0.5
 
     def frame(self, t: int) -> VideoSample:
         raise NotImplementedError
@@ -120,7 +118,7 @@ class TalkingHead(_MaskedVideo):
         out = self.renderer(c[None])
         face = out.image[0].clamp(0, 1).permute(1, 2, 0).numpy()
         cover = out.mask[0, 0].numpy()[..., None]
-        truth = _u8(face * cover + self.background * (1 - cover))
+        truth = to_uint8(face * cover + self.background * (1 - cover))
         lm = out.landmarks[0].numpy().astype(np.float64)
         masked, m = self._mask(truth, lm)
         return VideoSample(t, masked, truth, m, cover[..., 0] > 0.5, lm, c.numpy())

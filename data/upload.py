@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.io import to_uint8
+
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_SIDE = 8000
 
@@ -69,7 +71,7 @@ def _to_rgb8(img, notes: list[str]) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit int) greyscale
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0
-        grey = np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8)
+        grey = to_uint8(arr / top)
         notes.append("16-bit greyscale reduced to 8-bit RGB")
         return np.repeat(grey[:, :, None], 3, 2)
     if mode == "F":

@@ -9,7 +9,7 @@ audio be remuxed as it came (no re-encoding, no drift) while only the video is d
   (variable frame rates survive), size, display rotation (frames are processed upright, stored in the input's coded
   orientation with its rotation tag), pixel format (when the encoder takes it) and audio packets; a truncated input
   writes what was decoded and says where it stopped; Ctrl-C closes the output properly (a playable partial file);
-- ``write_video(frames, path, fps)`` writes an MP4 (H.264, streamed) or a GIF (data.media) from frames.
+- ``write_video(frames, path, fps)`` writes an MP4 (H.264, streamed) or a GIF (Pillow) from frames.
 
 Only one decoded frame (plus the encoder's and muxer's small queues) is held at a time: memory does not grow with
 the video's length.
@@ -270,11 +270,9 @@ class VideoWriter:
 
 def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 24.0, crf: int = DEFAULT_CRF) -> int:
     """Write frames ((H, W, 3) uint8 RGB, or (3, H, W) float tensors in [0, 1]) to an MP4 as they come (the size is
-    the first frame's), or to a GIF (data.media.write_gif: one adaptive palette per frame, so a GIF's frames are
-    gathered first: keep GIFs short); returns the number written."""
+    the first frame's), or to a GIF (write_gif: one adaptive palette per frame, so a GIF's frames are gathered
+    first: keep GIFs short); returns the number written."""
     if Path(path).suffix.lower() == ".gif":
-        from data.media import write_gif
-
         arr = np.stack([_as_uint8(f) for f in frames])
         write_gif(path, arr, fps)
         return len(arr)
@@ -291,14 +289,27 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 24.
     return 0 if writer is None else writer.frames
 
 
+def write_gif(path: str | Path, frames: np.ndarray, fps: float = 24) -> Path:
+    """(F, H, W, 3) uint8 RGB -> a looping GIF through Pillow, one adaptive palette per frame (sharper than one
+    palette for the clip), at ``fps`` (GIF delays are whole 10 ms steps)."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0,
+                   optimize=False)
+    return Path(path)
+
+
 def _as_uint8(f) -> np.ndarray:
     if isinstance(f, np.ndarray) and f.dtype == np.uint8:
         return f
     import torch
 
+    from data.io import to_uint8, to_uint8_hwc
+
     if isinstance(f, torch.Tensor):
-        return (f.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    return (np.clip(np.asarray(f, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+        return to_uint8_hwc(f)
+    return to_uint8(np.asarray(f, np.float32))
 
 
 def transcode(src: str | Path, dst: str | Path, process: Callable[[Frame], np.ndarray], *, progress: bool = True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -110,8 +111,24 @@ def deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'a.b.c=value' -> (['a','b','c'], parsed YAML value)."""
+_KEY_PART = re.compile(r"^([^.\[\]]+)((?:\[-?\d+\])*)$")
+
+
+def _split_key(key: str, text: str) -> list[str | int]:
+    """'data.train[0].root' -> ['data', 'train', 0, 'root']."""
+    keys: list[str | int] = []
+    for part in key.split("."):
+        m = _KEY_PART.match(part.strip())
+        if not m:
+            raise ConfigError(f"--set {text}: cannot read key part {part!r} (expected name or name[index], e.g. "
+                              "data.train[0].root)")
+        keys.append(m.group(1))
+        keys += [int(i) for i in re.findall(r"\[(-?\d+)\]", m.group(2))]
+    return keys
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """'a.b.c=value' -> (['a','b','c'], parsed YAML value); 'a.b[1].c=value' -> (['a','b',1,'c'], value)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
@@ -122,20 +139,44 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise _yaml_error(e, f"--set {text}") from None
-    return key.split("."), value
+    return _split_key(key, text), value
+
+
+def _key_text(keys: list[str | int]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Dotted overrides onto the YAML's data (copied, never mutated); `name[i]` reaches item i of a list that the
+    YAML (or an earlier override) holds, e.g. data.train[0].root=/data/ffhq256."""
     data = dict(data)
     for text in overrides or []:
         keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            nxt = node.get(k)
-            nxt = dict(nxt) if isinstance(nxt, dict) else {}
+        node: Any = data
+        for depth, k in enumerate(keys):
+            here = _key_text(keys[:depth])
+            if isinstance(k, int):
+                if not isinstance(node, list):
+                    raise ConfigError(f"--set {text}: {here} is not a list in this config, so [{k}] has nothing "
+                                      f"to index (set the whole list: --set {here}=[...])")
+                if not -len(node) <= k < len(node):
+                    valid = f"0..{len(node) - 1}" if node else "none: the list is empty"
+                    raise ConfigError(f"--set {text}: index {k} out of range: {here} has {len(node)} item"
+                                      f"{'s' if len(node) != 1 else ''} (valid: {valid})")
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: {here} is a {type(node).__name__}, not a section with keys")
+            if depth == len(keys) - 1:
+                node[k] = value
+                break
+            nxt = node[k] if isinstance(k, int) else node.get(k)
+            if isinstance(nxt, dict):
+                nxt = dict(nxt)
+            elif isinstance(nxt, list):
+                nxt = list(nxt)
+            elif not isinstance(keys[depth + 1], int):
+                nxt = {}
             node[k] = nxt
             node = nxt
-        node[keys[-1]] = value
     return data
 
 
@@ -387,8 +428,9 @@ def cli_config(cls: type[T], argv: list[str] | None = None, description: str = "
     parser = add_common_args(argparse.ArgumentParser(description=description))
     if training:
         parser.add_argument("--restart", action="store_true",
-                            help="start the run over from step 0, ignoring its checkpoints and config.yaml (they "
-                                 "are moved to RUN/checkpoints/restarted_<n>/, nothing is deleted)")
+                            help="start the run over from step 0, ignoring its checkpoints and config.yaml: the "
+                                 "checkpoints are moved to RUN/checkpoints/restarted_<n>/, the logs (metrics.jsonl, "
+                                 "log.jsonl, tb/) to RUN/restarted_<n>/; nothing is deleted")
     if extra_args:
         extra_args(parser)
     args = parser.parse_args(argv)

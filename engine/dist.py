@@ -95,11 +95,6 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device, **kwargs) -> torch.n
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, **kwargs)
 
 
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return module.module if hasattr(module, "module") and isinstance(
-        module, torch.nn.parallel.DistributedDataParallel) else module
-
-
 def all_reduce_mean(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Average a dict of scalar tensors over ranks, in one collective (no per-key sync)."""
     if not values or get_world_size() == 1:
@@ -118,6 +113,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def count_flagged(flags: torch.Tensor, device: torch.device) -> int:
+    """How many items are flagged on any rank: (N,) bool flags per rank -> the size of their union (one collective)."""
+    if get_world_size() == 1:
+        return int(flags.sum())
+    t = flags.to(device=device, dtype=torch.uint8)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return int(t.sum())
 
 
 class ResumableSampler(torch.utils.data.Sampler):

@@ -55,6 +55,23 @@ class RunLogger:
         if enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
+    LOGS = ("metrics.jsonl", "log.jsonl", "tb")
+
+    def set_aside(self) -> Path | None:
+        """--restart: move the run's logs (LOGS) to `RUN/restarted_<n>/` before anything new is written, so the new
+        run's numbers are not mixed with the old ones; nothing is deleted. Returns the folder (None: no logs)."""
+        found = [self.run_dir / name for name in self.LOGS if (self.run_dir / name).exists()]
+        if not found or not self.enabled:
+            return None
+        n = 0
+        while (self.run_dir / f"restarted_{n}").exists():
+            n += 1
+        dest = self.run_dir / f"restarted_{n}"
+        dest.mkdir()
+        for p in found:
+            os.replace(p, dest / p.name)
+        return dest
+
     @property
     def tb(self):
         if self._tb is None and self.enabled and self._want_tb:

@@ -1,13 +1,5 @@
-"""The one training loop. It knows nothing about models: a task object supplies the step.
-
-A task provides
-    modules:     dict[str, nn.Module]        everything to checkpoint (raw modules, not DDP wrappers; EMA too)
-    optimizers:  dict[str, Optimizer]
-    train_step(batch, ctx) -> dict[str, Tensor]     detached scalar tensors to log; uses ctx.optimize(...)
-and optionally
-    validate(step) -> dict[str, float]              run on rank 0, written to RUN/metrics.jsonl
-    images(batch) -> dict[str, Tensor]              (N,3,H,W) grids for TensorBoard
-    state_dict() / load_state_dict(d)               extra task state (plain tensors / numbers)
+"""The one training loop. It knows nothing about models: a task object supplies the step (engine.task.Task:
+modules, optimizers, train_step; optionally validate, images, state_dict / load_state_dict, run on rank 0 only).
 
 The loop owns: data order (seeded, rank-sharded, resumable mid-epoch), the lr schedule (x`lr_drop_factor` at
 `lr_drop_at` of training, as the paper), bf16 autocast on CUDA, gradient clipping, non-finite detection (the run
@@ -25,13 +17,15 @@ steps in a row stop the run.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from engine import dist
 from engine.checkpoint import (
@@ -44,6 +38,7 @@ from engine.checkpoint import (
     set_rng_state,
 )
 from engine.logging import RunLogger, Throughput
+from engine.task import CountedData, EpochData, Task, check_task
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -103,6 +98,14 @@ class StoppedEarly(Exception):
         super().__init__(f"stopped early at step {step} ({why}); checkpoint saved, nothing exported: re-run the same "
                          "command to resume")
         self.step, self.code = step, code
+
+
+class Aborted(Exception):
+    """A second Ctrl-C: stop now, without a checkpoint of the current step."""
+
+    def __init__(self, step: int):
+        super().__init__(f"aborted by a second Ctrl-C during step {step + 1}; no checkpoint of it was written "
+                         "(re-run the same command to resume from the newest one)")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -169,50 +172,61 @@ def move_to(batch, device: torch.device, channels_last: bool = False):
 
 
 def _init_worker(worker_id: int) -> None:
-    """Seed numpy/random from the loader's per-worker torch seed; one thread each (workers share the cores)."""
+    """Seed numpy/random from the loader's per-worker torch seed; one thread each (workers share the cores).
+
+    Signals: a terminal's Ctrl-C (SIGINT) and a scheduler's SIGTERM reach the whole process group; workers ignore
+    them and the main process stops the run (workers end with it). OpenCV: see `_workers_forked`.
+    """
     import random
+    import sys
 
     import numpy as np
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
     torch.set_num_threads(1)
-    try:
-        import cv2
+    if "cv2" not in sys.modules:  # the main process had no OpenCV: a fresh one here can be limited safely
+        with contextlib.suppress(ImportError):
+            import cv2
 
+            cv2.setNumThreads(1)
+
+
+@contextlib.contextmanager
+def _workers_forked():
+    """Around forking DataLoader workers: they inherit a one-thread OpenCV.
+
+    `cv2.setNumThreads` in a forked child hangs forever once the parent has used OpenCV's thread pool (the child
+    waits for pool threads that were not forked), so the limit is set in the parent just for the fork and restored
+    after; OpenCV runs its calls serially in a child with that setting. Without OpenCV in the main process, each worker
+    imports a fresh one and limits it (`_init_worker`).
+    """
+    import sys
+
+    cv2 = sys.modules.get("cv2")
+    n = cv2.getNumThreads() if cv2 is not None else None
+    if cv2 is not None:
         cv2.setNumThreads(1)
-    except ImportError:
-        pass
-
-
-class SkipReporting(Dataset):
-    """The training set as DataLoader workers see it: each worker writes how many items its copy of the dataset
-    skipped (unreadable images, `dataset.skipped`) to its slot of a shared tensor, so the main process can total
-    them (a worker's counter otherwise dies with it)."""
-
-    def __init__(self, dataset, slots: torch.Tensor, base: int):
-        self.dataset, self.slots, self.base = dataset, slots, base
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        item = self.dataset[i]
-        info = get_worker_info()
-        if info is not None:
-            self.slots[info.id] = int(getattr(self.dataset, "skipped", 0)) - self.base
-        return item
+    try:
+        yield
+    finally:
+        if cv2 is not None:
+            cv2.setNumThreads(n)
 
 
 class Trainer:
     """Runs `cfg.steps` optimisation steps of `task` over `dataset`, resuming from `run_dir` if possible.
 
-    restart: set the run's checkpoints aside (`checkpoints/restarted_<n>/`) and start from step 0.
+    restart: set the run's checkpoints (`checkpoints/restarted_<n>/`) and logs (`restarted_<n>/`: metrics.jsonl,
+    log.jsonl, tb/) aside and start from step 0.
     """
 
-    def __init__(self, task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
+    def __init__(self, task: Task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dict | None = None,
                  device: torch.device | None = None, collate_fn=None, restart: bool = False):
+        check_task(task)
         self.task, self.dataset, self.cfg = task, dataset, cfg
         self.run_dir = run_dir
         self.config_dict = config_dict or {}
@@ -227,13 +241,13 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"the dataset ({len(dataset)} items over {dist.get_world_size()} ranks) is smaller "
                              f"than one batch ({cfg.batch_size})")
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if cfg.num_workers > cpus:
+            dist.print0(f"note: train.num_workers={cfg.num_workers} loader processes share the {cpus} CPUs this "
+                        "process may use (each runs one thread); fewer may be faster here")
         self._stop_requested = False
         self._stop_signal: int | None = None
         self.skipped_steps = 0  # AMP: optimiser steps skipped for non-finite gradients
-        # skipped images: worker slots of the current epoch, the most any earlier epoch's workers reported
-        self._skip_slots = torch.zeros(max(1, cfg.num_workers), dtype=torch.int64).share_memory_()
-        self._skip_base = 0
-        self._skip_seen = 0
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -244,8 +258,8 @@ class Trainer:
             "rng": rng_state(),
             "config": self.config_dict,
         }
-        if hasattr(self.task, "state_dict"):
-            state["task"] = self.task.state_dict()
+        if extra := self.task.state_dict():
+            state["task"] = extra
         return state
 
     def load_state_dict(self, state: dict, path="checkpoint") -> None:
@@ -258,7 +272,7 @@ class Trainer:
                 o.load_state_dict(state["optimizers"][k])
             except (KeyError, ValueError) as e:
                 raise CheckpointError(f"{path}: optimizer '{k}' does not fit: {e}") from None
-        if "task" in state and hasattr(self.task, "load_state_dict"):
+        if "task" in state:
             self.task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
@@ -272,6 +286,8 @@ class Trainer:
                     print(f"removed {p} (left by a writer that was killed)", flush=True)
             if self.restart and (moved := self.ckpts.set_aside()):
                 print(f"--restart: the previous checkpoints are in {moved}; starting from step 0", flush=True)
+            if self.restart and (moved := self.logger.set_aside()):
+                print(f"--restart: the previous logs (metrics.jsonl, log.jsonl, tb/) are in {moved}", flush=True)
         state = self.ckpts.load_latest(map_location=self.device, quarantine=True) if dist.is_main() else None
         dist.barrier()
         if not dist.is_main():
@@ -306,30 +322,33 @@ class Trainer:
                 g["lr"] = g["base_lr"] * f
         return self.cfg.lr * f
 
-    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+    def _loader(self, epoch: int, start_batch: int):
+        """An iterator over this rank's batches of `epoch` from batch `start_batch` on (workers started)."""
         self.sampler.set_epoch(epoch, start=start_batch * self.cfg.batch_size)
-        if hasattr(self.dataset, "set_epoch"):
+        if isinstance(self.dataset, EpochData):
             self.dataset.set_epoch(epoch)
         dataset = self.dataset
-        if self.cfg.num_workers > 0:  # new workers each epoch: keep what the last ones reported
-            self._skip_seen = max(self._skip_seen, int(self._skip_slots.sum()))
-            self._skip_slots.zero_()
-            self._skip_base = int(getattr(self.dataset, "skipped", 0))
-            dataset = SkipReporting(self.dataset, self._skip_slots, self._skip_base)
-        # The loader gets its own generator so creating it never consumes the global RNG (exact resume).
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          collate_fn=self.collate_fn, worker_init_fn=_init_worker,
-                          generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
-                          persistent_workers=False)
+        # The loader gets its own generator so creating it never consumes the global RNG (exact resume). Workers
+        # are forked anew each epoch (the dataset's epoch reaches them); torch's warning about more workers than
+        # CPUs would repeat each time: the Trainer says it once instead.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            loader = DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, drop_last=True,
+                                num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                collate_fn=self.collate_fn, worker_init_fn=_init_worker,
+                                generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
+                                persistent_workers=False)
+            if self.cfg.num_workers == 0:
+                return iter(loader)
+            with _workers_forked():
+                return iter(loader)
 
     def skipped_images(self) -> int:
-        """Training images skipped so far on this rank (a lower bound with workers: each epoch's workers
-        rediscover the bad files, and the most any epoch reported is kept)."""
-        here = int(getattr(self.dataset, "skipped", 0))
-        if self.cfg.num_workers == 0:
-            return here
-        return max(here, self._skip_base + max(self._skip_seen, int(self._skip_slots.sum())))
+        """Training images skipped at load so far by any rank or loader worker, each bad file once (the dataset's
+        optional `skipped_flags`: one bool per item, shared with its workers). A collective: every rank calls it."""
+        if not isinstance(self.dataset, CountedData):
+            return 0
+        return dist.count_flagged(self.dataset.skipped_flags, self.device)
 
     def _check_finite(self, bad: torch.Tensor, since: int) -> None:
         if bool(bad):
@@ -340,7 +359,7 @@ class Trainer:
     def _request_stop(self, signum, frame):
         """SIGTERM / first Ctrl-C: checkpoint at the next step boundary, then stop; a second Ctrl-C aborts."""
         if self._stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise Aborted(self.step)
         self._stop_requested = True
         self._stop_signal = signum
         dist.print0(f"\nsignal {signum}: stopping after this step with a checkpoint (Ctrl-C again to abort)")
@@ -359,6 +378,8 @@ class Trainer:
         if self.step >= cfg.steps:
             dist.print0(f"already trained: step {self.step} >= {cfg.steps}")
             return {"step": self.step}
+        for line in self.dataset.index_report if isinstance(self.dataset, CountedData) else ():
+            dist.print0(f"training data: {line}")  # what the data folders hold, once per run
         old_handlers = {}
         with contextlib.suppress(ValueError):  # not in the main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -415,8 +436,7 @@ class Trainer:
                         self.logger.scalars(self.step, scal)
                         self.logger.update_progress(n_sums, {k: last_logs[k] for k in list(last_logs)[:3]})
                         sums, n_sums = {}, 0
-                    if cfg.image_every and (self.step % cfg.image_every == 0 or last) and dist.is_main() \
-                            and hasattr(self.task, "images"):
+                    if cfg.image_every and (self.step % cfg.image_every == 0 or last) and dist.is_main():
                         with torch.no_grad():
                             self.logger.images(self.step, self.task.images(batch))
                     timeout = cfg.max_minutes > 0 and (time.time() - t_start) > 60 * cfg.max_minutes
@@ -448,12 +468,9 @@ class Trainer:
         """Task validation (rank 0, RUN/metrics.jsonl) and the skipped-image total (console and RUN/log.jsonl)."""
         out = {}
         skipped = self.skipped_images()
-        if dist.get_world_size() > 1:
-            t = torch.tensor(float(skipped), device=self.device)
-            skipped = int(round(float(dist.all_reduce_mean({"s": t})["s"]) * dist.get_world_size()))
         if dist.is_main():
-            if hasattr(self.task, "validate"):
-                out = self.task.validate(self.step) or {}
+            out = self.task.validate(self.step)
+            if out:
                 self.logger.metrics(self.step, out)
             self.logger.scalars(self.step, {"skipped_images": skipped}, prefix="data")
             dist.print0(f"step {self.step}: {skipped} training images skipped so far (unreadable or unusable)")
@@ -480,3 +497,6 @@ def run_training(task, dataset, cfg: TrainConfig, run_dir: str, config_dict: dic
     except StoppedEarly as e:
         dist.print0(str(e))
         raise SystemExit(e.code) from None
+    except Aborted as e:
+        dist.print0(str(e))
+        raise SystemExit(128 + signal.SIGINT) from None

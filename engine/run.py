@@ -9,7 +9,7 @@ import torch
 
 from engine import dist
 from engine.checkpoint import CheckpointManager
-from engine.config import ConfigError, dump_yaml, load_yaml, resume_conflicts, to_dict
+from engine.config import ConfigError, build_dataclass, dump_yaml, load_yaml, resume_conflicts, to_dict
 from engine.files import FileReadError
 
 
@@ -20,7 +20,12 @@ def check_resumable(cfg, run_dir: str | Path) -> None:
     if not saved.is_file() or not CheckpointManager(run_dir).list():
         return
     try:
-        diff = resume_conflicts(load_yaml(saved), to_dict(cfg))
+        old = load_yaml(saved)
+        try:  # through today's dataclasses, so a key added since with its default is no conflict
+            old = to_dict(build_dataclass(type(cfg), old))
+        except (ConfigError, TypeError, ValueError):
+            pass  # a key removed since: compare the file as it is
+        diff = resume_conflicts(old, to_dict(cfg))
     except ConfigError as e:
         _config_exit(f"{e} (pass --restart to start the run over)")
     if diff:

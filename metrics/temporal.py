@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8
 from metrics.image import l1, l1_hole, psnr, ssim
 
 __all__ = ["flicker_vs_truth", "flow_flicker", "warp_previous", "VideoScores"]
@@ -55,7 +56,7 @@ def _flow(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
 
 
 def _u8(img: np.ndarray) -> np.ndarray:
-    return img if img.dtype == np.uint8 else (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return img if img.dtype == np.uint8 else to_uint8(img)
 
 
 def warp_previous(prev: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from .raster import Fragments, get_rasterizer
 
 __all__ = ["FaceRenderer", "RenderOutput", "SHADINGS"]
 
-# Shading conventions, by the third party whose networks consume the images (docs/third_party_checked.md):
+# Shading conventions, by the third party whose networks consume the images (docs/formats.md sec. 1, 5):
 # deng     Deng et al.'s: vertex normals = normalised sum of the adjacent unit face normals of the 3D (camera-space)
 #          mesh; perspective-correct interpolation inside each triangle.
 # release  the authors' release (face_de_mask): face normals of the perspective-projected (NDC) mesh, summed

@@ -10,8 +10,12 @@ Sections (each also a function):
   n3d         N_3D training step at the paper's settings (ResNet-50, 224 px, batch 8, renderer + ArcFace)
   inpaint     N_G + N_D training step (256 px, batch 8, base 64, 6 residual blocks, R1, frozen N_3D prior)
   inference   mask removal (N_3D + render + N_G) images/s at 256 px
+  editor      one slider change of the web editor at 256 px (render, N_G, paste-back, encoding), demo and
+              paper-size N_G
   evaluation  evaluate.py's loop (test-set masking, removal, every metric, FID features, N_3D metrics) images/s,
               its fixed part (FID statistics, edits) timed apart, and the projected time of a 1000-image test set
+  detectors   the photo detectors (dlib, dlib_cnn, masked) on a 4000 x 3000 phone-sized photo (scikit-image's
+              astronaut enlarged): seconds and peak memory, each in a fresh process (models loaded included)
 --max-batch adds n3d_max / inpaint_max (CUDA only): the training sections again at the largest batch that fits,
 doubling from 16 until the GPU runs out of memory (or 1024: the synthetic batch itself is built on the CPU).
 FLOPs per training image are counted from the executed operators' shapes (torch.utils.flop_counter), and divided
@@ -34,10 +38,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from engine.loop import COMPILE_MODES
 
-from engine.loop import COMPILE_MODES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAPER_STEPS = {"n3d": 500_000, "inpaint": 200_000}
 PAPER_BATCH = 8
@@ -74,9 +77,9 @@ def count_flops(fn) -> float:
 
 # ---------------------------------------------------------------------------------------------------------- parts
 def bench_synth(quick: bool) -> dict:
-    from scripts.bench_synth import run
+    from tasks.speed import synthesis_speed
 
-    return run(quick=quick)
+    return synthesis_speed(quick=quick)
 
 
 def bench_loader(quick: bool, workers: int = 2) -> dict:
@@ -102,9 +105,9 @@ def bench_loader(quick: bool, workers: int = 2) -> dict:
 
 
 def bench_renderer(device: torch.device) -> dict:
-    from scripts.bench_renderer import run
+    from tasks.speed import renderer_speed
 
-    return run(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
+    return renderer_speed(device=str(device), quick=False)  # BFM-sized mesh always: a few seconds even on a CPU
 
 
 def _train_settings(device, batch: int, compile_mode: str | None) -> dict:
@@ -194,6 +197,93 @@ def bench_inference(device: torch.device, quick: bool, batch: int = 8) -> dict:
     return {"batch": batch, "images_per_s": batch / sec}
 
 
+EDITOR_MODELS = {  # (model size, N_G settings) of the editor's two latency goals (N_D is not used at inference)
+    "demo": (64, {"base_channels": 16, "n_res": 4, "n_down": 1, "prior_blend": True}),  # configs/inpaint/demo.yaml
+    "paper": (256, {"base_channels": 64, "n_res": 6}),  # the paper's N_G at the paper's 256 px
+}
+
+
+def bench_editor(device: torch.device, quick: bool, size: int = 256) -> dict:
+    """One slider change of the web editor (tasks.editor.EditorSession.render: I_3D + N_G + paste-back) on a
+    masked synthetic face photo of ``size`` px, with the demo model (64 px, as trained) and the paper-size N_G at 256
+    px (random weights, N_3D ran once before). Median CPU ms on one thread (load-insensitive) of the whole render and
+    of its parts timed apart: render (I_3D), N_G, paste-back, PNG encoding of the page's four views; and the median
+    wall ms of the render on all threads."""
+    import tempfile
+
+    from tasks.editor import gallery_faces
+
+    n3d = _n3d_task(device, 224, 2).export(Path(tempfile.mkdtemp()) / "n3d.pt")
+    face = gallery_faces(1, size=size)[0]
+    out = {"image_size": size, "threads": torch.get_num_threads()}
+    for name, (model_size, model) in EDITOR_MODELS.items():
+        out[name] = {"model_size": model_size,
+                     **_editor_latency(device, n3d, model, face, model_size, 3 if quick else 10)}
+    return out
+
+
+def _thread_ms(fn, iters: int) -> float:
+    """Median CPU ms of fn on this thread with torch on 1 thread: what an idle core would take, whatever else the
+    machine is doing (wall times on a loaded machine are not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fn()
+        times = []
+        for _ in range(iters):
+            t = time.thread_time()
+            fn()
+            times.append(time.thread_time() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def _editor_latency(device, n3d: Path, model: dict, face: dict, size: int, iters: int) -> dict:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from data.align import paste_back
+    from engine.config import build_dataclass
+    from tasks.editor import EditorSession, SliderState
+    from tasks.inpaint import InpaintExperiment, InpaintTask
+    from tasks.prior import noised
+    from tasks.removal import MaskRemover
+
+    cfg = build_dataclass(InpaintExperiment, {
+        "data": {"image_size": size, "train": [{"kind": "synthetic", "num": 2}],
+                 "val": [{"kind": "synthetic", "num": 2, "offset": 10**6}]},
+        "prior": {"n3d_checkpoint": str(n3d)}, "model": model, "loss": {"w_id": 0.0},
+        "train": _train_settings(device, 2, None)})
+    task = InpaintTask(cfg, device)
+    remover = MaskRemover(task.prior, task.g_ema, True, True)
+    session = EditorSession(remover)
+    session.open(face["image"], [face["landmarks"]])
+    states = [SliderState({"open_mouth": v}) for v in (0.2, 0.9)]
+    k = iter(range(10**9))
+    total = timed(lambda: session.render(states[next(k) % 2]), device, iters)
+    f = session.faces[0]
+    coeffs = states[1].apply(f.coeffs, remover.model)
+    view = session.render(states[1])
+
+    def encode():
+        for arr in (view.input, view.overlay, view.i3d, view.result):
+            Image.fromarray(np.ascontiguousarray(arr)).save(io.BytesIO(), "PNG")
+
+    with torch.no_grad():
+        i3d = task.prior.render(coeffs)
+        i_n = noised(f.image[None].to(device), f.m, torch.Generator().manual_seed(0), remover.inference.noise)
+        res = remover.gen(f.m, i3d, i_n)[0].cpu()
+        parts = {"render_ms": lambda: task.prior.render(coeffs), "ng_ms": lambda: remover.gen(f.m, i3d, i_n),
+                 "paste_ms": lambda: paste_back(session.image, res, f.transform, mask=f.m[0].cpu()),
+                 "encode_ms": encode, "ms": lambda: session.render(states[next(k) % 2])}
+        one_thread = {name: _thread_ms(fn, iters) for name, fn in parts.items()}
+    params = sum(p.numel() for p in task.g_ema.parameters())
+    return {"wall_ms": total * 1e3, **one_thread, "ng_params_m": params / 1e6, **model}
+
+
 def bench_evaluation(device: torch.device, quick: bool, batch: int = 8, n_images: int | None = None,
                      checkpoint: str | Path | None = None, metrics: list[str] | None = None) -> dict:
     """evaluate.py's whole run on synthetic 256 px test faces with random weights everywhere (N_3D, N_G, ArcFace,
@@ -238,6 +328,39 @@ def bench_evaluation(device: torch.device, quick: bool, batch: int = 8, n_images
     loop = time.perf_counter() - t - fixed[0]
     return {"batch": batch, "images": n, "images_per_s": n / loop, "fixed_s": fixed[0], "setup_s": setup,
             "paper_test_set_min": (PAPER_TEST_IMAGES * loop / n + fixed[0]) / 60}
+
+
+# one detector on a 4000 x 3000 photo, in a fresh process so that its peak memory is its own
+_DETECTOR_CHILD = """
+import json, resource, sys, time
+import cv2
+from skimage import data
+from data.detectors import get_detector
+img = cv2.resize(data.astronaut(), (3000, 3000), interpolation=cv2.INTER_CUBIC)
+img = cv2.copyMakeBorder(img, 0, 0, 500, 500, cv2.BORDER_REFLECT101)
+det = get_detector(sys.argv[1])
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+t, c = time.perf_counter(), cpu()
+faces = det.detect(img)
+dt, dc = time.perf_counter() - t, cpu() - c
+print(json.dumps({"seconds": dt, "cpu_seconds": dc, "faces": len(faces), "image": list(img.shape[:2][::-1]),
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def bench_detectors(names=("dlib", "dlib_cnn", "masked")) -> dict:
+    """{detector: {seconds, cpu_seconds, faces, image, peak_rss_gib}} on a 4000 x 3000 photo (each in its own
+    process; cpu_seconds is what a busy machine does not inflate)."""
+    out = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in names:
+        r = subprocess.run([sys.executable, "-c", _DETECTOR_CHILD, name], cwd=ROOT, env=env, capture_output=True,
+                           text=True)
+        out[name] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else \
+            {"error": (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]}
+    return out
 
 
 def bench_video(quick: bool, checkpoint: str = "runs/inpaint_demo/inpaint.pt", size: int = 256) -> dict:
@@ -338,6 +461,8 @@ def main(argv=None) -> int:
         "inpaint": lambda: bench_train("inpaint", device, args.quick, batch, args.compile),
         "inference": lambda: bench_inference(device, args.quick, batch),
         "evaluation": lambda: bench_evaluation(device, args.quick, batch),
+        "detectors": bench_detectors,
+        "editor": lambda: bench_editor(device, args.quick),
         "video": lambda: bench_video(args.quick),
     }
     if args.max_batch:
@@ -394,6 +519,19 @@ def print_table(results: dict) -> None:
         e = r["evaluation"]
         rows.append(("evaluation 256 px", f"{e['images_per_s']:.2f} img/s + {e['fixed_s']:.0f} s fixed (FID, edits); "
                                           f"{PAPER_TEST_IMAGES} test images: {e['paper_test_set_min']:.1f} min"))
+    for name, d in r.get("detectors", {}).items():
+        text = d.get("error") or (f"{d['seconds']:.1f} s ({d['cpu_seconds']:.1f} s CPU), peak "
+                                  f"{d['peak_rss_gib']:.2f} GiB, {d['faces']} face(s)")
+        rows.append((f"detector {name} on 4000 x 3000", text))
+    if "editor" in r:
+        for name in EDITOR_MODELS:
+            e = r["editor"].get(name)
+            if e:
+                rows.append((f"editor slider change, {name} model ({e['model_size']} px), "
+                             f"{r['editor']['image_size']} px photo",
+                             f"{e['ms']:.0f} ms on 1 thread (render {e['render_ms']:.0f}, "
+                             f"N_G {e['ng_ms']:.0f}, paste-back "
+                             f"{e['paste_ms']:.0f}, PNG encoding {e['encode_ms']:.0f}); {e['wall_ms']:.0f} ms wall"))
     width = max(len(a) for a, _ in rows) if rows else 10
     print("\n".join(f"{a:<{width}}  {b}" for a, b in rows))
 

@@ -9,6 +9,7 @@ Stages (each a normal command a researcher would run; outputs under runs/):
                side by side on one core each
   4. evaluate  python evaluate.py --config configs/eval/demo.yaml               -> runs/eval_demo/
   5. photo     python scripts/remove_mask.py on a held-out synthetic face       -> runs/demo/remove_mask/
+               and its --animate clip (the web editor's animation: the mouth opens and closes behind the mask)
   6. report    runs/demo/report.md (tables + images)
 
 Re-running resumes: finished trainings are not redone (delete runs/ to start over).
@@ -25,8 +26,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "runs" / "demo"
+# the steps run this checkout's code, whichever checkout the venv has installed
+PYTHONPATH = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+ANIMATION = ["--animate", "keep>open_mouth>keep", "--frames", "24", "--fps", "12"]  # as docs/editor_animation.gif
 
 
 def stage(title: str, cmd: list[str], timings: dict) -> None:
@@ -34,7 +37,8 @@ def stage(title: str, cmd: list[str], timings: dict) -> None:
     t = time.time()
     # The stages run one at a time, so spinning OpenMP threads starve nobody and save each op's wake-up: ACTIVE
     # trains 60 N_3D steps in 35 s against 54 s with the Makefile's PASSIVE (the numbers are the same either way).
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("DEMO_OMP_WAIT_POLICY", "ACTIVE")}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH,
+           "OMP_WAIT_POLICY": os.environ.get("DEMO_OMP_WAIT_POLICY", "ACTIVE")}
     r = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env)
     timings[title] = time.time() - t
     if r.returncode != 0:
@@ -48,7 +52,7 @@ def stages_side_by_side(titles_cmds: list[tuple[str, list[str]]], timings: dict)
     runs/demo/logs/<n>.log; a failure prints that log's end."""
     logs = OUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": PYTHONPATH,
            "OMP_WAIT_POLICY": os.environ.get("DEMO_OMP_WAIT_POLICY", "ACTIVE")}
     t = time.time()
     procs = []
@@ -114,7 +118,8 @@ def write_report(timings: dict) -> Path:
     img.mkdir(parents=True, exist_ok=True)
     copies = {"samples.png": OUT / "assets" / "samples.png", "masks_preview.png": OUT / "assets" / "preview.png",
               "eval_grid.png": runs / "eval_demo" / "grid.png", "edit_strip.png": runs / "eval_demo" / "edit_strip.png",
-              "remove_mask_grid.png": OUT / "remove_mask" / "held_out_face_grid.png"}
+              "remove_mask_grid.png": OUT / "remove_mask" / "held_out_face_grid.png",
+              "animation.gif": OUT / "remove_mask" / "held_out_face_animation.gif"}
     for name, src in copies.items():
         if src.is_file():
             shutil.copyfile(src, img / name)
@@ -144,6 +149,9 @@ def write_report(timings: dict) -> Path:
         "## Mask removal with edits (scripts/remove_mask.py on a held-out face)", "",
         "![remove_mask](img/remove_mask_grid.png)", "",
         "Columns: input, then keep, neutral, smile, open_mouth (N_3D's coefficients with the edit applied).", "",
+        "The same face animated (`remove_mask.py " + " ".join(ANIMATION) + "`, the web editor's animation: the "
+        "coefficients eased keep -> open_mouth -> keep, the same noise in every frame):", "",
+        "![animation](img/animation.gif)", "",
         "## Assets", "", "Synthetic faces (identity, expression, pose, lighting; landmarks drawn):", "",
         "![samples](img/samples.png)", "", "Masked pairs from the procedural mask library:", "",
         "![masks](img/masks_preview.png)", "",
@@ -173,6 +181,9 @@ def main() -> int:
     photo, lms = held_out_photo()
     stage("remove_mask", ["scripts/remove_mask.py", "--image", str(photo), "--landmarks", str(lms), "--align",
                           "meanface", "--variations", "4", "--out", str(OUT / "remove_mask")], timings)
+    stage("animation", ["scripts/remove_mask.py", "--image", str(photo), "--landmarks", str(lms), "--align",
+                        "meanface", *ANIMATION, "--out", str(OUT / "remove_mask" / "held_out_face_animation.gif")],
+          timings)
     report = write_report(timings)
     print(f"\ndemo finished in {time.time() - t0:.0f} s: report at {report.relative_to(ROOT)}", flush=True)
     return 0

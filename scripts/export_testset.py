@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def main(argv=None) -> int:
     from data.io import write_image
@@ -40,14 +38,19 @@ def main(argv=None) -> int:
     out = Path(args.out)
     for sub in ("masked", "mask", "gt", "landmarks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
     names = []
+    bar = tqdm(total=len(testset), desc="export", dynamic_ncols=True)
     for batch in iterate(testset, 16):
+        bar.update(len(batch["name"]))
         for i, name in enumerate(batch["name"]):
             write_image(out / "masked" / f"{name}.png", batch["masked_image"][i])
             write_image(out / "mask" / f"{name}.png", batch["mask"][i].expand(3, -1, -1))
             write_image(out / "gt" / f"{name}.png", batch["image"][i])
             save_landmarks_file(out / "landmarks" / f"{name}.txt", batch["landmarks"][i])
             names.append(name)
+    bar.close()
     (out / "index.json").write_text(json.dumps({"names": names, "test": to_dict(cfg.test)}, indent=1) + "\n")
     print(f"wrote {len(names)} test items to {out}")
     return 0

@@ -18,8 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def measure(checkpoint: str, n: int = 32, edits=("open_mouth", "smile", "neutral", "pucker", "brighter"),
             n3d_checkpoint: str | None = None, offset: int = 2_000_000, batch_size: int = 16,

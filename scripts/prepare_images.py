@@ -24,11 +24,9 @@ from pathlib import Path
 
 import cv2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data.io import CorruptImageError, list_images, read_image_uint8, write_image  # noqa: E402
-from data.landmarks import find_landmarks_file, load_landmarks_file, save_landmarks_file  # noqa: E402
-from data.photos import scale_points  # noqa: E402
+from data.io import CorruptImageError, list_images, read_image_uint8, write_image
+from data.landmarks import find_landmarks_file, load_landmarks_file, save_landmarks_file
+from data.photos import scale_points
 
 
 def target_size(w: int, h: int, size: int) -> tuple[int, int]:
@@ -118,12 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     else:  # spawn, not fork: forking a process whose OpenMP / cv2 thread pools have run can deadlock the children
         pool = get_context("spawn").Pool(workers, initializer=_init_worker)
         results = pool.imap(prepare_one, jobs, chunksize=16)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="prepare_images", dynamic_ncols=True)
     try:
         for (path, *_), (status, msg) in zip(jobs, results):
             counts[status] += 1
+            bar.update(1)
             if status == "corrupt":
-                print(f"prepare_images: skipped {path}: {msg}", file=sys.stderr)
+                bar.write(f"prepare_images: skipped {path}: {msg}", file=sys.stderr)
     finally:
+        bar.close()
         if workers > 1:
             pool.terminate()
     dt = time.perf_counter() - t0

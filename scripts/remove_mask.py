@@ -13,6 +13,9 @@ RefinedDetector), aligned to the model's crop, run through N_3D and N_G with eac
 edit syntax and presets), and pasted back into the original photo: only N_3D's occluded region (grown by
 tasks.removal.SEAM_MARGIN = 2 px, so the feathered seam lies outside it) changes. Faces too small for the model's
 input get a warning.
+`--animate "keep>open_mouth>smile" --frames 48 --fps 24 --out result.mp4` (or .gif) writes one clip instead: the
+coefficients eased from each edit to the next (tasks/animate.py), the same noise in every frame, as the web editor
+(app.py) animates.
 Writes OUT/<stem>_<k>_<edit>.png for each variation and OUT/<stem>_grid.png (input + all variations); `--debug`
 adds OUT/<stem>_debug.png (per face: detection, 5 points on the aligned crop, aligned crop, m, I_3D, output) and
 OUT/<stem>_region.png (white where the photo may change).
@@ -38,9 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.photo import ALIGN_CHOICES, PASTE_MODES  # noqa: E402
+from tasks.photo import ALIGN_CHOICES, DEFAULT_DETECTOR, PASTE_MODES
 
 
 def parse_args(argv=None):
@@ -53,11 +54,11 @@ def parse_args(argv=None):
                    help="N_3D export (default: the one the generator was trained with)")
     p.add_argument("--variations", type=int, default=4, help="number of preset variations (first K presets)")
     p.add_argument("--edit", action="append", default=[], help="extra edit, e.g. 'exp[3]=+1.5' or 'smile,brighter'")
-    p.add_argument("--animate", default=None, metavar="KEYS",
-                   help="--video: keyframe edits 'keep>open_mouth>smile' eased over each face track (tasks.animate)")
-    p.add_argument("--out", required=True, help="output folder (photos) or output video file (--video)")
-    p.add_argument("--detector", default="masked", help="landmark detector: masked (robust to masks, BENCHMARKS.md) "
-                                                         "| dlib_cnn (dlib's CNN) | dlib (HOG) | insightface")
+    p.add_argument("--out", required=True,
+                   help="output folder (photos), or the output .mp4 / .gif (--animate, --video)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help="landmark detector: masked (robust to masks, BENCHMARKS.md) | dlib_cnn (dlib's CNN) | dlib "
+                        "(HOG) | insightface")
     p.add_argument("--insightface-root", default=None, help="insightface model-pack root (for --detector insightface)")
     p.add_argument("--det-threshold", type=float, default=None,
                    help="dlib detection score threshold (default: the detector's own: 0.3 for dlib / dlib_cnn, 0 for "
@@ -70,7 +71,7 @@ def parse_args(argv=None):
                         "3D face's landmarks): default 2 for detections, 0 for --landmarks (trusted as given)")
     p.add_argument("--debug", action="store_true", help="also write <stem>_debug.png and <stem>_region.png")
     p.add_argument("--align", choices=list(ALIGN_CHOICES), default=None,
-                   help="crop framing (data.align): default the model's own (the release's: release) or ffhq; "
+                   help="crop framing (data.align): default the model's own (the release's: release_exact) or ffhq; "
                         "meanface = the morphable model's mean face as the renderer frames it (models trained on "
                         "SyntheticFaces)")
     p.add_argument("--lm3d", default=None, help="BFM/similarity_Lm3D_all.mat for --align deng / release when the "
@@ -84,12 +85,21 @@ def parse_args(argv=None):
     p.add_argument("--paste", choices=list(PASTE_MODES), default="feather",
                    help="feather: the result blended in with a feathered seam just outside N_3D's m (default); "
                         "hard: taken whole inside m, as the release's test.py composites")
+    p.add_argument("--animate", default=None, metavar="KEYS",
+                   help="animate instead: edits separated by '>' (e.g. 'keep>open_mouth>smile'), eased from one to the "
+                        "next with the same noise in every frame; --out is then an .mp4 or .gif file (with --video: "
+                        "eased over each face track)")
+    p.add_argument("--frames", type=int, default=48, help="frames of an --animate clip")
+    p.add_argument("--fps", type=float, default=24, help="frame rate of an --animate clip")
     p.add_argument("--redetect-every", type=int, default=0, metavar="N",
                    help="--video: run the detector every N frames to find faces that enter while others are tracked "
                         "(default 0: only while no face is tracked)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.animate and Path(args.out).suffix.lower() not in (".mp4", ".gif"):
+        p.error(f"--animate writes one clip: --out must end in .mp4 or .gif, got {args.out!r}")
+    return args
 
 
 def main(argv=None) -> int:
@@ -100,6 +110,7 @@ def main(argv=None) -> int:
     if args.video:
         return video_main(args)
     from data.io import CorruptImageError, read_image, write_image
+    from tasks.animate import animate_photo, check_keyframes, frame_times, parse_keyframes
     from tasks.photo import (
         DEFAULT_REFINE,
         check_edits,
@@ -127,6 +138,10 @@ def main(argv=None) -> int:
         for note in model_notes(remover, framing):
             print(f"note: {note}", flush=True)
         check_edits(edits, remover.model)  # a bad edit stops before any work
+        keys = parse_keyframes(args.animate) if args.animate else None
+        if keys:
+            check_keyframes(keys, remover.model)
+            frame_times(args.frames)
         found = find_faces(to_uint8(image), args.detector, args.landmarks, args.det_threshold, args.insightface_root)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
@@ -140,6 +155,14 @@ def main(argv=None) -> int:
     for face in faces:
         for note in face.notes:
             print(note, file=sys.stderr)
+    if keys:
+        from data.video import write_video
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        n = write_video(animate_photo(remover, image, faces, keys, args.frames, args.seed, args.paste), args.out,
+                        fps=args.fps)
+        print(f"{len(faces)} face(s); wrote {n} frames ({' > '.join(keys)}) at {args.fps:g} fps to {args.out}")
+        return 0
     out = remove_from_photo(remover, image, faces, edits, seed=args.seed, paste=args.paste)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from renderer.morphable import MorphableModel  # noqa: E402
-from renderer.render import FaceRenderer  # noqa: E402
+from data.draw import draw_points, label, tile_grid
+from data.io import to_uint8
+from renderer.morphable import MorphableModel
+from renderer.render import FaceRenderer
 
 # cycled per tile: (label, expression preset, yaw in degrees)
 _PLAN = [("neutral", "neutral", 0.0), ("open_mouth", "open_mouth", 0.0), ("smile", "smile", 0.0),
@@ -46,21 +45,13 @@ def draw_landmarks(img: np.ndarray, lmk: np.ndarray) -> np.ndarray:
     groups = [(0, 17, (255, 255, 0)), (17, 27, (255, 128, 0)), (27, 36, (0, 255, 0)), (36, 48, (0, 200, 255)),
               (48, 68, (255, 0, 255))]
     for a, b, col in groups:
-        for x, y in lmk[a:b]:
-            cv2.circle(out, (int(round(x)), int(round(y))), 1, col, -1, lineType=cv2.LINE_AA)
+        draw_points(out, lmk[a:b], col)
     return out
 
 
 def make_grid(images: list[np.ndarray], labels: list[str], cols: int) -> np.ndarray:
-    h, w = images[0].shape[:2]
-    rows = math.ceil(len(images) / cols)
-    grid = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for i, (im, lab) in enumerate(zip(images, labels)):
-        r, c = divmod(i, cols)
-        tile = im.copy()
-        cv2.putText(tile, lab, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
-    return grid
+    tiles = [label(im.copy(), lab, (3, 12), 0.35, outline=False) for im, lab in zip(images, labels)]
+    return tile_grid(tiles, cols)
 
 
 def main(argv=None) -> int:
@@ -86,7 +77,7 @@ def main(argv=None) -> int:
         labels = ["random"] * args.n
     with torch.no_grad():
         out = renderer(coeffs)
-    imgs = (out.image.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+    imgs = to_uint8(out.image.permute(0, 2, 3, 1).numpy())
     lmks = out.landmarks.numpy()
     tiles = [im if args.no_landmarks else draw_landmarks(im, lm) for im, lm in zip(imgs, lmks)]
     grid = make_grid(tiles, labels, cols=min(args.n, 4))

@@ -9,19 +9,23 @@ A keyframe is an edit string of tasks.removal.apply_edit's syntax (``"smile"``, 
 tasks.editor.SliderState). Between consecutive keyframes the coefficients are interpolated linearly with the
 smoothstep ``ease`` of the local time, so the motion starts and stops gently at each keyframe and passes through every
 keyframe exactly. For video, call ``animated_coeffs`` per frame with that frame's base and its own time.
+``animate_photo`` animates the faces of a photo (tasks.photo), as the web editor and ``remove_mask.py --animate`` do.
 
 Each frame is rendered and inpainted by the one removal pipeline (``remove`` with the frame's coefficients and the
-photo's N_3D occlusion map, N_3D not re-run) with the same seed, so the noise is identical in every frame and the only
+face's N_3D occlusion map, N_3D not re-run) with the same seed, so the noise is identical in every frame and the only
 change between frames is the trajectory's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
 
 from engine.config import ConfigError
+from tasks.photo import PhotoFace, remove_from_photo
 from tasks.removal import apply_edit
 
 KEY_SEP = ">"
@@ -99,3 +103,16 @@ def animate_crop(remover, crop: torch.Tensor, coeffs: torch.Tensor, m: torch.Ten
     noise): outside m the frames are the input, bit for bit."""
     traj = animated_coeffs(coeffs, keyframes, t, remover.model)
     return torch.stack([remover(crop, ["keep"], seed=seed, coeffs=c, m=m).images[0, 0] for c in traj])
+
+
+def animate_photo(remover, image: torch.Tensor, faces: list[PhotoFace], keyframes: list, frames: int,
+                  seed: int = 0, paste: str = "feather") -> Iterator[torch.Tensor]:
+    """Analysed faces of a photo (3, H, W) through an animation -> yields F photos (3, H, W) in [0, 1], one at a time
+    (a long clip of a large photo is never all in memory). Each frame is tasks.photo.remove_from_photo with every
+    face's coefficients at that frame of its trajectory (tasks.animate.animated_coeffs from its own N_3D
+    coefficients), its N_3D occlusion map and the same seed: outside the pasted region every frame is the photo."""
+    t = frame_times(frames)
+    trajs = [animated_coeffs(f.coeffs, keyframes, t, remover.model) for f in faces]  # each (F, 1, C)
+    for i in range(len(t)):
+        moved = [dataclasses.replace(f, coeffs=traj[i]) for f, traj in zip(faces, trajs)]
+        yield remove_from_photo(remover, image, moved, ["keep"], seed=seed, paste=paste).images[0]

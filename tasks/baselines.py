@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import torch
 
+from data.io import to_uint8_hwc
+
 OPENCV_METHODS = {"telea": cv2.INPAINT_TELEA, "navier_stokes": cv2.INPAINT_NS}
 
 
@@ -18,7 +20,7 @@ def opencv_inpaint(masked: torch.Tensor, m: torch.Tensor, method: str, radius: i
         raise ValueError(f"unknown OpenCV inpainting method {method!r}; valid: {', '.join(OPENCV_METHODS)}")
     out = []
     for img, mm in zip(masked.detach().float().cpu(), m.detach().float().cpu()):
-        u8 = np.ascontiguousarray((img.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
+        u8 = to_uint8_hwc(img)
         hole = (mm[0].numpy() > 0.5).astype(np.uint8)
         res = cv2.inpaint(u8, hole, radius, OPENCV_METHODS[method])
         out.append(torch.from_numpy(res).permute(2, 0, 1).float() / 255)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
 import torch
 
 from data.config import DataConfig
+from data.draw import draw_points
+from data.io import to_uint8_hwc
 from engine.config import path_field
 
 __all__ = ["DataConfig", "MorphableConfig", "build_morphable", "build_renderer", "resize_square", "resize",
@@ -85,13 +85,9 @@ def draw_landmarks(images: torch.Tensor, landmarks: list[torch.Tensor], colors=(
     """Images (N,3,H,W) [0,1] with landmark sets (each (N,68,2) pixels) drawn as dots -> (N,3,H,W) [0,1]."""
     out = []
     for i in range(images.shape[0]):
-        img = np.ascontiguousarray((images[i].detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255)
-                                   .astype(np.uint8))
-        r = max(1, images.shape[-1] // 128)
+        img = to_uint8_hwc(images[i])
         for lms, col in zip(landmarks, colors):
-            for x, y in lms[i].detach().float().cpu().numpy():
-                if np.isfinite(x) and np.isfinite(y):
-                    cv2.circle(img, (int(round(x)), int(round(y))), r, col, -1)
+            draw_points(img, lms[i].detach().float().cpu().numpy(), col, max(1, images.shape[-1] // 128), False)
         out.append(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data.io import to_uint8_hwc
+from data.landmarks import rescale_points
 from metrics import L1HoleMetric, quantize
 from metrics.control import EditFidelityMetric, EditTransferMetric, LandmarkEditFidelityMetric, PriorRelianceMetric
 from tasks.common import resize
@@ -229,12 +231,12 @@ def detect_landmarks(images: torch.Tensor, detector, min_size: int = 256) -> tor
     up = max(size, min_size)
     out = torch.full((n, 68, 2), float("nan"), dtype=torch.float64)
     for i, img in enumerate(images.detach().float().cpu().clamp(0, 1)):
-        u8 = np.ascontiguousarray((img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        u8 = to_uint8_hwc(img)
         if up != size:
             u8 = cv2.resize(u8, (up, up), interpolation=cv2.INTER_CUBIC)
         found = detector.detect(u8)
         if found:  # pixel centres at integers in both images
-            out[i] = torch.from_numpy((found[0].astype(np.float64) + 0.5) * (size / up) - 0.5)
+            out[i] = torch.from_numpy(rescale_points(found[0].astype(np.float64), size / up))
     return out
 
 

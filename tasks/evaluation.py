@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from data.config import FFHQConfig, TestSetConfig
-from data.pairs import build_pairs
+from data.pairs import MaskedPairs, build_pairs
 from engine.config import ConfigError, to_dict
 from metrics import DEFAULT_PSNR_MAX_DB, as_exported, score_batch
 from metrics.context import FeatureWeights, MetricContext
@@ -68,6 +68,22 @@ class EvalExperiment:
 def build_testset(cfg: EvalExperiment, model=None):
     """The deterministic masked test set (fixed mask per image): ``data.pairs.build_pairs(cfg.test, "test")``."""
     return build_pairs(cfg.test, "test", model)
+
+
+def item_names(dataset) -> list[str]:
+    """The names of a test set's items in order, from the photo datasets' records where they keep them (no image is
+    decoded); other datasets' items are loaded."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        names = item_names(dataset.dataset)
+        return [names[i] for i in dataset.indices]
+    if isinstance(dataset, MaskedPairs):
+        return item_names(dataset.faces)
+    if getattr(dataset, "datasets", None) is not None:
+        return [n for part in dataset.datasets for n in item_names(part)]
+    recs = getattr(dataset, "records", None)
+    if recs is not None:
+        return [r.name for r in recs]
+    return [dataset[i]["name"] for i in range(len(dataset))]
 
 
 class ModelMethod:
@@ -127,13 +143,25 @@ class PredictionsMethod:
         if not self.folder.is_dir():
             raise FileNotFoundError(f"--predictions: folder not found: {self.folder}")
 
+    def path(self, name: str) -> Path | None:
+        """DIR/<name>.png (or .jpg, .jpeg); None when there is none."""
+        return next((self.folder / f"{name}{ext}" for ext in (".png", ".jpg", ".jpeg")
+                     if (self.folder / f"{name}{ext}").is_file()), None)
+
+    def check(self, names: list[str]) -> None:
+        """Every test item has its image, before any scoring: else one FileNotFoundError line naming the first."""
+        missing = [n for n in names if self.path(n) is None]
+        if missing:
+            raise FileNotFoundError(f"--predictions: {len(missing)} of {len(names)} test items have no image in "
+                                    f"{self.folder}, first: {missing[0]}.png (the names of export_testset.py's "
+                                    "masked/ folder)")
+
     def __call__(self, batch: dict, index: int) -> torch.Tensor:
         from data.io import read_image
 
         outs = []
         for name in batch["name"]:
-            p = next((self.folder / f"{name}{ext}" for ext in (".png", ".jpg", ".jpeg")
-                      if (self.folder / f"{name}{ext}").is_file()), None)
+            p = self.path(name)
             if p is None:
                 raise FileNotFoundError(f"--predictions: no image for test item {name} in {self.folder}")
             outs.append(resize(read_image(p)[None], batch["image"].shape[-1])[0])
@@ -148,6 +176,21 @@ def _check_scoring(cfg: EvalExperiment) -> None:
         raise ConfigError(f"ssim_convention: unknown {cfg.ssim_convention!r}; valid: {', '.join(SSIM_CONVENTIONS)}")
     if not cfg.psnr_max_db > 0:
         raise ConfigError(f"psnr_max_db: must be > 0 dB, got {cfg.psnr_max_db}")
+
+
+def _check_crops(cfg: EvalExperiment, removers: dict) -> None:
+    """A model that takes its input as framed (no re-alignment) must see test faces in the crop it was trained on
+    (recorded in its export): one line naming both otherwise, never a silent run in another framing."""
+    from tasks.exports import crop_of
+
+    test = (crop_of(cfg.test.faces) or {}).get("crop")
+    for name, r in removers.items():
+        crop = r.inference.crop
+        if r.framing is None and crop and test and crop != test:
+            key = "checkpoint" if name == "ours" else f"ablations.{name}"
+            raise ConfigError(f"{key}: the model was trained on {crop} crops but test.faces are {test} crops: frame "
+                              f"the test faces as the model's training data (test.faces[*].align / framing / "
+                              f"lm3d_path)")
 
 
 class Evaluator:
@@ -166,6 +209,7 @@ class Evaluator:
                                                                  key="checkpoint")
         for name, path in cfg.ablations.items():
             self.removers[name] = MaskRemover.from_checkpoints(path, None, self.device, key=f"ablations.{name}")
+        _check_crops(cfg, self.removers)
         for name, r in self.removers.items():
             self.methods[name] = ModelMethod(r)
             if name == "ours" and cfg.gt_mask_row and r.framing is None:  # a re-framed model's crop differs
@@ -180,6 +224,8 @@ class Evaluator:
             raise ConfigError("nothing to evaluate: give --checkpoint, ablations, baselines or --predictions")
         model = self.removers["ours"].model if "ours" in self.removers else build_morphable(cfg.morphable)
         self.testset = build_testset(cfg, model)
+        if "predictions" in self.methods:
+            self.methods["predictions"].check(item_names(self.testset))
         self.face_model = model  # renders synthetic test faces: part of the FID reference cache key
         self.notes = self._skipped_notes()
         self._build_metrics()
@@ -232,7 +278,14 @@ class Evaluator:
 
     # ---------------------------------------------------------------------------------------------- run
     @torch.no_grad()
-    def run(self, progress=None) -> dict:
+    def run(self, progress=None, stage=None) -> dict:
+        """Score every method over the test set -> results (also written to out_dir).
+
+        progress(n): called after each batch of n test images; stage(total, desc): returns a progress object with
+        ``update(n)`` and ``close()`` for the passes after it (diversity, edits and controllability per model, FID's
+        statistics), so that no stage runs silently.
+        """
+        self._stage = stage
         grid_rows: dict[str, list[torch.Tensor]] = {"input": [], **{m: [] for m in self.methods}, "ground truth": []}
         n_grid = 0
         for bi, batch in enumerate(iterate(self.testset, self.cfg.batch_size, device=self.device)):
@@ -276,7 +329,10 @@ class Evaluator:
         n_seeds = cfg.diversity_seeds
         control = self.control[name]
         shared = control.removal_edits if control is not None else []
+        n_extra = min(cfg.extra_images, len(self.testset))
+        bar = self._progress(n_extra, f"{name}: diversity, edits, control")
         for bi, batch in enumerate(iterate(self.testset, cfg.batch_size, cfg.extra_images, self.device)):
+            bar.update(batch["image"].shape[0])
             batch = as_exported(batch)
             masked = resize(batch["masked_image"], remover.image_size)
             # one N_3D-prior pass (same seed) for the edit spread and the controllability's N_3D prior
@@ -289,8 +345,14 @@ class Evaluator:
                 div.update(quantize(torch.cat(samples, 1)))
             if control is not None:
                 control.update(remover, batch, seed=bi, n3d=res)
+        bar.close()
         out = {"diversity": div.compute()["diversity"], "edit_spread": spread.compute()["diversity"]}
         return {**out, **(control.compute() if control is not None else {})}
+
+    def _progress(self, total: int, desc: str):
+        """A progress object from run's ``stage`` (a silent one without)."""
+        stage = getattr(self, "_stage", None)
+        return stage(total, desc) if stage is not None else _Silent()
 
     def _collect(self) -> dict:
         from metrics import bin_metrics
@@ -299,9 +361,12 @@ class Evaluator:
         cfg, methods, comparable, bins = self.cfg, {}, {}, {}
         for name, ms in self.metrics.items():
             row = {}
+            bar = self._progress(len(ms), f"{name}: metrics (FID statistics)")
             for metric in ms.values():
                 row.update(metric.compute())  # psnr adds psnr_exact: the count of identical pairs
                 comparable[metric.name] = bool(metric.comparable)
+                bar.update(1)
+            bar.close()
             if name in self.removers:
                 for metric in self.n3d_metrics[name].values():
                     row[metric.name] = metric.compute()[metric.name]
@@ -339,3 +404,13 @@ class Evaluator:
             save_image(images, self.out_dir / "edit_strip.png", nrow=len(col_labels), padding=2)
             (self.out_dir / "edit_strip.txt").write_text(f"columns: {', '.join(col_labels)}\n"
                                                          + "".join(f"row: {r}\n" for r in row_labels))
+
+
+class _Silent:
+    """A progress object that shows nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -14,15 +14,16 @@ import torch
 
 from data.pairs import build_pairs
 from engine import dist
-from engine.checkpoint import export_inference
 from engine.config import to_dict
 from engine.loop import TrainConfig, make_adam
+from engine.task import Task
 from losses.adversarial import d_bce, g_nonsaturating, r1_penalty
 from losses.identity import identity_loss
 from losses.inpaint import pixel_l1, pixel_l1_masked, tv_loss
 from metrics import DEFAULT_PSNR_MAX_DB, MetricContext, as_exported, build_metric, score_batch
 from tasks.baselines import telea
 from tasks.common import DataConfig, MorphableConfig, gray3, iterate, require_arcface
+from tasks.exports import InferenceConfig, InpaintExport, crop_of
 from tasks.generator import InpaintModelConfig, build_generator
 from tasks.prior import PriorConfig, PriorModule, noised
 from tasks.removal import remove
@@ -60,7 +61,46 @@ class InpaintExperiment:
                                      "(scripts/extract_coeffs.py)")
 
 
-class InpaintTask:
+def compute_d_loss(d, real: torch.Tensor, fake: torch.Tensor, lc: InpaintLossConfig, autocast) -> tuple:
+    """L_D of eq. 11: BCE on real vs generated images + w_r1 R1 on the real ones.
+
+    d: N_D (DDP-wrapped under torchrun: its forward is a collective); real, fake: (N,3,H,W) [0,1], fake detached;
+    autocast: a context factory (StepContext.autocast). -> (loss, {"d_loss": BCE, "r1": R1}), unweighted terms.
+    """
+    real_in = real.detach().requires_grad_(True)
+    with autocast():
+        real_logits = d(real_in).float()
+        fake_logits = d(fake).float()
+    l_bce = d_bce(real_logits, fake_logits)
+    l_r1 = r1_penalty(real_logits, real_in) if lc.w_r1 > 0 else real.new_zeros(())
+    return l_bce + lc.w_r1 * l_r1, {"d_loss": l_bce, "r1": l_r1}
+
+
+def compute_g_loss(pred: torch.Tensor, real: torch.Tensor, m: torch.Tensor, landmarks: torch.Tensor,
+                   lc: InpaintLossConfig, disc, arcface, autocast) -> tuple:
+    """L_G of eq. 10: w_pix L_pix + w_tv L_tv (+ w_pix_hole L1 in m) + w_adv L_adv + w_id L_id.
+
+    pred, real: (N,3,H,W) [0,1]; m: (N,1,H,W) {0,1}; landmarks: (N,68,2) of `real`; disc: the plain (not DDP) N_D,
+    frozen here, so only G's gradient is made and DDP's reducer waits for no D gradient; arcface: None without
+    L_id. -> (loss, {term: unweighted value}).
+    """
+    terms = {"pix": pixel_l1(pred, real), "tv": tv_loss(pred)}
+    weights = {"pix": lc.w_pix, "tv": lc.w_tv, "adv": lc.w_adv, "id": lc.w_id, "pix_hole": lc.w_pix_hole}
+    if lc.w_pix_hole > 0:
+        terms["pix_hole"] = pixel_l1_masked(pred, real, m)
+    if lc.w_adv > 0:
+        disc.requires_grad_(False)
+        with autocast():
+            terms["adv"] = g_nonsaturating(disc(pred).float())
+        disc.requires_grad_(True)
+    if arcface is not None:
+        with torch.no_grad():
+            f_true = arcface(real, landmarks)
+        terms["id"] = identity_loss(arcface(pred, landmarks), f_true)
+    return sum(weights[k] * v for k, v in terms.items()), terms
+
+
+class InpaintTask(Task):
     """Step object for engine.loop: N_G, N_D, the EMA of N_G, their optimisers, and the frozen prior."""
 
     def __init__(self, cfg: InpaintExperiment, device: torch.device):
@@ -118,44 +158,24 @@ class InpaintTask:
             be.copy_(b)
 
     def train_step(self, batch: dict, ctx) -> dict:
-        lc = self.cfg.loss
-        real = batch["image"]
-        pc = self.cfg.prior
+        """A D step (every `loss.d_every` steps, when adversarial) then a G step and the EMA update."""
+        lc, pc = self.cfg.loss, self.cfg.prior
         i3d, m, _ = self.prior(batch, pc.train_gt_fraction, tuple(pc.train_gt_blocks))
         i_n = noised(batch["masked_image"], m)
         logs = {}
         if lc.w_adv > 0 and ctx.step % lc.d_every == 0:
             with torch.no_grad(), ctx.autocast():
                 fake = self.generate(self.g_ddp, i3d, m, i_n).float()
-            real_in = real.detach().requires_grad_(True)
-            with ctx.autocast():
-                real_logits = self.d_ddp(real_in).float()
-                fake_logits = self.d_ddp(fake).float()
-            l_bce = d_bce(real_logits, fake_logits)
-            l_r1 = r1_penalty(real_logits, real_in) if lc.w_r1 > 0 else torch.zeros((), device=self.device)
-            ctx.optimize(l_bce + lc.w_r1 * l_r1, self.optimizers["disc"], "disc")
-            logs.update(d_loss=l_bce.detach(), r1=l_r1.detach())
+            d_loss, d_terms = compute_d_loss(self.d_ddp, batch["image"], fake, lc, ctx.autocast)
+            ctx.optimize(d_loss, self.optimizers["disc"], "disc")
+            logs.update({k: v.detach() for k, v in d_terms.items()})
         with ctx.autocast():
             pred = self.generate(self.g_ddp, i3d, m, i_n).float()
-        terms = {"pix": pixel_l1(pred, real), "tv": tv_loss(pred)}
-        weights = {"pix": lc.w_pix, "tv": lc.w_tv, "adv": lc.w_adv, "id": lc.w_id, "pix_hole": lc.w_pix_hole}
-        if lc.w_pix_hole > 0:
-            terms["pix_hole"] = pixel_l1_masked(pred, real, m)
-        if lc.w_adv > 0:
-            # the plain (not DDP) D with frozen weights: only G's gradient is wanted, and DDP's reducer must not
-            # wait for D gradients that never come
-            self.disc.requires_grad_(False)
-            with ctx.autocast():
-                terms["adv"] = g_nonsaturating(self.disc(pred).float())
-            self.disc.requires_grad_(True)
-        if self.arcface is not None:
-            with torch.no_grad():
-                f_true = self.arcface(real, batch["landmarks"])
-            terms["id"] = identity_loss(self.arcface(pred, batch["landmarks"]), f_true)
-        total = sum(weights[k] * v for k, v in terms.items())
-        ctx.optimize(total, self.optimizers["gen"], "gen")
+        g_loss, g_terms = compute_g_loss(pred, batch["image"], m, batch["landmarks"], lc, self.disc, self.arcface,
+                                         ctx.autocast)
+        ctx.optimize(g_loss, self.optimizers["gen"], "gen")
         self.update_ema()
-        logs.update(g_loss=total.detach(), **{k: v.detach() for k, v in terms.items()})
+        logs.update(g_loss=g_loss.detach(), **{k: v.detach() for k, v in g_terms.items()})
         return logs
 
     # ---------------------------------------------------------------------------------------- validation
@@ -197,7 +217,10 @@ class InpaintTask:
 
     # -------------------------------------------------------------------------------------------- export
     def export(self, path: str | Path) -> Path:
+        """Inference-only inpainting file (tasks.exports.InpaintExport), recording the crop the model was trained
+        on, so remove_mask.py aligns photos into it without flags."""
         cfg = self.cfg
-        return export_inference(path, {"g_ema": self.g_ema.state_dict()},
-                                config={"model": to_dict(cfg.model), "prior": to_dict(cfg.prior),
-                                        "morphable": to_dict(cfg.morphable), "image_size": cfg.data.image_size})
+        crop = crop_of(cfg.data.train) or {}
+        inference = InferenceConfig(crop=crop.get("crop"), lm3d_path=crop.get("lm3d_path"))
+        return InpaintExport(cfg.model, to_dict(cfg.prior), cfg.morphable, cfg.data.image_size,
+                             self.g_ema.state_dict(), inference).save(path)

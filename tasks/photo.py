@@ -25,24 +25,37 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from data.align import AlignResult, align_face, alignment_template, paste_back, pasted_region, warp_affine
-from data.landmarks import eye_span
+from data.align import (
+    FRAMINGS,
+    PASTE_MODES,
+    AlignResult,
+    align_face,
+    alignment_template,
+    get_framing,
+    hard_region,
+    paste_back,
+    paste_hard,
+    pasted_region,
+    warp_affine,
+)
+from data.draw import draw_points
+from data.io import to_uint8_hwc
+from data.landmarks import eye_span, rescale_points
 from tasks.common import resize_square
 from tasks.removal import MaskRemover, Removal, apply_edit, available_edits, seam_region
 
 # Eyes' outer corners closer than this many pixels (at a 256 px model input; scaled with the input) get a warning.
 SMALL_FACE_SPAN = 64
+DEFAULT_DETECTOR = "masked"  # data.detectors.MaskedFaceDetector (BENCHMARKS.md, "Masked faces")
 DEFAULT_REFINE = 2  # N_3D refinement rounds for detected faces (BENCHMARKS.md, "Masked faces")
 # presets in the order remove_mask.py's --variations takes them (those the model has)
 PRESET_ORDER = ["keep", "neutral", "smile", "open_mouth", "pucker", "big_smile", "surprise", "brighter", "darker"]
-PASTE_MODES = ("feather", "hard")
-ALIGN_CHOICES = ("ffhq", "meanface", "deng", "release")
+ALIGN_CHOICES = ("meanface", *FRAMINGS)  # meanface: the morphable model's mean face, in the ffhq way
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) float [0, 1] -> (H, W, 3) uint8 RGB, rounding half up (what a detector takes)."""
-    return np.ascontiguousarray((image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5)
-                                .astype(np.uint8))
+    return to_uint8_hwc(image)
 
 
 # ------------------------------------------------------------------------------------------------------- framing
@@ -73,24 +86,26 @@ class PhotoFraming:
         return alignment_template(size, template=self.template) if self.framing == "ffhq" else None
 
 
-def meanface_template(remover: MaskRemover) -> np.ndarray:
-    """(5, 2) the morphable model's mean face's 5 points as fractions of the renderer's crop."""
+def meanface_template(prior) -> np.ndarray:
+    """(5, 2) the morphable model's mean face's 5 points as fractions of the renderer's crop (the framing of
+    SyntheticFaces); prior: a tasks.prior.PriorModule (MaskRemover.prior)."""
     from data.align import five_points
 
-    r = remover.prior.renderer
-    mean_lm = r.landmarks(remover.model.layout.zeros(1, device=remover.device))[0].cpu().numpy()
+    r = prior.renderer
+    mean_lm = r.landmarks(prior.morph.layout.zeros(1, device=prior.device))[0].cpu().numpy()
     return (five_points(mean_lm) + 0.5) / r.image_size
 
 
 def photo_framing(remover: MaskRemover, align: str | None = None) -> PhotoFraming:
     """The framing to crop photos in: ``align`` (ALIGN_CHOICES) or the model's own (its export's
-    ``inference.framing``; ffhq when it records none). ValueError for deng / release without the 3D reference."""
-    name = align or remover.framing or "ffhq"
+    ``inference.framing``, else the crop it was trained on, ``inference.crop``; ffhq for exports that record
+    neither). ValueError for deng / release without the 3D reference."""
+    name = align or remover.framing or remover.inference.crop or "ffhq"
     if name not in ALIGN_CHOICES:
         raise ValueError(f"unknown framing {name!r}; valid: {', '.join(ALIGN_CHOICES)}")
     if name == "meanface":
-        return PhotoFraming("meanface", "ffhq", template=meanface_template(remover))
-    if name in ("deng", "release"):
+        return PhotoFraming("meanface", "ffhq", template=meanface_template(remover.prior))
+    if get_framing(name).needs_lm3d:
         if remover.lm3d is None:
             raise ValueError(f"--align {name} needs --lm3d BFM/similarity_Lm3D_all.mat (or an export carrying "
                              "inference.lm3d_path, as the release's)")
@@ -100,9 +115,10 @@ def photo_framing(remover: MaskRemover, align: str | None = None) -> PhotoFramin
 
 def model_notes(remover: MaskRemover, framing: PhotoFraming) -> list[str]:
     """One-line notes about running this model on photos (e.g. a model trained on the synthetic faces)."""
-    if remover.model.expression_names and framing.name == "ffhq":
+    if remover.model.expression_names:  # the embedded synthetic morphable model: trained on SyntheticFaces
         return ["this checkpoint was trained on the embedded synthetic faces (e.g. the demo's); real photos need a "
-                "model trained on real faces (configs/*/paper.yaml)"]
+                "model trained on real faces (configs/*/paper.yaml) or the authors' weights (--release-n3d, "
+                "--release-gen)"]
     return []
 
 
@@ -130,8 +146,8 @@ def edit_coefficients(base: torch.Tensor, edits: list[str], model) -> torch.Tens
 # --------------------------------------------------------------------------------------------------------- faces
 
 
-def find_faces(image_u8: np.ndarray, detector="masked", landmarks: str | None = None, threshold: float | None = None,
-               insightface_root: str | None = None) -> list[np.ndarray]:
+def find_faces(image_u8: np.ndarray, detector=DEFAULT_DETECTOR, landmarks: str | None = None,
+               threshold: float | None = None, insightface_root: str | None = None) -> list[np.ndarray]:
     """The faces of an (H, W, 3) uint8 RGB photo: (68, 2) or (5, 2) landmarks each, in photo pixels, largest first.
 
     detector: a data.detectors name (masked, dlib_cnn, dlib, insightface) or a LandmarkDetector; threshold: dlib's
@@ -251,16 +267,6 @@ class PhotoResult:
     edits: list[str]
 
 
-def _paste_hard(photo: torch.Tensor, crop: torch.Tensor, transform: np.ndarray, region: np.ndarray) -> torch.Tensor:
-    """The crop (3, S, S) warped back into photo (3, H, W) and taken whole inside ``region`` (H, W) bool."""
-    from data.align import invert_transform
-
-    h, w = photo.shape[-2:]
-    back = warp_affine(crop.permute(1, 2, 0).numpy(), invert_transform(transform), (h, w))
-    back = torch.from_numpy(np.ascontiguousarray(back.transpose(2, 0, 1)))
-    return torch.where(torch.from_numpy(region)[None], back, photo)
-
-
 @torch.no_grad()
 def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[PhotoFace] | list[np.ndarray],
                       edits: list[str] | None = None, seed: int = 0, paste: str = "feather") -> PhotoResult:
@@ -269,8 +275,9 @@ def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[Pho
 
     N_3D runs only for faces not yet analysed; each face's results go back into the photo:
     ``paste="feather"``: inside N_3D's m grown by tasks.removal.SEAM_MARGIN, with paste_back's feathered seam outside
-    m; ``paste="hard"``: the warped-back result taken whole inside the warped-back m (the release's test.py
-    composite). Faces are pasted in order (a later face over an earlier one where they overlap).
+    m; ``paste="hard"``: test.py's composite (data.align.paste_hard: N_G's raw output, cut to 8 bits and warped
+    back, taken whole inside the warped-back m), for exact parity with the authors' release. Faces are pasted in
+    order (a later face over an earlier one where they overlap).
     """
     if paste not in PASTE_MODES:
         raise ValueError(f"paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
@@ -293,10 +300,9 @@ def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[Pho
                 results[k] = paste_back(results[k], res.images[0, k].cpu(), f.transform, mask=region)
             changes |= torch.from_numpy(pasted_region(region, f.transform, image.shape[-2:]))
         else:
-            inside = pasted_region(res.m[0].cpu(), f.transform, image.shape[-2:])
             for k in range(len(edits)):
-                results[k] = _paste_hard(results[k], res.images[0, k].cpu(), f.transform, inside)
-            changes |= torch.from_numpy(inside)
+                results[k] = paste_hard(results[k], res.raw[0, k].cpu(), f.transform, res.m[0].cpu())
+            changes |= torch.from_numpy(hard_region(res.m[0].cpu(), f.transform, image.shape[-2:]))
     return PhotoResult(results, changes, removals, faces, edits)
 
 
@@ -344,12 +350,8 @@ def debug_strip(image: torch.Tensor, face: PhotoFace, removal: Removal, framing:
     from data.align import five_points, transform_points
 
     def u8(t: torch.Tensor) -> np.ndarray:
-        arr = t.detach().cpu().float().clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).numpy()
-        return cv2.resize((arr * 255 + 0.5).astype(np.uint8), (tile, tile), interpolation=cv2.INTER_LINEAR)
-
-    def dots(img: np.ndarray, pts: np.ndarray, colour, r: int = 2) -> None:
-        for x, y in np.asarray(pts, np.float64):
-            cv2.circle(img, (int(round(x)), int(round(y))), r, colour, -1, cv2.LINE_AA)
+        return cv2.resize(to_uint8_hwc(t.detach().cpu().float().expand(3, -1, -1)), (tile, tile),
+                          interpolation=cv2.INTER_LINEAR)
 
     found, lm = face.found, face.landmarks
     # the photo around this face (its landmarks' box, 2.2x; black outside the photo)
@@ -357,16 +359,15 @@ def debug_strip(image: torch.Tensor, face: PhotoFace, removal: Removal, framing:
     centre, side = (pts_all.min(0) + pts_all.max(0)) / 2, 2.2 * max(np.ptp(pts_all, 0).max(), 8.0)
     k = tile / side
     fit = np.array([[k, 0, tile / 2 - k * centre[0]], [0, k, tile / 2 - k * centre[1]]])
-    det = (warp_affine(image.permute(1, 2, 0).numpy(), fit, (tile, tile), border=cv2.BORDER_CONSTANT) * 255 + 0.5)
-    det = np.ascontiguousarray(det.clip(0, 255).astype(np.uint8))
-    dots(det, transform_points(found, fit), (255, 40, 40))
-    dots(det, transform_points(lm, fit), (40, 220, 40))
+    det = to_uint8_hwc(warp_affine(image.permute(1, 2, 0).numpy(), fit, (tile, tile), border=cv2.BORDER_CONSTANT))
+    draw_points(det, transform_points(found, fit), (255, 40, 40), 2)
+    draw_points(det, transform_points(lm, fit), (40, 220, 40), 2)
     s = tile / face.image.shape[-1]
     five_crop = five_points(np.asarray(face.crop_landmarks)) if len(lm) == 68 else np.asarray(face.crop_landmarks)
     pts = u8(face.image)
     target = framing.target_points(face.image.shape[-1])
     if target is not None:
-        dots(pts, (target + 0.5) * s - 0.5, (60, 90, 255), 4)
-    dots(pts, (five_crop + 0.5) * s - 0.5, (40, 220, 40), 3)
+        draw_points(pts, rescale_points(target, s), (60, 90, 255), 4)
+    draw_points(pts, rescale_points(five_crop, s), (40, 220, 40), 3)
     return np.concatenate([det, pts, u8(face.image), u8(removal.m[0]), u8(removal.i3d[0, 0]),
                            u8(removal.images[0, 0])], axis=1)

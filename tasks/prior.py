@@ -14,13 +14,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from data.landmarks import rescale_points
 from engine.config import path_field
 from tasks.common import MorphableConfig, build_morphable, build_renderer, resize_square
-from tasks.recon3d import load_n3d
+from tasks.exports import NOISE_CONVENTIONS, N3DExport, load_n3d
 
 __all__ = ["NOISE_CONVENTIONS", "PriorConfig", "PriorModule", "dilate", "load_n3d", "noised"]
-
-NOISE_CONVENTIONS = ("hole", "release")
 
 
 @dataclass
@@ -93,15 +92,33 @@ class PriorModule(torch.nn.Module):
     the N_3D export's). ``morph`` is the morphable model N_3D's coefficients belong to.
     """
 
-    def __init__(self, cfg: PriorConfig, morph_cfg: MorphableConfig, image_size: int, device: torch.device):
+    def __init__(self, cfg: PriorConfig, morph_cfg: MorphableConfig, image_size: int | None, device: torch.device,
+                 key: str = "prior.n3d_checkpoint"):
         super().__init__()
         self.cfg, self.device = cfg, device
         self.n3d, self.n3d_size = None, None
+        self.crop = None  # the N_3D export's training crop ({crop, lm3d_path}), when recorded
         if cfg.source == "n3d":
-            n3d, morph_cfg, self.n3d_size = load_n3d(cfg.n3d_checkpoint, device, "prior.n3d_checkpoint")
-            self.n3d = n3d.requires_grad_(False)
+            export = N3DExport.load(cfg.n3d_checkpoint, key)
+            self.n3d = export.build(device).requires_grad_(False)
+            morph_cfg, self.n3d_size, self.crop = export.morphable, export.image_size, export.crop
         self.morph = build_morphable(morph_cfg)
-        self.renderer = build_renderer(morph_cfg, image_size, device, self.morph)
+        self.renderer = build_renderer(morph_cfg, image_size or self.n3d_size, device, self.morph)
+
+    @classmethod
+    def from_n3d(cls, path: str, device: str | torch.device = "cpu", key: str = "n3d_checkpoint") -> PriorModule:
+        """N_3D alone from its export (e.g. for landmark refinement), rendering at N_3D's own size."""
+        return cls(PriorConfig(n3d_checkpoint=str(path)), MorphableConfig(), None, torch.device(device), key)
+
+    @torch.no_grad()
+    def predict_landmarks(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops (N,3,H,H) [0,1] in the model's framing -> (N,68,2) landmarks of N_3D's reconstruction in crop
+        pixels (data.detectors.RefinedDetector's ``predict``)."""
+        crops = crops.to(self.device).float()
+        size, render = crops.shape[-1], self.renderer.image_size
+        coeffs, _ = self.coefficients_and_mask(resize_square(crops, render))
+        lm = self.renderer.landmarks(coeffs)
+        return rescale_points(lm, size / render)  # pixel centres at integers at both sizes
 
     @torch.no_grad()
     def coefficients_and_mask(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

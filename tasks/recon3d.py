@@ -12,10 +12,8 @@ import torch
 
 from data.pairs import build_pairs
 from engine import dist
-from engine.checkpoint import export_inference
-from engine.config import ConfigError, path_field, to_dict
-from engine.files import FileReadError
 from engine.loop import TrainConfig, make_adam
+from engine.task import Task
 from losses.identity import identity_loss
 from losses.recon import coef_l1, landmark_loss, landmark_weights, photo_loss
 from losses.seg import bce_ohem
@@ -29,40 +27,8 @@ from tasks.common import (
     iterate,
     require_arcface,
 )
-
-
-@dataclass
-class Recon3DModelConfig:
-    backbone: str = "resnet50"  # resnet50 | resnet34 | resnet18
-    imagenet_weights: str | None = path_field(kind="file")  # torchvision ResNet state dict
-    deng_checkpoint: str | None = path_field(kind="file")  # Deng et al.'s epoch_20.pth (net_recon)
-    init_checkpoint: str | None = path_field(kind="file")  # an N_3D export to fine-tune (e.g. the release's n3d.pt)
-    arcface_weights: str | None = path_field(kind="file")  # insightface arcface_torch backbone.pth
-    arcface_arch: str = "r50"
-    # Per coefficient group (id, exp, tex, angle, gamma, trans): a fixed factor on the head's outputs; absent = 1,
-    # the paper's raw head. Adam moves every output by about lr per step whatever its natural size, so a group with
-    # a small one (translation ~0.03 dm, lighting ~0.1) is swamped by that noise unless its output is scaled down.
-    head_scale: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self):
-        from renderer.morphable import CoeffLayout
-
-        unknown = sorted(set(self.head_scale) - set(CoeffLayout.ORDER))
-        if unknown:
-            raise ConfigError(f"model.head_scale: unknown coefficient group(s) {', '.join(unknown)}; valid: "
-                              f"{', '.join(CoeffLayout.ORDER)}")
-        bad = {k: v for k, v in self.head_scale.items() if not float(v) > 0}
-        if bad:
-            raise ConfigError(f"model.head_scale: factors must be > 0, got {bad}")
-
-    def coeff_scale(self, layout) -> torch.Tensor | None:
-        """(layout.size,) factors for ReconNet's head, or None when head_scale is empty (the raw head)."""
-        if not self.head_scale:
-            return None
-        scale = torch.ones(layout.size)
-        for name, factor in self.head_scale.items():
-            scale[layout.slice(name)] = float(factor)
-        return scale
+from tasks.exports import N3DExport, crop_of, load_n3d  # noqa: F401 (load_n3d: re-exported)
+from tasks.n3d import Recon3DModelConfig, build_n3d
 
 
 @dataclass
@@ -92,35 +58,7 @@ class Recon3DExperiment:
         require_arcface(self.loss, self.model)
 
 
-def build_n3d(model_cfg: Recon3DModelConfig, n_coeffs: int):
-    from models.recon3d import build_recon3d
-    from renderer.morphable import CoeffLayout
-
-    scale = None
-    if model_cfg.head_scale:  # laid out as Deng's 257 = id 80 | exp 64 | tex 80 | angle 3 | gamma 27 | trans 3
-        if n_coeffs != CoeffLayout().size:
-            raise ConfigError(f"model.head_scale: needs the {CoeffLayout().size}-coefficient layout, "
-                              f"got {n_coeffs}")
-        scale = model_cfg.coeff_scale(CoeffLayout())
-    net = build_recon3d(model_cfg.backbone, n_coeffs, imagenet_weights=model_cfg.imagenet_weights,
-                        deng_checkpoint=model_cfg.deng_checkpoint, coeff_scale=scale)
-    if model_cfg.init_checkpoint:  # fine-tuning: every weight from an export of the same architecture
-        from engine.checkpoint import CheckpointError, load_inference
-
-        try:
-            weights = load_inference(model_cfg.init_checkpoint)["modules"]["n3d"]
-        except (CheckpointError, KeyError) as e:
-            raise FileReadError(f"model.init_checkpoint: not an N_3D export: {e}") from None
-        try:
-            net.load_state_dict(weights)
-        except RuntimeError as e:
-            raise FileReadError(f"model.init_checkpoint: {model_cfg.init_checkpoint} does not fit backbone "
-                             f"{model_cfg.backbone!r} with {n_coeffs} coefficients: {str(e).splitlines()[0]}") \
-                from None
-    return net
-
-
-class Recon3DTask:
+class Recon3DTask(Task):
     """Step object for engine.loop: owns N_3D, its optimiser and the (parameter-free) renderer."""
 
     def __init__(self, cfg: Recon3DExperiment, device: torch.device):
@@ -159,11 +97,15 @@ class Recon3DTask:
         return self._val
 
     # ---------------------------------------------------------------------------------------------- step
-    def forward(self, batch: dict, ctx=None) -> dict:
-        """Network + renderer: returns the outputs every loss and log needs."""
+    def forward(self, batch: dict, ctx=None, net=None) -> dict:
+        """Network + renderer: returns the outputs every loss and log needs.
+
+        net: the network to run, by default the DDP-wrapped one (training: its forward is a collective that every
+        rank must join); one-rank work (images, validation) passes the plain `self.net`.
+        """
         autocast = ctx.autocast() if ctx is not None else torch.autocast("cpu", enabled=False)
         with autocast:
-            out = self.ddp(batch["masked_image"])
+            out = (self.ddp if net is None else net)(batch["masked_image"])
         coeffs = out["coeffs"].float()
         with torch.autocast(self.device.type, enabled=False):  # geometry in fp32
             render = self.renderer(coeffs)
@@ -241,7 +183,7 @@ class Recon3DTask:
         n = min(4, batch["masked_image"].shape[0])
         b = {k: v[:n] for k, v in batch.items() if torch.is_tensor(v)}
         self.net.eval()
-        fw = self.forward(b)
+        fw = self.forward(b, net=self.net)  # rank 0 only: not the DDP forward, a collective
         self.net.train()
         r = fw["render"]
         pred_m = (fw["seg"] > 0).float()
@@ -252,36 +194,8 @@ class Recon3DTask:
 
     # -------------------------------------------------------------------------------------------- export
     def export(self, path: str | Path) -> Path:
-        """Inference-only N_3D file read by train_inpaint.py (prior: n3d), evaluate.py and remove_mask.py."""
+        """Inference-only N_3D file (tasks.exports.N3DExport) read by train_inpaint.py (prior: n3d), evaluate.py and
+        remove_mask.py; it records the crop the model was trained in."""
         cfg = self.cfg
-        return export_inference(path, {"n3d": self.net.state_dict()},
-                                config={"model": to_dict(cfg.model), "morphable": to_dict(cfg.morphable),
-                                        "image_size": cfg.data.image_size})
-
-
-def load_n3d(path: str | Path, device: torch.device, key: str = "n3d_checkpoint"):
-    """(N_3D in eval mode, MorphableConfig, image_size) from an export written by Recon3DTask.export.
-
-    Every problem with the file (missing, unreadable, another kind of export, weights that do not fit the recorded
-    config) is one line naming `key` (a FileNotFoundError or a ValueError).
-    """
-    from engine.checkpoint import CheckpointError, load_inference, load_module_state
-    from engine.config import build_dataclass
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{key}: N_3D checkpoint not found: {p} (train it with train_3d.py)")
-    state = load_inference(p, map_location="cpu", what=key, expect="n3d")
-    weights = state["modules"]["n3d"]
-    try:
-        conf = state["config"]
-        model_cfg = build_dataclass(Recon3DModelConfig, {**conf["model"], "imagenet_weights": None,
-                                                         "deng_checkpoint": None, "init_checkpoint": None})
-        morph_cfg = build_dataclass(MorphableConfig, conf["morphable"])
-        size = int(conf["image_size"])
-        n_coeffs = weights["coeff_head.weight"].shape[0]  # the coefficient count is in the head's shape
-    except (KeyError, TypeError, ConfigError) as e:
-        raise CheckpointError(f"{key}: {p} is not a complete N_3D export ({type(e).__name__}: {e})") from None
-    net = build_n3d(model_cfg, n_coeffs)
-    load_module_state(net, weights, f"{key}: {p}")
-    return net.to(device).eval(), morph_cfg, size
+        return N3DExport(cfg.model, cfg.morphable, cfg.data.image_size, self.net.state_dict(),
+                         crop_of(cfg.data.train)).save(path)

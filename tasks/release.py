@@ -40,13 +40,13 @@ class ReleaseConfig:
     shading: str = "release"  # renderer.render.SHADINGS: the I_3D the released N_G was trained on
     mask_threshold: float = 0.1
     mask_dilate: int = 3  # pixels; the release's 5 x 5 then 3 x 3 max filters
-    noise: str = "release"  # hole | release (tasks.removal.InferenceConfig)
+    noise: str = "release"  # hole | release (tasks.exports.InferenceConfig)
     base_channels: int = 64  # N_G widths and residual blocks of the release
     n_res: int = 6
 
     def __post_init__(self):
         from tasks.common import MorphableConfig
-        from tasks.removal import InferenceConfig
+        from tasks.exports import InferenceConfig
 
         InferenceConfig(noise=self.noise, framing=self.framing)  # validates both names
         MorphableConfig(shading=self.shading)
@@ -70,20 +70,21 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
     Raises one-line FileNotFoundError / ValueError naming ``n3d`` / ``gen`` for a missing file or a key layout
     that does not match the release's.
     """
-    from engine.checkpoint import export_inference
     from models.generator import key_map_authors_release as gen_key_map
     from models.recon3d import ReconNet, load_authors_release
     from models.weights import load_state_dict_file
     from tasks.common import MorphableConfig
+    from tasks.exports import InferenceConfig, InpaintExport, N3DExport
     from tasks.generator import InpaintModelConfig, build_generator
+    from tasks.n3d import Recon3DModelConfig
     from tasks.prior import PriorConfig
-    from tasks.recon3d import Recon3DModelConfig
 
     if not cfg.n3d or not cfg.gen:
         raise ConfigError("release: both n3d (3D_it_500000.pkl) and gen (inpaint_it_200000.pkl) are needed")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    morph = to_dict(MorphableConfig(bfm_path=cfg.bfm_path, backend=cfg.backend, shading=cfg.shading))
+    morph = MorphableConfig(bfm_path=cfg.bfm_path, backend=cfg.backend, shading=cfg.shading)
+    crop = {"crop": cfg.framing, "lm3d_path": cfg.lm3d_path}
     meta = {"source": "authors' release (face_de_mask)", "n3d_file": str(cfg.n3d), "gen_file": str(cfg.gen)}
 
     n3d = ReconNet("resnet50", 257)
@@ -92,9 +93,8 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
     except RuntimeError as e:  # strict load: shapes or keys that are not the release's
         raise FileReadError(f"n3d: {cfg.n3d} does not match the release's FaceEncoder: {str(e).splitlines()[0]}") \
             from None
-    n3d_path = export_inference(out / "n3d.pt", {"n3d": n3d.state_dict()}, meta=meta, config={
-        "model": to_dict(Recon3DModelConfig(backbone="resnet50")), "morphable": morph,
-        "image_size": cfg.image_size})
+    n3d_path = N3DExport(Recon3DModelConfig(backbone="resnet50"), morph, cfg.image_size, n3d.state_dict(), crop,
+                         meta).save(out / "n3d.pt")
 
     model = InpaintModelConfig(base_channels=cfg.base_channels, n_res=cfg.n_res, use_3d_prior=True, composite=True)
     gen = build_generator(model)  # the paper's / release's two stride-2 stages (model.n_down default)
@@ -107,7 +107,7 @@ def convert_release(cfg: ReleaseConfig, out_dir: str | Path) -> tuple[Path, Path
             from None
     prior = PriorConfig(source="n3d", n3d_checkpoint=str(n3d_path), mask_threshold=cfg.mask_threshold,
                         mask_dilate=cfg.mask_dilate)
-    inpaint_path = export_inference(out / "inpaint.pt", {"g_ema": gen.state_dict()}, meta=meta, config={
-        "model": to_dict(model), "prior": to_dict(prior), "morphable": morph, "image_size": cfg.image_size,
-        "inference": {"noise": cfg.noise, "framing": cfg.framing, "lm3d_path": cfg.lm3d_path}})
+    inference = InferenceConfig(noise=cfg.noise, framing=cfg.framing, lm3d_path=cfg.lm3d_path, crop=cfg.framing)
+    inpaint_path = InpaintExport(model, to_dict(prior), morph, cfg.image_size, gen.state_dict(), inference,
+                                 meta).save(out / "inpaint.pt")
     return n3d_path, inpaint_path

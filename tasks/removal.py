@@ -16,11 +16,11 @@ Identical inputs, edits and seed give identical outputs.
 validation (tasks.inpaint), evaluate.py's model rows and controllability (tasks.evaluation, tasks.control),
 remove_mask.py and scripts/benchmark.py all run it, so validation and evaluation scores come from the same code.
 
-Inference settings that belong to a model travel in its export (``config['inference']``, InferenceConfig): the
-noise convention its N_G was trained with and the framing its networks expect. Our train_inpaint.py exports have
-none (the defaults: 3-channel noise in the hole, input already framed); scripts/convert_release.py writes the
-authors' (one channel of U(0, 1) over the whole image, the release framing 116/s at 256). With a framing,
-``in_frame`` takes an image in any framing plus its landmarks, aligns it, and maps the results back.
+Inference settings that belong to a model travel in its export (tasks.exports.InferenceConfig): the noise
+convention its N_G was trained with, the crop it was trained on (photos are aligned into it: tasks.photo) and, for
+the authors' release, the framing inputs are re-aligned into (one channel of U(0, 1) over the whole image, the
+release framing 116/s at 256). Our train_inpaint.py exports take inputs as framed (3-channel noise in the hole).
+With a framing, ``in_frame`` takes an image in any framing plus its landmarks, aligns it, and maps the results back.
 """
 
 from __future__ import annotations
@@ -32,34 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import ConfigError, path_field
+from data.align import FRAMINGS
+from data.landmarks import rescale_points
+from engine.config import ConfigError
 from models.generator import composite
 from tasks.common import resize_square
-from tasks.prior import NOISE_CONVENTIONS, dilate, noised
+from tasks.exports import InferenceConfig, InpaintExport
+from tasks.prior import dilate, noised
 
-
-@dataclass
-class InferenceConfig:
-    """How a model is fed at inference (the ``inference`` entry of an inpainting export).
-
-    noise: ``hole`` (ours: I_n = I_m (1 - m) + u m, u ~ U(0,1) per RGB channel) or ``release`` (the authors' test.py:
-        I_n = I_m (1 - m) + u, one channel u ~ U(0,1) over the whole image, broadcast to RGB); tasks.prior.noised.
-    framing: the crop the networks expect (data.align: ffhq, deng, release); None = the input is already framed
-        as the model was trained (our exports), so nothing is re-aligned.
-    lm3d_path: BFM/similarity_Lm3D_all.mat, needed by the deng / release framings.
-    """
-
-    noise: str = "hole"
-    framing: str | None = None
-    lm3d_path: str | None = path_field(kind="file")
-
-    def __post_init__(self):
-        if self.noise not in NOISE_CONVENTIONS:
-            raise ValueError(f"noise must be one of {', '.join(NOISE_CONVENTIONS)}, got {self.noise!r}")
-        if self.framing is not None:
-            from data.align import get_framing
-
-            get_framing(self.framing)
+__all__ = ["InferenceConfig", "MaskRemover", "Removal", "apply_edit", "available_edits", "remove", "seam_region"]
 
 
 GLOBAL_EDITS = ("keep", "neutral", "brighter", "darker", "frontal")  # apply to every morphable model
@@ -178,7 +159,7 @@ def remove(gen: torch.nn.Module, prior, masked: torch.Tensor, edits: list[str] |
     raw = gen(rep(m), i3d if use_3d_prior else None, rep(i_n)).float()
     final = composite(raw, rep(masked), rep(m)) if composite_output else raw
     shape = (n, k, 3, size, size)
-    lm = (prior.renderer.landmarks(base) + 0.5) * (in_size / size) - 0.5  # pixel centres at integers at both sizes
+    lm = rescale_points(prior.renderer.landmarks(base), in_size / size)
     return Removal(final.view(shape), raw.view(shape), i3d.view(shape), m, edited, base, lm, i_n, edits)
 
 
@@ -214,6 +195,13 @@ class MaskRemover:
                     raise ConfigError(f"inference.lm3d_path: framing {self.framing!r} needs "
                                      "BFM/similarity_Lm3D_all.mat")
                 self.lm3d = load_lm3d(self.inference.lm3d_path, "inference.lm3d_path")
+        elif self.inference.lm3d_path and self.inference.crop in FRAMINGS and FRAMINGS[self.inference.crop].needs_lm3d:
+            from data.align import load_lm3d
+
+            try:  # only photos need it (tasks.photo asks for --lm3d when it is missing); evaluation does not
+                self.lm3d = load_lm3d(self.inference.lm3d_path, "inference.lm3d_path")
+            except (FileNotFoundError, ValueError):
+                self.lm3d = None
 
     @property
     def model(self):
@@ -227,42 +215,28 @@ class MaskRemover:
 
         ``inference``: entries overriding the export's InferenceConfig (e.g. ``{"noise": "hole"}``).
         """
-        from engine.checkpoint import load_inference
+        import dataclasses
+
         from engine.config import build_dataclass
-        from tasks.common import MorphableConfig
-        from tasks.generator import InpaintModelConfig, build_generator
         from tasks.prior import PriorConfig, PriorModule
 
         device = torch.device(device)
-        p = Path(inpaint_ckpt)
-        if not p.is_file():
-            raise FileNotFoundError(f"{key}: inpainting checkpoint not found: {p} (train it with train_inpaint.py)")
-        state = load_inference(p, what=key, expect="g_ema")
-        conf = state["config"]
-        mc = build_dataclass(InpaintModelConfig, {**conf["model"], "arcface_weights": None, "init_checkpoint": None})
-        prior_cfg = build_dataclass(PriorConfig, {**conf["prior"], "source": "n3d", "n3d_config": None,
+        export = InpaintExport.load(inpaint_ckpt, key)
+        prior_cfg = build_dataclass(PriorConfig, {**export.prior, "source": "n3d", "n3d_config": None,
                                                   **({"n3d_checkpoint": str(n3d_ckpt)} if n3d_ckpt else {})})
-        prior = PriorModule(prior_cfg, build_dataclass(MorphableConfig, conf["morphable"]),
-                            int(conf["image_size"]), device)
-        gen = build_generator(mc)
-        gen.load_state_dict(state["modules"]["g_ema"])
-        inf = build_dataclass(InferenceConfig, {**conf.get("inference", {}), **(inference or {})}, "inference")
-        return cls(prior, gen.to(device), mc.use_3d_prior, mc.composite, inf)
+        prior = PriorModule(prior_cfg, export.morphable, export.image_size, device)
+        inf = dataclasses.replace(export.inference, **(inference or {}))
+        return cls(prior, export.build(device), export.model.use_3d_prior, export.model.composite, inf)
 
     @torch.no_grad()
     def analyze(self, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """masked (N,3,S,S) [0,1] at the generator's size -> (coeffs (N,C), m (N,1,S,S))."""
         return self.prior.coefficients_and_mask(masked)
 
-    @torch.no_grad()
     def predict_landmarks(self, crops: torch.Tensor) -> torch.Tensor:
-        """crops (N,3,S,S) [0,1] in the model's framing -> (N,68,2) landmarks of N_3D's reconstruction in crop
-        pixels (data.detectors.RefinedDetector's ``predict``)."""
-        crops = crops.to(self.device).float()
-        size = crops.shape[-1]
-        coeffs, _ = self.analyze(resize_square(crops, self.image_size))
-        lm = self.prior.renderer.landmarks(coeffs)
-        return (lm + 0.5) * (size / self.image_size) - 0.5  # pixel centres at integers at both sizes
+        """crops (N,3,S,S) [0,1] in the model's framing -> (N,68,2) N_3D's landmarks in crop pixels
+        (PriorModule.predict_landmarks; data.detectors.RefinedDetector's ``predict``)."""
+        return self.prior.predict_landmarks(crops)
 
     @torch.no_grad()
     def __call__(self, masked: torch.Tensor, edits: list[str] | None = None, seed: int = 0,

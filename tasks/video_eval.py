@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.video import read_frames, transcode, write_video
+from data.video import read_frames, transcode, write_gif, write_video
 from metrics.temporal import VideoScores
 
 __all__ = ["write_masked_video", "run_video", "score_video", "rss_mb", "rss_slope"]
@@ -78,8 +78,6 @@ def before_after_gif(path: str | Path, synth, outputs: list[str | Path], frames:
     """A GIF of the first ``frames`` frames side by side: the masked input, each output video, the truth
     (``tile`` px each)."""
     import cv2
-
-    from data.media import write_gif
 
     readers = [read_frames(o) for o in outputs]
     rows = []

@@ -1,12 +1,12 @@
-"""Animated edits: keyframe parsing, easing, the coefficient trajectory, smooth frames, clip writing."""
+"""Animated edits: keyframe parsing, easing, the coefficient trajectory, smooth frames."""
 
-import numpy as np
 import pytest
 import torch
 
 from engine.config import ConfigError
 from renderer import MorphableModel
 from tasks.animate import animate_crop, animated_coeffs, ease, frame_times, parse_keyframes
+from tests.helpers import cli
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +70,29 @@ def test_animation_frames_are_smooth_and_fixed_outside_the_hole(inpaint_export):
     assert torch.equal(frames, again)  # the same noise: reproducible
 
 
-def test_write_clip_round_trip(tmp_path):
-    from data.media import read_clip, write_clip
+def test_remove_mask_animate_writes_a_clip(inpaint_export, tmp_path, capsys):
+    """remove_mask.py --animate: one clip through the editor's code; outside the pasted region every frame is the
+    photo (up to H.264's rounding), and a bad --out or keyframe is one line."""
+    from data.io import write_image
+    from data.landmarks import save_landmarks_file
+    from data.video import read_frames
+    main = cli("scripts/remove_mask.py")
+    from tasks.editor import gallery_faces
 
-    frames = torch.rand(6, 3, 33, 40)  # odd height: padded to even for yuv420p
-    write_clip(tmp_path / "a.mp4", frames, fps=12)
-    write_clip(tmp_path / "a.gif", frames, fps=12)
-    mp4, gif = read_clip(tmp_path / "a.mp4"), read_clip(tmp_path / "a.gif")
-    assert mp4.shape == (6, 34, 40, 3) and gif.shape == (6, 33, 40, 3)
-    flat = torch.zeros(4, 3, 32, 32)
-    flat[:, 0] = 0.8
-    out = read_clip(write_clip(tmp_path / "b.mp4", flat, fps=24))
-    assert np.abs(out[..., 0].astype(int) - 204).max() <= 3  # H.264 at crf 18 keeps a flat colour
-    with pytest.raises(ValueError, match=".mp4 or .gif"):
-        write_clip(tmp_path / "a.avi", frames)
+    face = gallery_faces(1, size=96)[0]
+    photo, lms = tmp_path / "face.png", tmp_path / "face.txt"
+    write_image(photo, face["image"])
+    save_landmarks_file(lms, face["landmarks"])
+    base = ["--image", str(photo), "--landmarks", str(lms), "--checkpoint", str(inpaint_export), "--align", "meanface"]
+    for suffix in (".gif", ".mp4"):
+        out = tmp_path / f"clip{suffix}"
+        assert main([*base, "--animate", "keep>open_mouth>smile", "--frames", "6", "--fps", "12",
+                     "--out", str(out)]) == 0
+        assert "wrote 6 frames" in capsys.readouterr().out
+        frames = [f.image for f in read_frames(out)]
+        assert len(frames) == 6 and frames[0].shape == (96, 96, 3)
+    assert main([*base, "--animate", "keep>smile", "--out", str(tmp_path / "clip.avi")]) == 2
+    assert main([*base, "--animate", "keep>grin", "--out", str(tmp_path / "x.gif")]) == 2
+    assert "unknown edit 'grin'" in capsys.readouterr().err
+    assert main([*base, "--animate", "keep", "--out", str(tmp_path / "x.gif")]) == 2
+    assert "two or more" in capsys.readouterr().err

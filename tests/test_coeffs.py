@@ -13,6 +13,7 @@ from torch import nn
 
 from data.align import FRAMINGS, alignment_transform, five_points, load_lm3d, pos_fit, transform_points
 from models.recon3d import DENG_FINAL_LAYER_SIZES, DengReconNet, build_deng_recon
+from tests.helpers import cli
 
 # ------------------------------------------------------------------------------------------------ fixtures
 
@@ -190,7 +191,7 @@ def test_deng_checkpoint_builds_a_gate_free_network_equal_to_deng_layout(tmp_pat
 
 
 def test_extract_coeffs_matches_direct_forward_and_is_bit_identical(tmp_path, synthetic_scene):
-    from scripts.extract_coeffs import main
+    main = cli("scripts/extract_coeffs.py")
 
     ref = deng_layout_net(seed=3)
     save_deng_checkpoint(ref, tmp_path / "epoch_20.pth")
@@ -213,7 +214,7 @@ def test_extract_coeffs_round_trip_lands_on_the_image_landmarks(tmp_path, synthe
     """Oracle Deng network (outputs the scene's true coefficients); the coefficients written for a 128 px Deng-framed
     dataset, rendered at 128, land on the dataset's own landmarks."""
     from renderer.render import FaceRenderer
-    from scripts.extract_coeffs import main
+    main = cli("scripts/extract_coeffs.py")
 
     truth = synthetic_scene["coeffs"][0]
     save_deng_checkpoint(deng_layout_net(seed=1, oracle=truth), tmp_path / "oracle.pth")
@@ -231,12 +232,10 @@ def test_extract_coeffs_round_trip_lands_on_the_image_landmarks(tmp_path, synthe
 
 
 def test_extract_coeffs_refuses_other_framings(tmp_path, synthetic_scene, capsys):
-    from scripts.extract_coeffs import main
+    main = cli("scripts/extract_coeffs.py")
 
     save_deng_checkpoint(deng_layout_net(seed=0), tmp_path / "e.pth")
-    with pytest.raises(SystemExit) as e:
-        main(["--config", str(_config(tmp_path, synthetic_scene, framing="ffhq")), "--deng-checkpoint",
-              str(tmp_path / "e.pth"), "--out", str(tmp_path / "o")])
-    assert e.value.code == 2
+    assert main(["--config", str(_config(tmp_path, synthetic_scene, framing="ffhq")), "--deng-checkpoint",
+                 str(tmp_path / "e.pth"), "--out", str(tmp_path / "o")]) == 2
     msg = capsys.readouterr().out.strip()
     assert "framing: deng" in msg and "data.train[0]" in msg and "\n" not in msg

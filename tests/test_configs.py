@@ -77,9 +77,11 @@ def test_nested_base_extends_a_mapping_and_leaves_other_base_keys_alone(tmp_path
         load_yaml(tmp_path / "top.yaml")
 
 
-# The dataset sections as the paper configs spelled them out before configs/base/ held the framing keys once.
+# The dataset sections as the paper configs spelled them out before configs/base/ held the framing keys once (and the
+# landmark cache, added to base/ffhq.yaml since).
 _DENG = {"align": True, "framing": "deng", "lm3d_path": "BFM/similarity_Lm3D_all.mat"}
-_FFHQ = {"kind": "ffhq", "root": "data/ffhq", "landmarks_json": "data/ffhq/ffhq-dataset-v2.json", **_DENG}
+_FFHQ = {"kind": "ffhq", "root": "data/ffhq", "landmarks_json": "data/ffhq/ffhq-dataset-v2.json",
+         "landmarks_cache": "data/ffhq/ffhq-dataset-v2.landmarks.npz", **_DENG}
 _CELEBA = {"kind": "celebamask_hq", "root": "data/CelebAMask-HQ", "landmarks_dir": "data/CelebAMask-HQ/landmarks",
            **_DENG}
 _INLINE = {

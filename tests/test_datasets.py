@@ -30,6 +30,7 @@ from data.pairs import DATASETS, ConcatFaces, MaskedPairs, build_dataset
 from data.photos import FFHQ, CelebAMaskHQ, FaceImageDataset, ImageFolderFaces
 from data.splits import ffhq_split, item_seed, split_indices
 from engine.config import ConfigError
+from tests.helpers import cli
 
 # ---------------------------------------------------------------------------------------------------------------------
 # fixtures
@@ -172,7 +173,7 @@ def test_ffhq_loader(ffhq_root):
 
 def test_ffhq_from_prepared_copies(ffhq_root, tmp_path):
     # scripts/prepare_images.py's smaller copies are a drop-in root: same items, json landmarks rescaled
-    from scripts.prepare_images import main
+    main = cli("scripts/prepare_images.py")
 
     small = tmp_path / "ffhq32"
     assert main([str(ffhq_root / "images1024x1024"), str(small), "--size", "32", "--workers", "1"]) == 0
@@ -199,15 +200,23 @@ def test_coeff_files(ffhq_root, tmp_path):
     ds = FFHQ(ffhq_root, 32, landmarks_json=ffhq_root / "ffhq-dataset-v2.json", indices=[0, 1, 2], coeffs_dir=tmp_path)
     assert "coeffs" in ds.provides
     np.testing.assert_array_equal(ds[1]["coeffs"].numpy(), coeffs[1])
-    assert ds[2]["index"] == 0 and ds.skipped == 1  # no coefficient file for image 2
+    # no coefficient file for image 2: left out once, at indexing, and said so
+    assert [r.index for r in ds.records] == [0, 1] and ds.skipped == 0
+    assert ds.index_report == [f"2 of 3 FFHQ images usable under {ffhq_root / 'images1024x1024'} (1 without a "
+                               f"coefficient file in {tmp_path}); using those"]
+    with pytest.raises(FileNotFoundError, match=r"data: none of the 1 FFHQ images .* is usable \(1 without a "
+                                                r"coefficient file"):
+        FFHQ(ffhq_root, 32, landmarks_json=ffhq_root / "ffhq-dataset-v2.json", indices=[2], coeffs_dir=tmp_path)
 
 
 def test_ffhq_split_missing_and_flat(ffhq_root, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         test = FFHQ(ffhq_root, 16, landmarks_json=ffhq_root / "ffhq-dataset-v2.json", split="test")
     assert [r.index for r in test.records] == [69000, 69001]
-    assert test.skipped == 998  # the rest of 69000..69999 is not in the fixture
-    assert sum("missing" in r.message for r in caplog.records) == 1
+    assert test.missing == 998 and test.skipped == 0  # the rest of 69000..69999 is not in the fixture
+    assert test.index_report == [f"2 of 1,000 FFHQ images found under {ffhq_root / 'images1024x1024'} (998 image "
+                                 "files missing); using those"]
+    assert not caplog.records  # said once per run by the trainer, not by each rank's dataset
     sub = FFHQ(ffhq_root, 16, landmarks_json=ffhq_root / "ffhq-dataset-v2.json", indices=[2, 0])
     assert [sub[k]["index"] for k in range(2)] == [2, 0]
     # flat folder + per-image landmark files in the image's own pixels
@@ -625,3 +634,55 @@ def test_dlib_on_synthetic_face(synth_model):
     faces = get_detector("dlib").detect(img)
     assert isinstance(faces, list)  # a rendered face may well not be detected: then simply an empty list
     assert all(f.shape == (68, 2) for f in faces)
+
+
+# ------------------------------------------------------------------------------------------------ counts with workers
+def _folder_with_bad_files(root: Path, n: int, bad: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(3)
+    (root / "img").mkdir(parents=True)
+    for k in range(n):
+        path = root / "img" / f"{k:02d}.png"
+        if k in bad:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+        else:
+            cv2.imwrite(str(path), (rng.random((40, 40, 3)) * 255).astype(np.uint8))
+        save_landmarks_file(root / "lm" / f"{k:02d}.txt", face68(20, 20, 16))
+
+
+def test_bad_files_counted_once_and_never_retried_with_workers(tmp_path):
+    """3 unreadable files (adjacent, so workers' walks to the next valid item overlap) with 2 loader workers over 2
+    epochs: counted as 3 in the main process, and no worker of the second epoch reads them again."""
+    _folder_with_bad_files(tmp_path, 12, bad=(4, 5, 6))
+    ds = ImageFolderFaces(tmp_path / "img", 16, landmarks_dir=tmp_path / "lm")
+    reads = torch.zeros(12, dtype=torch.int64).share_memory_()
+    load = ds.load
+
+    def counted(j):
+        reads[j] += 1
+        return load(j)
+
+    ds.load = counted
+    for epoch in range(2):
+        if epoch == 1:
+            first_epoch = reads.clone()
+            reads.zero_()
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, shuffle=True, num_workers=2,
+                                             generator=torch.Generator().manual_seed(epoch),
+                                             collate_fn=lambda items: [it["name"] for it in items])
+        names = [name for batch in loader for name in batch]
+        assert len(names) == 12 and not {"04", "05", "06"} & set(names)
+    assert ds.skipped == 3 and ds.skipped_flags.nonzero().flatten().tolist() == [4, 5, 6]
+    assert first_epoch[[4, 5, 6]].min() >= 1 and reads[[4, 5, 6]].sum() == 0
+
+
+def test_skipped_flags_of_concatenated_and_paired_datasets(tmp_path):
+    from data.pairs import skipped_flags
+    from data.synthetic import SyntheticFaces
+
+    _folder_with_bad_files(tmp_path, 4, bad=(1,))
+    folder = ImageFolderFaces(tmp_path / "img", 16, landmarks_dir=tmp_path / "lm")
+    both = ConcatFaces([SyntheticFaces(3, 16), folder])
+    assert both[4]["name"] == "02"  # item 1 of the folder: skipped to the next one
+    assert skipped_flags(both).tolist() == [False] * 4 + [True, False, False]
+    pairs = MaskedPairs(both, synthesizer=None)
+    assert pairs.skipped_flags.sum() == 1 and pairs.index_report == [f"4 images under {tmp_path / 'img'}"]

@@ -1,6 +1,5 @@
 """The shared engine on a toy task: configs, checkpoints, resume, torchrun, non-finite losses."""
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from engine.config import ConfigError, load_config, path_field, validate_paths
 from engine.dist import ResumableSampler
 from engine.logging import read_jsonl
 from engine.loop import TrainConfig, lr_factor
-from tests.helpers import free_port
+from tests.helpers import free_port, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "toy_train.py"
@@ -136,13 +135,13 @@ def toy_config(tmp_path, steps=30, **train):
     return write(tmp_path / "toy.yaml", cfg)
 
 
-def run_toy(cfg_path, run_dir, *extra, torchrun=False, check=True):
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+def run_toy(cfg_path, run_dir, *extra, torchrun=False, check=True, new_session=False):
+    env = script_env()
     cmd = [sys.executable, str(TOY), "--config", str(cfg_path), "--run-dir", str(run_dir), *extra]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                f"--master_port={free_port()}", *cmd[1:]]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, start_new_session=new_session)
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -192,8 +191,9 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_ranks_identical(tmp_path):
     cfg = toy_config(tmp_path, steps=6, ckpt_every=6)
-    run_toy(cfg, tmp_path / "ddp", "--weights-out", str(tmp_path / "w"), torchrun=True)
+    r = run_toy(cfg, tmp_path / "ddp", "--weights-out", str(tmp_path / "w"), torchrun=True)
     assert_same(weights(tmp_path / "w", 0), weights(tmp_path / "w", 1))
+    assert r.stdout.count("training data: 64 of 67 toy items usable (3 left out); using those") == 1  # rank 0
 
 
 @pytest.mark.slow
@@ -214,3 +214,92 @@ def test_cli_errors_and_dry_run(tmp_path):
     r = run_toy(cfg, tmp_path / "x", "--set", "train.steps=77", "--dry-run")
     assert yaml.safe_load(r.stdout)["train"]["steps"] == 77
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame,code", [("sigterm", 143), ("sigint", 130)])
+def test_signal_to_the_process_group_stops_a_run_with_workers_cleanly(tmp_path, signame, code):
+    """A terminal's Ctrl-C and a scheduler's SIGTERM reach the loader workers too: the run still stops at a step
+    boundary with a checkpoint and one line, and resumes to the weights of an uninterrupted run."""
+    cfg = toy_config(tmp_path, num_workers=2)
+    run_toy(cfg, tmp_path / "full", "--weights-out", str(tmp_path / "full_w"))
+    r = run_toy(cfg, tmp_path / "s", f"--{signame}-at-step", "13", "--signal-group", check=False, new_session=True)
+    assert r.returncode == code, r.stderr[-2000:]
+    assert "stopped early at step 13" in r.stdout and "Traceback" not in r.stderr and "Error" not in r.stderr
+    assert CheckpointManager(tmp_path / "s").load_latest()["step"] == 13
+    run_toy(cfg, tmp_path / "s", "--weights-out", str(tmp_path / "s_w"))
+    assert_same(weights(tmp_path / "full_w"), weights(tmp_path / "s_w"))
+
+
+def test_more_workers_than_cpus_is_said_once(tmp_path, monkeypatch, capsys):
+    """torch warns at every epoch's loader; the trainer says it once, before training."""
+    import warnings
+
+    import torch.utils.data.dataloader as dl_mod
+
+    from engine.loop import Trainer
+    from tests.toy_train import ToyConfig, ToyData, ToyTask
+
+    monkeypatch.setattr(dl_mod.torch._utils, "cpu_count", lambda: 1)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    cfg = TrainConfig(steps=24, batch_size=8, num_workers=2, log_every=8, val_every=8, ckpt_every=100,
+                      image_every=0)
+    task = ToyTask(ToyConfig(train=cfg), torch.device("cpu"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(task, ToyData(), cfg, str(tmp_path / "run")).run()  # 3 epochs of 8 steps
+    assert not [w for w in caught if "worker processes" in str(w.message)]
+    assert capsys.readouterr().out.count("train.num_workers=2 loader processes share the 1 CPUs") == 1
+
+
+def test_override_reaches_one_list_item(tmp_path):
+    p = write(tmp_path / "c.yaml", {"items": [{"width": 1}, {"width": 2, "name": "b"}]})
+    cfg = load_config(WithList, p, ["items[1].width=9", "items[0].sizes=[5]", "items[-1].name=z"])
+    assert [i.width for i in cfg.items] == [1, 9] and cfg.items[0].sizes == [5] and cfg.items[1].name == "z"
+    assert yaml.safe_load(p.read_text())["items"][1]["width"] == 2  # the YAML's data is not mutated
+    with pytest.raises(ConfigError, match=r"index 2 out of range: items has 2 items \(valid: 0\.\.1\)"):
+        load_config(WithList, p, ["items[2].width=3"])
+    with pytest.raises(ConfigError, match=r"items\[1\]\.widht"):  # unknown keys inside an item still fail
+        load_config(WithList, p, ["items[1].widht=3"])
+    with pytest.raises(ConfigError, match=r"inner is not a list"):
+        load_config(Outer, write(tmp_path / "d.yaml", {"inner": {"width": 1}}), ["inner[0].width=2"])
+    with pytest.raises(ConfigError, match="cannot read key part"):
+        load_config(WithList, p, ["items[x].width=1"])
+
+
+def test_override_of_a_paper_config_dataset_root():
+    from tasks.recon3d import Recon3DExperiment
+
+    cfg = load_config(Recon3DExperiment, ROOT / "configs/3d/paper.yaml",
+                      ["data.train[0].root=/data/ffhq256", "data.train[1].coeffs_dir=/c"])
+    assert cfg.data.train[0].root == "/data/ffhq256" and cfg.data.train[1].coeffs_dir == "/c"
+    assert cfg.data.train[0].kind == "ffhq" and cfg.data.train[1].kind == "celebamask_hq"
+
+
+@pytest.mark.slow
+def test_restart_sets_the_old_logs_aside(tmp_path):
+    cfg = toy_config(tmp_path, steps=20)
+    run_toy(cfg, tmp_path / "r")
+    old_events = sorted(p.name for p in (tmp_path / "r" / "tb").iterdir())
+    r = run_toy(toy_config(tmp_path, steps=10), tmp_path / "r", "--restart")
+    assert "restarted_0" in r.stdout
+    assert [m["step"] for m in read_jsonl(tmp_path / "r" / "metrics.jsonl")] == [10]  # only the new run's
+    assert max(e["step"] for e in read_jsonl(tmp_path / "r" / "log.jsonl")) == 10
+    aside = tmp_path / "r" / "restarted_0"
+    assert [m["step"] for m in read_jsonl(aside / "metrics.jsonl")] == [10, 20]
+    assert sorted(p.name for p in (aside / "tb").iterdir()) == old_events
+    assert not set(old_events) & {p.name for p in (tmp_path / "r" / "tb").iterdir()}
+
+
+def test_a_task_lacking_the_protocol_is_one_line():
+    from engine.loop import Trainer
+    from tests.toy_train import ToyData
+
+    class Bare:
+        modules, optimizers = {}, {}
+
+        def train_step(self, batch, ctx):
+            return {}
+
+    with pytest.raises(TypeError, match="Bare is not an engine.task.Task: it lacks validate, images, state_dict"):
+        Trainer(Bare(), ToyData(), TrainConfig(steps=1), "unused")

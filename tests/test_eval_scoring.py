@@ -12,6 +12,7 @@ from torch import nn
 import metrics
 from tasks.common import iterate
 from tasks.evaluation import Evaluator, as_exported
+from tests.helpers import cli
 from tests.test_evaluate import eval_cfg
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "eval").glob("*.yaml"))
@@ -146,7 +147,7 @@ def test_diversity_is_over_noise_seeds_and_edit_spread_over_edits(inpaint_export
 
 
 def _folder_testset(tmp_path) -> dict:
-    from scripts.export_testset import main as export_main
+    export_main = cli("scripts/export_testset.py")
 
     cfg_path = tmp_path / "export.yaml"
     cfg_path.write_text(json.dumps({"test": {"image_size": 32, "faces": [{"kind": "synthetic", "num": 4,

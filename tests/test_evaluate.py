@@ -8,6 +8,7 @@ import torch
 from engine.config import build_dataclass
 from tasks.evaluation import EvalExperiment, Evaluator, build_testset
 from tasks.report import results_markdown
+from tests.helpers import cli
 
 
 def eval_cfg(checkpoint=None, metrics=("l1", "l1_hole", "psnr", "ssim", "lpips", "arcface_cos", "fid"), **kw):
@@ -74,7 +75,7 @@ def test_n3d_metrics_reuse_the_removal_and_match_a_direct_analysis(inpaint_expor
 
 
 def test_predictions_of_the_ground_truth_score_perfectly(tmp_path):
-    from scripts.export_testset import main as export_main
+    export_main = cli("scripts/export_testset.py")
 
     cfg_path = tmp_path / "eval.yaml"
     cfg_path.write_text(json.dumps({"test": {"image_size": 32, "faces": [{"kind": "synthetic", "num": 5,

@@ -171,26 +171,28 @@ def test_edit_syntax(remover):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_gan_stays_in_sync(n3d_export, tmp_path):
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
     import yaml
 
-    from tests.helpers import free_port
+    from tests.helpers import free_port, script_env
 
     root = Path(__file__).resolve().parents[1]
     cfg = {"data": tiny_data(n_train=8), "prior": {"n3d_checkpoint": str(n3d_export)},
            "model": {"base_channels": 8, "n_res": 2, "d_base_channels": 8, "d_max_channels": 32},
-           "loss": {"w_id": 0.0}, "train": tiny_train(steps=3, batch_size=2, ckpt_every=3)}
+           "loss": {"w_id": 0.0}, "train": tiny_train(steps=4, batch_size=2, ckpt_every=4, image_every=2, val_every=2)}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            str(root / "train_inpaint.py"), "--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=300,
-                       env={**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+                       env=script_env())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "all 2 ranks hold identical weights" in r.stdout  # G, D and the EMA of G
+    from engine.logging import read_jsonl
+
+    assert [m["step"] for m in read_jsonl(tmp_path / "r" / "metrics.jsonl")] == [2, 4]  # images and validation ran
     assert (tmp_path / "r" / "inpaint.pt").is_file()
 
 
@@ -267,3 +269,26 @@ def test_hole_loss_term_is_logged_and_weighted(n3d_export):
     total = 10.0 * logs["pix"] + 0.1 * logs["tv"] + 5.0 * logs["pix_hole"]
     assert float(logs["g_loss"]) == pytest.approx(float(total), rel=1e-5)
     assert float(logs["pix_hole"]) > float(logs["pix"])  # the hole is where N_G is wrong
+
+
+def test_d_and_g_losses_are_small_functions_of_named_terms():
+    import contextlib
+
+    from models.discriminator import Discriminator
+    from tasks.inpaint import InpaintLossConfig, compute_d_loss, compute_g_loss
+
+    torch.manual_seed(0)
+    d = Discriminator(32, 8, 32)
+    real, fake = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    m = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    lc = InpaintLossConfig(w_r1=2.0, w_pix_hole=3.0)
+    loss, terms = compute_d_loss(d, real, fake, lc, contextlib.nullcontext)
+    assert set(terms) == {"d_loss", "r1"} and terms["r1"] > 0
+    assert torch.allclose(loss, terms["d_loss"] + 2.0 * terms["r1"])
+    pred = fake.clone().requires_grad_(True)
+    loss, terms = compute_g_loss(pred, real, m, torch.zeros(2, 68, 2), lc, d, None, contextlib.nullcontext)
+    assert set(terms) == {"pix", "tv", "pix_hole", "adv"}
+    weighted = lc.w_pix * terms["pix"] + lc.w_tv * terms["tv"] + 3.0 * terms["pix_hole"] + lc.w_adv * terms["adv"]
+    assert torch.allclose(loss, weighted)
+    loss.backward()
+    assert pred.grad.abs().sum() > 0 and all(p.grad is None and p.requires_grad for p in d.parameters())

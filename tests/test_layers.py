@@ -5,7 +5,7 @@ Layers, bottom to top (a module may import its own layer and the ones below, nev
   1  parts        data, models, losses, metrics (the datasets, networks, losses and scores; none runs a job)
   2  loop         engine.loop, engine.run (the training loop and the run boilerplate know no model or dataset)
   3  tasks        tasks (the jobs: configs of whole experiments, wiring parts into the loop)
-  4  entries      train_3d.py, train_inpaint.py, evaluate.py, scripts/
+  4  entries      train_3d.py, train_inpaint.py, evaluate.py, app.py, scripts/
 Inside layer 1 the packages stay apart except where listed in PART_DEPS (e.g. data renders synthetic faces).
 Every import counts, function-level ones too: a lazy import still ties the two modules together.
 """
@@ -23,7 +23,7 @@ LAYERS = {
     "data": 1, "models": 1, "losses": 1, "metrics": 1,
     "engine.loop": 2, "engine.run": 2,
     "tasks": 3,
-    "scripts": 4, "train_3d": 4, "train_inpaint": 4, "evaluate": 4,
+    "scripts": 4, "train_3d": 4, "train_inpaint": 4, "evaluate": 4, "app": 4,
 }
 PART_DEPS = {"data": {"renderer"}, "models": {"renderer"}, "losses": {"models", "renderer"},
              "metrics": {"models", "renderer", "data"}}
@@ -108,3 +108,39 @@ def test_the_checker_sees_cycles_and_lazy_imports():
     assert imports_of("import os\n\ndef f():\n    from data.pairs import build_faces\n") == \
         {"os", "data.pairs", "data.pairs.build_faces"}  # a lazy import counts
     assert layer("data.pairs") == (1, "data") and layer("engine.loop") == (2, "")
+
+
+def test_entry_points_import_no_script_and_leave_sys_path_alone():
+    """Scripts are thin wrappers over the library: none imports another, and none edits sys.path (the project is
+    installed, pyproject.toml's package list, or on PYTHONPATH)."""
+    graph = import_graph()
+    entries = [m for m in graph if layer(m)[0] == 4]
+    assert "scripts.remove_mask" in entries and "train_3d" in entries
+    bad = [f"{m} -> {d}" for m in entries for d in graph[m] if d.startswith("scripts")]
+    assert not bad, bad
+    mods = modules()
+    edits = [m for m in entries if "sys.path" in mods[m].read_text()]
+    assert not edits, edits
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists every library package (an editable install of a missing one would not import)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for pkg in PACKAGES if pkg != "scripts"
+             for p in (ROOT / pkg).rglob("__init__.py")}
+    assert listed == found, (sorted(found - listed), sorted(listed - found))
+
+
+def test_inference_imports_no_training_task():
+    """The photo pipeline, the removal and the exports reach neither training task, even indirectly."""
+    graph = import_graph()
+    for start in ("tasks.photo", "tasks.removal", "tasks.prior", "tasks.exports"):
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph.get(m, ()))
+        assert not seen & {"tasks.recon3d", "tasks.inpaint"}, (start, sorted(seen & {"tasks.recon3d", "tasks.inpaint"}))

@@ -304,10 +304,10 @@ def test_template_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the on-disk library (scripts/make_masks.py)
+# the on-disk library (data/masks/writer.py, scripts/make_masks.py)
 
 def test_make_masks_deterministic_and_extends(tmp_path):
-    from scripts.make_masks import write_library
+    from data.masks.writer import write_library
 
     small = write_library(tmp_path / "a", n_shapes=5, n_textures=4, seed=3, quiet=True)
     write_library(tmp_path / "b", n_shapes=10, n_textures=6, seed=3, quiet=True)

@@ -488,12 +488,15 @@ def test_model_pickles_after_use(small_model):
 
 
 def test_scripts_smoke(tmp_path):
-    from scripts import bench_renderer, render_samples
+    import json
+
+    from tests.helpers import run_script
 
     out = tmp_path / "grid.png"
-    assert render_samples.main(["--out", str(out), "--n", "2", "--size", "48", "--n-vertices", "900"]) == 0
+    run_script("scripts/render_samples.py", "--out", out, "--n", "2", "--size", "48", "--n-vertices", "900")
     assert out.is_file() and out.stat().st_size > 0
-    res = bench_renderer.run("cpu", quick=True, batch=2, size=48)
+    r = run_script("scripts/bench_renderer.py", "--quick", "--batch", "2", "--size", "48")
+    res = json.loads(r.stdout)
     assert res["backends"]["torch"]["forward_ms_per_face"] > 0
 
 
@@ -549,7 +552,7 @@ def _tent_coeffs(model):
 
 
 def _sh_by_hand(n):
-    """The 9 SH basis values at unit normal n (FORMATS.md sec. 1), float64."""
+    """The 9 SH basis values at unit normal n (docs/formats.md sec. 1), float64."""
     a = (math.pi, 2 * math.pi / math.sqrt(3), 2 * math.pi / math.sqrt(8))
     c = (1 / math.sqrt(4 * math.pi), math.sqrt(3) / math.sqrt(4 * math.pi), 3 * math.sqrt(5) / math.sqrt(12 * math.pi))
     x, y, z = n

@@ -25,7 +25,7 @@ from engine.files import FileReadError, read_torch
 from engine.logging import read_jsonl
 from engine.loop import StepContext, TrainConfig, Trainer
 from engine.run import fail_fast
-from tests.helpers import tiny_data, tiny_train
+from tests.helpers import run_script, tiny_data, tiny_train
 from tests.test_engine import Outer, run_toy, toy_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,15 +145,6 @@ def test_signal_saves_a_checkpoint_and_exits_nonzero(tmp_path, signame, code):
 def write_yaml(path, data):
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def run_script(script, *args, check=True):
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                       env=env, timeout=400, cwd=ROOT)
-    if check and r.returncode != 0:
-        raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
 
 
 @pytest.mark.slow
@@ -475,3 +466,21 @@ def test_fail_fast_turns_only_user_errors_into_one_line(capsys):
         with pytest.raises(type(bug)):
             fail_fast(broken)
     assert fail_fast(lambda a, b=0: a + b, 2, b=3) == 5
+
+
+def test_resume_accepts_a_key_added_since_with_its_default(tmp_path):
+    """A run saved before a config key existed resumes when the key keeps its default; a real change still stops."""
+    from engine.config import dump_yaml, to_dict
+    from engine.run import check_resumable
+    from tests.toy_train import ToyConfig
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt_000000010.pt").write_bytes(b"")
+    saved = to_dict(ToyConfig())
+    del saved["model"]["dropout"]  # the key did not exist when the run started
+    (tmp_path / "config.yaml").write_text(dump_yaml(saved))
+    check_resumable(ToyConfig(), tmp_path)  # the default: no conflict
+    changed = ToyConfig()
+    changed.model.dropout = 0.5
+    with pytest.raises(SystemExit):
+        check_resumable(changed, tmp_path)

@@ -8,11 +8,11 @@ import torch
 import yaml
 
 from engine.config import build_dataclass
-from tests.helpers import tiny_data
+from tests.helpers import cli, script_module, tiny_data
 
 
 def test_extract_coeffs_writes_one_file_per_face(n3d_export, tmp_path):
-    from scripts.extract_coeffs import main
+    main = cli("scripts/extract_coeffs.py")
     from tasks.recon3d import load_n3d
 
     cfg = tmp_path / "c.yaml"
@@ -37,7 +37,7 @@ def test_remove_mask_on_a_real_photo(inpaint_export, tmp_path, capsys):
     from skimage import data as skdata
 
     from data.io import read_image, write_image
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     photo = tmp_path / "astronaut.jpg"
     write_image(photo, torch.from_numpy(skdata.astronaut()).permute(2, 0, 1).float() / 255)
@@ -56,7 +56,7 @@ def test_remove_mask_on_a_real_photo(inpaint_export, tmp_path, capsys):
 
 def test_remove_mask_bad_inputs(inpaint_export, tmp_path, capsys):
     from data.io import write_image
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     noise = tmp_path / "noise.png"
     write_image(noise, torch.rand(3, 96, 96))
@@ -78,7 +78,7 @@ def test_prepare_images_resizes_resumes_and_rescales_landmarks(tmp_path, capsys)
 
     from data.io import read_image_uint8, write_image
     from data.landmarks import load_landmarks_file, save_landmarks_file
-    from scripts.prepare_images import main
+    main = cli("scripts/prepare_images.py")
 
     src, dst, lm_in, lm_out = (tmp_path / n for n in ("src", "dst", "lm", "lm_out"))
     rng = np.random.default_rng(0)
@@ -118,16 +118,16 @@ def test_prepare_images_resizes_resumes_and_rescales_landmarks(tmp_path, capsys)
 
 def test_bench_synth_reports_median_and_best():
     from data.masks import MaskLibrary
-    from scripts.bench_synth import run
+    from tasks.speed import synthesis_speed
 
-    res = run(quick=True, size=64, library=MaskLibrary.procedural(0, 8, 8))
+    res = synthesis_speed(quick=True, size=64, library=MaskLibrary.procedural(0, 8, 8))
     assert res["pairs"] == 200 and res["rounds"] == 2 and res["threads"] == 1
     assert 0 < res["pairs_per_s"] <= res["best_pairs_per_s"]
     assert abs(res["ms_per_pair"] - 1000 / res["pairs_per_s"]) < 0.01
 
 
 def test_largest_batch_doubles_until_out_of_memory():
-    from scripts.benchmark import largest_batch
+    largest_batch = script_module("scripts/benchmark.py").largest_batch
 
     tried = []
 
@@ -145,7 +145,7 @@ def test_largest_batch_doubles_until_out_of_memory():
 
 
 def test_benchmark_cli_keeps_each_section_and_reports_failures(tmp_path, monkeypatch, capsys):
-    import scripts.benchmark as bench
+    bench = script_module("scripts/benchmark.py")
 
     def broken(quick):
         raise RuntimeError("no such backend")
@@ -173,7 +173,7 @@ def test_benchmark_cli_keeps_each_section_and_reports_failures(tmp_path, monkeyp
 
 
 def test_bench_evaluation_times_the_loop_and_the_fixed_part(inpaint_export):
-    from scripts.benchmark import bench_evaluation
+    bench_evaluation = script_module("scripts/benchmark.py").bench_evaluation
 
     res = bench_evaluation(torch.device("cpu"), True, batch=2, n_images=3, checkpoint=inpaint_export,
                            metrics=["l1", "psnr", "lpips"])

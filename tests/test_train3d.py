@@ -1,6 +1,5 @@
 """N_3D training task and train_3d.py: losses, overfitting, dry-run, torchrun, exact resume."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from torch.utils.data import default_collate
 from engine.config import ConfigError, build_dataclass, to_dict
 from engine.loop import StepContext
 from tasks.recon3d import Recon3DExperiment, Recon3DTask, load_n3d
-from tests.helpers import free_port, tiny_data, tiny_train
+from tests.helpers import free_port, script_env, tiny_data, tiny_train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,12 +94,12 @@ def write_cfg(tmp_path, **train):
 
 
 def run(args, check=True, torchrun=False):
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    env = script_env()
     cmd = [sys.executable, str(ROOT / "train_3d.py"), *args]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                *cmd[1:]]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
@@ -129,7 +128,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 
     cfg = write_cfg(tmp_path, steps=10, ckpt_every=2)
     run(["--config", str(cfg), "--run-dir", str(tmp_path / "full")])
-    env = {**os.environ, "NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    env = script_env()
     cmd = [sys.executable, str(ROOT / "train_3d.py"), "--config", str(cfg), "--run-dir", str(tmp_path / "cut")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mgr = CheckpointManager(tmp_path / "cut")
@@ -149,7 +148,33 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
-    cfg = write_cfg(tmp_path, steps=3, ckpt_every=3, batch_size=2)
+    """Images (rank 0 only) and validation on, at logging steps as in the paper configs: neither may run a collective
+    on one rank (the ranks deadlock)."""
+    cfg = write_cfg(tmp_path, steps=4, ckpt_every=4, batch_size=2, image_every=2, val_every=2)
     r = run(["--config", str(cfg), "--run-dir", str(tmp_path / "ddp")], torchrun=True)
     assert "all 2 ranks hold identical weights" in r.stdout
+    from engine.logging import read_jsonl
+
+    assert [m["step"] for m in read_jsonl(tmp_path / "ddp" / "metrics.jsonl")] == [2, 4]
+    assert list((tmp_path / "ddp" / "tb").glob("events.out.tfevents.*"))
     assert final_weights(tmp_path / "ddp") is not None
+
+
+@pytest.mark.slow
+def test_workers_cross_epochs_after_validations_with_opencv_used_first(tmp_path):
+    """Loader workers are forked anew each epoch; once the main process has used OpenCV's thread pool (here first
+    thing, then validation's warps), a worker that calls into OpenCV's pool hangs forever. Three epochs of 4 steps,
+    validations at steps 4 and 8, images at 5: the run must finish (a hang fails at the timeout)."""
+    cfg = write_cfg(tmp_path, steps=10, num_workers=2, val_every=4, image_every=5, ckpt_every=5)
+    warm_cv2 = ("import cv2, numpy, runpy, sys; a = numpy.random.rand(512, 512, 3).astype('float32'); "
+                "[cv2.warpAffine(a, numpy.float32([[0.9, 0.1, 1], [0, 0.9, 2]]), (512, 512)) for _ in range(3)]; "
+                "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    env = script_env()
+    r = subprocess.run([sys.executable, "-c", warm_cv2, str(ROOT / "train_3d.py"), "--config", str(cfg),
+                        "--run-dir", str(tmp_path / "w")], capture_output=True, text=True, env=env, timeout=240,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "step 8:" in r.stdout and (tmp_path / "w" / "n3d.pt").is_file()
+    from engine.logging import read_jsonl
+
+    assert [m["step"] for m in read_jsonl(tmp_path / "w" / "metrics.jsonl")] == [4, 8, 10]

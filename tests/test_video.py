@@ -11,6 +11,7 @@ import torch
 
 from metrics.temporal import VideoScores, flicker_vs_truth, flow_flicker
 from tasks.tracking import MaskSmoother, OneEuro, match_tracks, measure_lag
+from tests.helpers import cli
 
 FPS = 24
 
@@ -253,7 +254,7 @@ def talking_clip(tmp_path_factory):
 
 def test_remove_mask_video_end_to_end(inpaint_export, talking_clip, tmp_path, capsys):
     from data.video import probe, read_frames
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     synth, src, lm = talking_clip
     out = tmp_path / "out.mp4"
@@ -287,7 +288,7 @@ def test_remove_mask_video_end_to_end(inpaint_export, talking_clip, tmp_path, ca
 
 def test_remove_mask_video_bad_inputs(inpaint_export, tmp_path, capsys):
     from data.video import read_frames, write_video
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     (tmp_path / "x.mp4").write_bytes(b"not a video" * 100)
     assert main(["--video", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "o.mp4"), "--checkpoint",

@@ -7,6 +7,7 @@ import torch
 
 from data.align import align_face, five_points
 from data.io import read_image_uint8, write_image
+from tests.helpers import cli
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_landmark_files_take_68_or_5_points(astronaut, tmp_path):
 
 
 def test_five_point_landmarks_align_and_remove_like_their_68(astronaut, inpaint_export, tmp_path, capsys):
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     root = astronaut["root"]
     outs = {}
@@ -86,7 +87,8 @@ def test_five_point_landmarks_align_and_remove_like_their_68(astronaut, inpaint_
 def test_dlib_cnn_finds_masked_faces_that_hog_misses(astronaut):
     from data.detectors import DlibCNNDetector, DlibDetector
     from data.synth import MaskedPairSynthesizer
-    from scripts.benchmark_landmarks import match, nme5
+    from metrics.detection import match_detection as match
+    from metrics.detection import nme5
 
     hog, cnn, synth = DlibDetector(), DlibCNNDetector(), MaskedPairSynthesizer()
     assert hog.detect(astronaut["image"])  # HOG finds the face unmasked ...
@@ -107,7 +109,7 @@ def test_paste_back_changes_only_the_occluded_region_with_a_feathered_seam(astro
                                                                            capsys, lower_face_m):
     import cv2
 
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     out = tmp_path / "o"
     rc = main(["--image", str(astronaut["root"] / "masked.png"), "--landmarks", str(astronaut["root"] / "lm68.txt"),
@@ -130,7 +132,7 @@ def test_paste_back_changes_only_the_occluded_region_with_a_feathered_seam(astro
 
 
 def test_several_faces_in_one_photo_are_each_processed(astronaut, inpaint_export, tmp_path, capsys, lower_face_m):
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
 
     two = np.concatenate([astronaut["image"], astronaut["image"][:, ::-1]], axis=1)  # 256 x 512, two faces
     write_image(tmp_path / "two.png", two)
@@ -148,7 +150,7 @@ def test_a_small_face_gets_a_one_line_warning(astronaut, inpaint_export, tmp_pat
     import cv2
 
     from data.landmarks import eye_span, save_landmarks_file
-    from scripts.remove_mask import main
+    main = cli("scripts/remove_mask.py")
     from tasks.photo import SMALL_FACE_SPAN
 
     # the tiny export's input is 32 px: the warning starts below 64 * 32 / 256 = 8 px between the outer eye corners
@@ -195,7 +197,7 @@ def test_refinement_loop_recovers_the_face_a_mask_shifted(astronaut):
     """With an exact reconstruction (the oracle), one align-predict round undoes a detection whose nose and mouth
     slid down under a mask: the loop's crops, predictions and the way back into the photo are consistent."""
     from data.detectors import LandmarkDetector, RefinedDetector
-    from scripts.benchmark_landmarks import nme5
+    from metrics.detection import nme5
 
     truth = five_points(astronaut["lm"].astype(np.float64))
     photo = _dots_face(truth)
@@ -221,7 +223,10 @@ def test_benchmark_landmarks_on_synthetic_faces_with_n3d_refinement(n3d_export, 
     """The benchmark runs the synthetic set with exact landmarks and a (tiny, synthetic) N_3D's refinement rows."""
     import json
 
-    from scripts.benchmark_landmarks import main, match, nme5
+    from metrics.detection import match_detection as match
+    from metrics.detection import nme5
+
+    main = cli("scripts/benchmark_landmarks.py")
 
     rc = main(["--no-photos", "--synthetic", "2", "--seeds", "1", "--detectors", "dlib", "--n3d", str(n3d_export),
                "--refine", "1", "--json", str(tmp_path / "b.json")])
@@ -282,10 +287,11 @@ def test_masked_detector_is_the_default_and_finds_a_masked_face_single_scale_cnn
     not, and its 5 points are closer to the unmasked face's than the 68-point predictor's alone."""
     from data.detectors import DlibCNNDetector, get_detector
     from data.synth import MaskedPairSynthesizer
-    from scripts.benchmark_landmarks import match, nme5
-    from scripts.remove_mask import parse_args
+    from metrics.detection import match_detection as match
+    from metrics.detection import nme5
+    from tasks.photo import DEFAULT_DETECTOR
 
-    assert parse_args(["--image", "x.png", "--out", "o"]).detector == "masked"
+    assert DEFAULT_DETECTOR == "masked"  # remove_mask.py's and find_faces' default
     x = torch.from_numpy(astronaut["image"]).permute(2, 0, 1).float() / 255
     masked, _ = MaskedPairSynthesizer().synth(x, torch.from_numpy(astronaut["lm"]), _MISSED_SEED)
     u8 = (masked.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
@@ -301,7 +307,9 @@ def test_masked_detector_is_the_default_and_finds_a_masked_face_single_scale_cnn
 def test_benchmark_photo_set_of_the_insightface_wheel(capsys):
     """The second real-photo set: the seven faces of the photos insightface's wheel ships, three rolls each."""
     pytest.importorskip("insightface")
-    from scripts.benchmark_landmarks import insightface_variants, main
+    from metrics.detection import insightface_variants
+
+    main = cli("scripts/benchmark_landmarks.py")
 
     views = insightface_variants()
     labels = [label for _, label in views]

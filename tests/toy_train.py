@@ -5,26 +5,24 @@
 --nan-at-step N         the loss becomes NaN at step N
 --sigterm-at-step N     send SIGTERM to this process after step N (graceful stop)
 --sigint-at-step N      the same with SIGINT (Ctrl-C)
+--signal-group          send those signals to the whole process group (loader workers too), as a terminal's Ctrl-C
 --nan-grad-at-step N    the loss of step N stays finite but its gradient is NaN (the weights turn NaN)
 --disk-full-at-step N   writing the checkpoint of step N fails as on a full disk (/dev/full)
---bad-every K           every K-th item is unreadable and skipped (counted in `dataset.skipped`, as data.photos)
+--bad-every K           every K-th item is unreadable and skipped (flagged in `dataset.skipped_flags`, as data.photos)
 """
 
 import os
 import signal
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine import checkpoint as ckpt_mod  # noqa: E402
-from engine import dist  # noqa: E402
-from engine.config import cli_config, to_dict  # noqa: E402
-from engine.loop import TrainConfig, make_adam, run_training  # noqa: E402
-from engine.run import start_run  # noqa: E402
+from engine import checkpoint as ckpt_mod
+from engine import dist
+from engine.config import cli_config, to_dict
+from engine.loop import TrainConfig, make_adam, run_training
+from engine.run import start_run
+from engine.task import Task
 
 
 @dataclass
@@ -46,23 +44,20 @@ class ToyData(torch.utils.data.Dataset):
         self.x = torch.randn(n, 4, generator=g)
         self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
         self.bad_every = bad_every
-        self._bad = set()
-
-    @property
-    def skipped(self):
-        return len(self._bad)
+        self.skipped_flags = torch.zeros(n, dtype=torch.bool).share_memory_()  # seen by loader workers, as data/
+        self.index_report = [f"{n} of {n + 3} toy items usable (3 left out); using those"]  # as data.photos
 
     def __len__(self):
         return len(self.x)
 
     def __getitem__(self, i):
         if self.bad_every and i % self.bad_every == 0:  # as data.photos: skip to the next item, count the file
-            self._bad.add(i)
+            self.skipped_flags[i] = True
             i = (i + 1) % len(self)
         return {"x": self.x[i], "y": self.y[i]}
 
 
-class ToyTask:
+class ToyTask(Task):
     def __init__(self, cfg: ToyConfig, device, nan_at=-1, nan_grad_at=-1):
         torch.manual_seed(0)
         self.net = torch.nn.Sequential(torch.nn.Linear(4, cfg.model.hidden), torch.nn.Tanh(),
@@ -101,6 +96,7 @@ def main():
         p.add_argument("--nan-grad-at-step", type=int, default=-1)
         p.add_argument("--disk-full-at-step", type=int, default=-1)
         p.add_argument("--bad-every", type=int, default=0)
+        p.add_argument("--signal-group", action="store_true")
         p.add_argument("--weights-out", default="")
 
     cfg, args = cli_config(ToyConfig, description="toy", extra_args=add, training=True)
@@ -114,10 +110,11 @@ def main():
             out = orig(batch, ctx)
             if ctx.step + 1 == args.kill_at_step:
                 os.kill(os.getpid(), signal.SIGKILL)
+            send = (lambda sig: os.killpg(0, sig)) if args.signal_group else (lambda sig: os.kill(os.getpid(), sig))
             if ctx.step + 1 == args.sigterm_at_step:
-                os.kill(os.getpid(), signal.SIGTERM)
+                send(signal.SIGTERM)
             if ctx.step + 1 == args.sigint_at_step:
-                os.kill(os.getpid(), signal.SIGINT)
+                send(signal.SIGINT)
             return out
 
         task.train_step = step_then_die

@@ -114,12 +114,6 @@ def canonical_to_raster(xy: np.ndarray, ppu: float = PX_PER_UNIT) -> np.ndarray:
     return np.stack([(xy[..., 0] - FRAME.x0) * ppu, (xy[..., 1] - FRAME.y0) * ppu], -1)
 
 
-def raster_to_canonical(uv: np.ndarray, ppu: float = PX_PER_UNIT) -> np.ndarray:
-    """Full-frame raster pixel coordinates (..., 2) -> canonical coordinates."""
-    uv = np.asarray(uv, dtype=np.float64)
-    return np.stack([uv[..., 0] / ppu + FRAME.x0, uv[..., 1] / ppu + FRAME.y0], -1)
-
-
 def rotation_matrix(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
     """(3, 3) rotation R = Rz(roll) Ry(yaw) Rx(pitch); angles in degrees, positive yaw turns the face to image right."""
     a, b, c = (math.radians(v) for v in (pitch, yaw, roll))

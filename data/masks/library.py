@@ -2,7 +2,7 @@
 
 - ``MaskLibrary.procedural(seed=0, n_shapes=900, n_textures=800)``: shape ``i`` / texture ``j`` are generated from
   (seed, i) / (seed, j) on first use and cached; any size works (the paper's library has 900 shapes, 800 textures).
-- ``MaskLibrary.from_dir(DIR)``: the folder scripts/make_masks.py writes (``shapes/*.json`` + PNGs,
+- ``MaskLibrary.from_dir(DIR)``: the folder data.masks.writer (scripts/make_masks.py) writes (``shapes/*.json`` + PNGs,
   ``textures/*.png``) plus user material: mask templates (RGBA PNG + anchor JSON, see ``templates.py``) in
   ``DIR/templates`` and texture patches (any image) in ``DIR/patches``.
 - ``add_templates(folder)`` / ``add_textures(folder)`` extend either kind of library.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from data.io import to_uint8
 from data.masks.canonical import (
     CANONICAL_LANDMARKS,
     CHIN,
@@ -511,11 +512,11 @@ def _pack(alpha, shade, texw, rgb, kind, params, name, anchors=FIT_ANCHORS, own_
     u0, u1 = max(int(xs.min()) - 2, 0), min(int(xs.max()) + 3, alpha.shape[1])
     sl = (slice(v0, v1), slice(u0, u1))
     maps = np.full((v1 - v0, u1 - u0, 4), 255, np.uint8)
-    maps[..., 0] = np.round(np.clip(alpha[sl], 0, 1) * 255)
-    maps[..., 1] = np.round(np.clip(shade[sl] * 128, 0, 255))
-    maps[..., 2] = np.round(np.clip(texw[sl], 0, 1) * 255)
+    maps[..., 0] = to_uint8(alpha[sl])
+    maps[..., 1] = np.floor(np.clip(shade[sl] * 128, 0, 255) + 0.5)  # 128 = 1.0; halves up, as to_uint8
+    maps[..., 2] = to_uint8(texw[sl])
     colour = np.full((v1 - v0, u1 - u0, 4), 255, np.uint8)
-    colour[..., :3] = np.round(np.clip(rgb[sl], 0, 1) * 255)
+    colour[..., :3] = to_uint8(rgb[sl])
     return Shape(maps, colour, (float(u0), float(v0)), kind, params, name, tuple(anchors), own_prob)
 
 

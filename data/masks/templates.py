@@ -9,10 +9,10 @@ JSON keys (``anchors`` required):
 - ``texture_mask``: optional grey PNG, 255 where a texture may replace the colour (default: the whole mask);
 - ``neutral``: grey level of the untextured fabric (generated shapes): shade = luminance / neutral exactly, instead
   of a low-passed luminance ratio;
-- ``kind``, ``params``: provenance (written by scripts/make_masks.py).
+- ``kind``, ``params``: provenance (written by data.masks.writer).
 
 A template is resampled once into the canonical frame, so fitting it to a face is the same as for parametric
-shapes. ``save_shape`` writes the same format (used by scripts/make_masks.py).
+shapes. ``save_shape`` writes the same format (used by data.masks.writer).
 """
 
 from __future__ import annotations

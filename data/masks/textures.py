@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.io import to_uint8
+
 TILE = 128
 TEXTURE_KINDS = ("solid", "stripes", "checks", "plaid", "dots", "floral", "camo", "gradient", "knit", "weave")
 KIND_WEIGHTS = (0.2, 0.11, 0.07, 0.08, 0.1, 0.1, 0.08, 0.08, 0.09, 0.09)
@@ -319,7 +321,7 @@ def render_texture(kind: str, rng: np.random.Generator, size: int = TILE) -> Tex
     img, params = _KINDS[kind](rng, size)
     grain = float(rng.uniform(0.015, 0.05))
     img = np.asarray(img, np.float32) * _grain(rng, size, grain)[..., None]
-    rgb = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    rgb = to_uint8(img)
     return Texture(rgb, True, kind, dict(params, grain=grain))
 
 
