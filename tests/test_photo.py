@@ -19,23 +19,6 @@ def photo():
     return torch.from_numpy(u8).permute(2, 0, 1).float() / 255, DlibDetector().detect(u8)[0]
 
 
-@pytest.fixture
-def lower_face_m(monkeypatch):
-    """N_3D's occlusion map replaced by a lower-face ellipse (the tests' untrained N_3D marks the whole crop)."""
-    from tasks.prior import PriorModule
-
-    analyze = PriorModule.coefficients_and_mask
-
-    def fixed(self, masked):
-        coeffs, m = analyze(self, masked)
-        s = m.shape[-1]
-        yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
-        ell = ((xx - s * 0.5) / (s * 0.28)) ** 2 + ((yy - s * 0.7) / (s * 0.22)) ** 2 <= 1
-        return coeffs, ell.to(m).expand_as(m).contiguous()
-
-    monkeypatch.setattr(PriorModule, "coefficients_and_mask", fixed)
-
-
 @pytest.fixture(scope="module")
 def remover(inpaint_export):
     from tasks.removal import MaskRemover

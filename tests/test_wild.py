@@ -34,24 +34,6 @@ def astronaut(tmp_path_factory):
     return {"root": root, "lm": lm, "image": crop, "masked": read_image_uint8(root / "masked.png"), "m": m}
 
 
-@pytest.fixture
-def lower_face_m(monkeypatch):
-    """N_3D's occlusion map replaced by a lower-face ellipse (what a trained N_3D predicts for a mask; the tests'
-    untrained N_3D marks the whole crop)."""
-    from tasks.prior import PriorModule
-
-    analyze = PriorModule.coefficients_and_mask
-
-    def fixed(self, masked):
-        coeffs, m = analyze(self, masked)
-        s = m.shape[-1]
-        yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
-        ell = ((xx - s * 0.5) / (s * 0.28)) ** 2 + ((yy - s * 0.7) / (s * 0.22)) ** 2 <= 1
-        return coeffs, ell.to(m).expand_as(m).contiguous()
-
-    monkeypatch.setattr(PriorModule, "coefficients_and_mask", fixed)
-
-
 def test_landmark_files_take_68_or_5_points(astronaut, tmp_path):
     from data.landmarks import load_landmarks_file
 
