@@ -65,8 +65,9 @@ class InferenceConfig:
 
 def crop_of(faces: list) -> dict | None:
     """{"crop", "lm3d_path"} of a list of dataset entries (data.config): SyntheticFaces are meanface; a photo
-    dataset is its ``framing`` when re-aligned, else ffhq (FFHQ and CelebA-HQ images come FFHQ-aligned). None when
-    the entries disagree or use a custom template (nothing reliable to record)."""
+    dataset is its ``framing`` when re-aligned, else ffhq for FFHQ and CelebA-HQ (their images come FFHQ-aligned).
+    None when the entries disagree, use a custom template, or include a folder taken as it is (its images may be in
+    any crop, e.g. a test set exported in the model's own): nothing reliable to record or check."""
     crops = set()
     for f in faces:
         if getattr(f, "kind", None) == "synthetic":
@@ -75,6 +76,8 @@ def crop_of(faces: list) -> dict | None:
             return None
         elif getattr(f, "align", False):
             crops.add((f.framing, f.lm3d_path if FRAMINGS[f.framing].needs_lm3d else None))
+        elif getattr(f, "kind", None) == "folder":
+            return None
         else:
             crops.add(("ffhq", None))
     if len(crops) != 1:

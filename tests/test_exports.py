@@ -35,7 +35,7 @@ def test_crop_of_a_training_set():
 
     deng = FolderConfig(root="x", align=True, framing="deng", lm3d_path="BFM/lm.mat")
     assert crop_of([SyntheticConfig(num=4)]) == {"crop": "meanface", "lm3d_path": None}
-    assert crop_of([FolderConfig(root="x")]) == {"crop": "ffhq", "lm3d_path": None}  # FFHQ-aligned as given
+    assert crop_of([FolderConfig(root="x")]) is None  # a folder as given: any crop (e.g. an exported test set)
     assert crop_of([deng, deng]) == {"crop": "deng", "lm3d_path": "BFM/lm.mat"}
     assert crop_of([deng, SyntheticConfig(num=4)]) is None  # mixed: nothing reliable to record
 

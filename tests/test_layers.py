@@ -38,10 +38,22 @@ def modules() -> dict[str, Path]:
     return out
 
 
+def _type_checking_only(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (getattr(test, "id", None) == "TYPE_CHECKING"
+                                         or getattr(test, "attr", None) == "TYPE_CHECKING")
+
+
 def imports_of(source: str) -> set[str]:
-    """Every absolute module name a source imports, anywhere in it (``from a import b`` also names ``a.b``)."""
+    """Every absolute module name a source imports at run time, anywhere in it (``from a import b`` also names
+    ``a.b``); imports under ``if TYPE_CHECKING:`` are annotations only, never executed, and are left out."""
+    tree = ast.parse(source)
+    skip = {id(n) for block in ast.walk(tree) if _type_checking_only(block) for stmt in block.body
+            for n in ast.walk(stmt)}
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.config import ConfigError, build_dataclass
-from metrics.image import l1_hole, psnr
+from metrics import DEFAULT_PSNR_MAX_DB, MetricContext, as_exported, build_metric, score_batch
 from tasks.common import iterate
 from tasks.inpaint import InpaintExperiment, InpaintTask
 from tasks.removal import MaskRemover
@@ -34,16 +34,17 @@ def test_validation_and_evaluation_give_identical_numbers(n3d_export, tmp_path, 
         "checkpoint": str(task.export(tmp_path / "i.pt")), "metrics": ["l1"], "baselines": []}), tmp_path / "eval")
     row = ev.methods["ours"]
     assert (ev.removers["ours"].gen.gate is not None) == prior_blend  # the export rebuilds the gated N_G
-    l1s, psnrs = [], []
+    # scored as Evaluator.run scores a row: 8-bit inputs (as exported), 8-bit outputs, the metric objects
+    scores = [build_metric(n, MetricContext("cpu", psnr_max_db=DEFAULT_PSNR_MAX_DB)) for n in ("l1_hole", "psnr")]
     for bi, batch in enumerate(iterate(task.val_set(), task.cfg.train.batch_size)):
+        batch = as_exported(batch)
         out = row(batch, bi)
         got = task.predict(batch, seed=bi)
         assert torch.equal(out, got["output"]) and torch.equal(row.last.m, got["m"])
         assert torch.equal(row.last.i_n, got["i_n"]) and torch.equal(row.last.i3d[:, 0], got["i3d"])
-        l1s.append(l1_hole(out, batch["image"], batch["mask"]))
-        psnrs.append(psnr(out, batch["image"]))
-    assert float(torch.cat(l1s).nanmean()) == val["l1_hole"]
-    assert float(torch.cat(psnrs).nanmean()) == val["psnr"]
+        score_batch(scores, out, batch)
+    got = {m.name: m.compute()[m.name] for m in scores}
+    assert got["l1_hole"] == val["l1_hole"] and got["psnr"] == val["psnr"]
     assert 0 < val["l1_hole"] < 1
     (key, grid), = task.images(batch).items()  # TensorBoard's grid shows the gate as a seventh row
     assert key.endswith("|gate") == prior_blend and grid.shape[0] == (7 if prior_blend else 6) * batch["image"].shape[0]
