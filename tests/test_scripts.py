@@ -127,7 +127,7 @@ def test_bench_synth_reports_median_and_best():
 
 
 def test_largest_batch_doubles_until_out_of_memory():
-    largest_batch = script_module("scripts/benchmark.py").largest_batch
+    from tasks.benchmarks import largest_batch
 
     tried = []
 
@@ -145,14 +145,16 @@ def test_largest_batch_doubles_until_out_of_memory():
 
 
 def test_benchmark_cli_keeps_each_section_and_reports_failures(tmp_path, monkeypatch, capsys):
+    from tasks import benchmarks
+
     bench = script_module("scripts/benchmark.py")
 
     def broken(quick):
         raise RuntimeError("no such backend")
 
-    monkeypatch.setattr(bench, "bench_synth", broken)
-    monkeypatch.setattr(bench, "bench_renderer", lambda device: {"triangles": 70984, "image_size": 224, "backends": {
-        "torch": {"forward_ms_per_face": 9.0, "forward_backward_ms_per_face": 19.0}}})
+    monkeypatch.setattr(benchmarks, "bench_synth", broken)
+    monkeypatch.setattr(benchmarks, "bench_renderer", lambda device: {"triangles": 70984, "image_size": 224,
+                        "backends": {"torch": {"forward_ms_per_face": 9.0, "forward_backward_ms_per_face": 19.0}}})
     out = tmp_path / "b.json"
     assert bench.main(["--device", "cpu", "--only", "synth", "renderer", "--out", str(out)]) == 1
     res = json.loads(out.read_text())
@@ -173,7 +175,7 @@ def test_benchmark_cli_keeps_each_section_and_reports_failures(tmp_path, monkeyp
 
 
 def test_bench_evaluation_times_the_loop_and_the_fixed_part(inpaint_export):
-    bench_evaluation = script_module("scripts/benchmark.py").bench_evaluation
+    from tasks.benchmarks import bench_evaluation
 
     res = bench_evaluation(torch.device("cpu"), True, batch=2, n_images=3, checkpoint=inpaint_export,
                            metrics=["l1", "psnr", "lpips"])
