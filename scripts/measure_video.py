@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--align", default="meanface", help="crop framing (tasks.photo.ALIGN_CHOICES)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fuse", type=float, default=None, help="the temporal run's fusion weight (tasks.fusion; "
+                                                                "default 0.15, 1 = none)")
     p.add_argument("--no-baseline", action="store_true", help="skip the per-frame baseline run")
     p.add_argument("--out", default="runs/video_measure")
     p.add_argument("--json", default=None, help="write the figures here (default OUT/scores.json)")
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
     first = synth.frame(0).landmarks
     rows = {}
     for name, temporal in [("temporal", True)] + ([] if args.no_baseline else [("per_frame", False)]):
-        opts = VideoOptions(seed=args.seed, first_landmarks=first, temporal=temporal)
+        opts = VideoOptions(seed=args.seed, first_landmarks=first, temporal=temporal,
+                            **({} if args.fuse is None else {"fuse": args.fuse}))
         dst = out / f"{args.video}_{name}.mp4"
         run = run_video(remover, src, dst, opts, n_frames=args.frames, framing=framing)
         scores = score_video(dst, synth)

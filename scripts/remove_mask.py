@@ -94,6 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--redetect-every", type=int, default=0, metavar="N",
                    help="--video: run the detector every N frames to find faces that enter while others are tracked "
                         "(default 0: only while no face is tracked)")
+    p.add_argument("--fuse", type=float, default=None, metavar="A",
+                   help="--video: the new frame's weight when the fill is blended with the previous one, moved by the "
+                        "face's 3D motion (default 0.15, about 7 frames of memory; 1 = no blending)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -205,7 +208,8 @@ def video_main(args) -> int:
         opts = VideoOptions(edit=",".join(args.edit) or "keep", keyframes=parse_keyframes(animate) if animate else None,
                             seed=args.seed, detector=args.detector, paste=args.paste,
                             first_landmarks=load_landmarks_file(args.landmarks, counts=(68, 5)) if args.landmarks
-                            else None, redetect_every=args.redetect_every)
+                            else None, redetect_every=args.redetect_every,
+                            **({} if args.fuse is None else {"fuse": args.fuse}))
         vr = VideoRemover(remover, opts, n_frames=info.frames, framing=framing)
     except (FileNotFoundError, ValueError, KeyError, VideoError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)

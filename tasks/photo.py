@@ -269,7 +269,8 @@ class PhotoResult:
 
 @torch.no_grad()
 def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[PhotoFace] | list[np.ndarray],
-                      edits: list[str] | None = None, seed: int = 0, paste: str = "feather") -> PhotoResult:
+                      edits: list[str] | None = None, seed: int = 0, paste: str = "feather",
+                      post=None) -> PhotoResult:
     """image (3, H, W) float [0, 1]; faces: PhotoFaces (prepare_faces) or landmarks ((68, 2) / (5, 2), aligned in
     the model's framing, not refined); K edits (tasks.removal syntax, default ["keep"]) -> PhotoResult.
 
@@ -277,7 +278,8 @@ def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[Pho
     ``paste="feather"``: inside N_3D's m grown by tasks.removal.SEAM_MARGIN, with paste_back's feathered seam outside
     m; ``paste="hard"``: test.py's composite (data.align.paste_hard: N_G's raw output, cut to 8 bits and warped
     back, taken whole inside the warped-back m), for exact parity with the authors' release. Faces are pasted in
-    order (a later face over an earlier one where they overlap).
+    order (a later face over an earlier one where they overlap). ``post(i, removal, face) -> (K, 3, S, S)`` replaces
+    face i's crop results before they are pasted (the video path's temporal fusion, tasks.fusion).
     """
     if paste not in PASTE_MODES:
         raise ValueError(f"paste must be one of {', '.join(PASTE_MODES)}, got {paste!r}")
@@ -294,14 +296,16 @@ def remove_from_photo(remover: MaskRemover, image: torch.Tensor, faces: list[Pho
     for f in faces:
         res = remover(f.image[None], edits, seed=seed, coeffs=f.coeffs, m=f.m)
         removals.append(res)
+        crops = res.images[0] if post is None else post(len(removals) - 1, res, f)
         if paste == "feather":
             region = seam_region(res.m[0:1])[0].cpu()  # all that changes in the photo
             for k in range(len(edits)):
-                results[k] = paste_back(results[k], res.images[0, k].cpu(), f.transform, mask=region)
+                results[k] = paste_back(results[k], crops[k].cpu(), f.transform, mask=region)
             changes |= torch.from_numpy(pasted_region(region, f.transform, image.shape[-2:]))
         else:
             for k in range(len(edits)):
-                results[k] = paste_hard(results[k], res.raw[0, k].cpu(), f.transform, res.m[0].cpu())
+                raw = res.raw[0, k] if post is None else crops[k]  # equal to the raw output inside m
+                results[k] = paste_hard(results[k], raw.cpu(), f.transform, res.m[0].cpu())
             changes |= torch.from_numpy(hard_region(res.m[0].cpu(), f.transform, image.shape[-2:]))
     return PhotoResult(results, changes, removals, faces, edits)
 

@@ -104,7 +104,8 @@ class MaskSmoother:
 @dataclass
 class Track:
     """One face followed across frames. id: 0, 1, ... in order of appearance; start: first frame index;
-    landmarks: (68, 2) the latest smoothed landmarks (video pixels); frames: frames processed."""
+    landmarks: (68, 2) the latest smoothed landmarks (video pixels); frames: frames processed; fusion: the track's
+    tasks.fusion.FillFusion (None: no fusion)."""
 
     id: int
     start: int
@@ -112,6 +113,7 @@ class Track:
     lm_filter: OneEuro = field(default_factory=lambda: OneEuro(*LANDMARK_FILTER))
     coeffs: CoeffSmoother | None = None
     mask: MaskSmoother = field(default_factory=MaskSmoother)
+    fusion: object | None = None
     frames: int = 0
     last_t: float = 0.0
 

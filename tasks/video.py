@@ -16,11 +16,14 @@ Per frame (the photo pipeline, tasks.photo, on each tracked face; nothing of the
    map in the face-aligned crop (tasks.tracking.MaskSmoother);
 4. **remove**: tasks.photo.remove_from_photo with the smoothed coefficients and map (N_3D not re-run), the edit or
    the animation's coefficients at this frame's time, and one seed per track: the noise is drawn in the aligned crop,
-   so N_G sees the same noise wherever the face moves.
+   so N_G sees the same noise wherever the face moves;
+5. **fuse** the track's crop result with its previous one, moved by the face's 3D motion (tasks.fusion.FillFusion:
+   the fill's own shimmer averaged out over about 1 / ``fuse`` frames, the new frame taken where the rendered prior
+   changes), before it is pasted back.
 
 ``VideoOptions(temporal=False)`` is independent per-frame processing (the baseline the smoothing is measured
 against): each frame's landmarks re-located from the previous frame's with the photo pipeline's DEFAULT_REFINE rounds
-and nothing smoothed. Frames without a face pass through unchanged (counted in ``stats``).
+and nothing smoothed or fused. Frames without a face pass through unchanged (counted in ``stats``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tasks.fusion import DEFAULT_FUSE, DEFAULT_FUSE_TAU, FillFusion
 from tasks.tracking import CoeffSmoother, Track, match_tracks, outside_fraction
 
 __all__ = ["VideoOptions", "VideoStats", "VideoRemover"]
@@ -42,7 +46,8 @@ class VideoOptions:
     two or more edits; time 0 at a track's first frame, 1 at the video's last) instead of the edit; seed: track k
     uses seed + k; detector: a tasks.photo.find_faces detector name; first_landmarks: (68, 2) / (5, 2) landmarks of
     the first frame instead of a detection; refine: N_3D rounds to follow a face each frame; temporal: False for
-    independent per-frame processing; paste: tasks.photo's paste mode."""
+    independent per-frame processing; paste: tasks.photo's paste mode; fuse / fuse_tau: tasks.fusion's a0 / tau
+    (fuse = 1: no fusion of the fill over time)."""
 
     edit: str = "keep"
     keyframes: list | None = None
@@ -56,12 +61,14 @@ class VideoOptions:
     lost_outside: float = 0.4
     temporal: bool = True
     paste: str = "feather"
+    fuse: float = DEFAULT_FUSE
+    fuse_tau: float = DEFAULT_FUSE_TAU
 
 
 @dataclass
 class VideoStats:
     """frames processed, frames_with_face, frames_without_face (passed through), tracks started, detections run,
-    and seconds per stage (detect, track, n3d, render, n_g, paste; decode / encode come from data.video)."""
+    and seconds per stage (detect, track, n3d, render, n_g, fuse, paste; decode / encode come from data.video)."""
 
     frames: int = 0
     frames_with_face: int = 0
@@ -69,7 +76,7 @@ class VideoStats:
     tracks: int = 0
     detections: int = 0
     seconds: dict = field(default_factory=lambda: dict.fromkeys(("detect", "track", "n3d", "render", "n_g",
-                                                                 "paste"), 0.0))
+                                                                 "fuse", "paste"), 0.0))
 
 
 class _ModuleTimer:
@@ -109,6 +116,7 @@ class VideoRemover:
         self.last_detect = -10**9
         self.stats = VideoStats()
         self.notes: list[str] = []
+        FillFusion(None, self.opt.fuse, self.opt.fuse_tau)  # checks the options now, not at the first face
         self._render = _ModuleTimer(remover.prior.renderer)
         self._gen = _ModuleTimer(remover.gen)
         if self.opt.keyframes:
@@ -163,6 +171,8 @@ class VideoRemover:
         tr = Track(self.next_id, frame.index, np.asarray(lm, np.float32))
         tr.coeffs = CoeffSmoother(self.remover.model.layout)
         tr.lm_filter(tr.landmarks, frame.time)
+        if self.opt.temporal and self.opt.fuse < 1.0:
+            tr.fusion = FillFusion(self.remover.prior.renderer, self.opt.fuse, self.opt.fuse_tau)
         self.next_id += 1
         self.stats.tracks += 1
         return tr
@@ -223,12 +233,21 @@ class VideoRemover:
             t1 = time.perf_counter()
             s["n3d"] += t1 - t0 - (self._render.total - r0) - (self._gen.total - g0)
             r1, g1 = self._render.total, self._gen.total
+            fuse_s = [0.0, 0.0]  # wall time in the fusion, and the renderer's share of it
+
+            def fuse(_i, removal, f, tr=tr, spent=fuse_s):
+                t2, r2 = time.perf_counter(), self._render.total
+                crops = tr.fusion(removal, f.transform)
+                spent[:] = [time.perf_counter() - t2, self._render.total - r2]
+                return crops
+
             out = remove_from_photo(self.remover, out, [face], edits, seed=self.opt.seed + tr.id,
-                                    paste=self.opt.paste).images[0]
-            dr, dg = self._render.total - r1, self._gen.total - g1
+                                    paste=self.opt.paste, post=fuse if tr.fusion else None).images[0]
+            dr, dg = self._render.total - r1 - fuse_s[1], self._gen.total - g1
             s["render"] += dr + (r1 - r0)
             s["n_g"] += dg + (g1 - g0)
-            s["paste"] += time.perf_counter() - t1 - dr - dg
+            s["fuse"] += fuse_s[0]  # its one render included: it is the fusion's cost
+            s["paste"] += time.perf_counter() - t1 - dr - dg - fuse_s[0]
             tr.frames += 1
             tr.last_t = t
         t0 = time.perf_counter()

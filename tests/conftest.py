@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP threads (see Makefile)
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -55,3 +56,16 @@ def lower_face_m(monkeypatch):
         return coeffs, ell.to(m).expand_as(m).contiguous()
 
     monkeypatch.setattr(PriorModule, "coefficients_and_mask", fixed)
+
+
+@pytest.fixture(scope="session")
+def talking_clip(tmp_path_factory):
+    """A 12-frame 96 px talking head with its mask, as H.264, and its first frame's landmarks as a file."""
+    from data.synthetic_video import TalkingHead
+    from tasks.video_eval import write_masked_video
+
+    d = tmp_path_factory.mktemp("clip")
+    synth = TalkingHead(n_frames=12, size=96)
+    src = write_masked_video(synth, d / "in.mp4")
+    np.savetxt(d / "lm.txt", synth.frame(0).landmarks)
+    return synth, src, d / "lm.txt"

@@ -239,19 +239,6 @@ def test_synthetic_videos_have_exact_truth():
 # -- end to end ----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def talking_clip(tmp_path_factory):
-    """A 12-frame 96 px talking head with its mask, as H.264, and its first frame's landmarks as a file."""
-    from data.synthetic_video import TalkingHead
-    from tasks.video_eval import write_masked_video
-
-    d = tmp_path_factory.mktemp("clip")
-    synth = TalkingHead(n_frames=12, size=96)
-    src = write_masked_video(synth, d / "in.mp4")
-    np.savetxt(d / "lm.txt", synth.frame(0).landmarks)
-    return synth, src, d / "lm.txt"
-
-
 def test_remove_mask_video_end_to_end(inpaint_export, talking_clip, tmp_path, capsys):
     from data.video import probe, read_frames
     main = cli("scripts/remove_mask.py")
