@@ -37,7 +37,14 @@ def main(argv=None) -> int:
     from data.synthetic_video import get_synthetic_video
     from tasks.photo import load_remover, photo_framing
     from tasks.video import VideoOptions
-    from tasks.video_eval import before_after_gif, rss_slope, run_video, score_video, write_masked_video
+    from tasks.video_eval import (
+        before_after_gif,
+        flicker_references,
+        rss_slope,
+        run_video,
+        score_video,
+        write_masked_video,
+    )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,6 +72,9 @@ def main(argv=None) -> int:
         rows["ratios"] = {"flicker": t["flicker"] / b["flicker"], "l1_hole": t["l1_hole"] / b["l1_hole"],
                           "flow_flicker": t["flow_flicker"] / b["flow_flicker"]}
         print("temporal / per-frame: " + ", ".join(f"{k} {v:.3f}" for k, v in rows["ratios"].items()))
+    rows["references"] = flicker_references(synth, out)
+    print("flicker of references (tasks.video_eval.flicker_references): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in rows["references"].items()))
     Path(args.json or out / "scores.json").write_text(json.dumps(rows, indent=1))
     if args.gif:
         names = [n for n in ("temporal", "per_frame") if n in rows]

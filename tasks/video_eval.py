@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from data.video import read_frames, transcode, write_gif, write_video
-from metrics.temporal import VideoScores
+from metrics.temporal import VideoScores, flicker_vs_truth
 
-__all__ = ["write_masked_video", "run_video", "score_video", "rss_mb", "rss_slope"]
+__all__ = ["write_masked_video", "run_video", "score_video", "flicker_references", "rss_mb", "rss_slope"]
 
 
 def rss_mb() -> float:
@@ -63,6 +63,43 @@ def score_video(out_path: str | Path, synth) -> dict[str, float]:
     for frame, s in zip(read_frames(out_path), synth):
         scores.update(frame.image, s.truth, s.m, s.face, inp=s.masked)
     return scores.compute()
+
+
+def flicker_references(synth, tmp_dir: str | Path) -> dict[str, float]:
+    """What the flicker against truth gives to outputs no temporal processing can beat, for reading the figures:
+
+    - ``frozen``: a fill that never changes (every frame frame 0's truth): mean |truth_t - truth_{t-1}| in the holes;
+      a fill that does not reproduce the truth's own motion scores about this much;
+    - ``codec``: the truth itself through the output's H.264 (crf 18), decoded;
+    - ``propagated``: each frame the previous frame's truth moved by the face's exact 3D motion (tasks.fusion's
+      flow with the true coefficients; the talking head only): what remains is the shading and silhouette change.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from tasks.fusion import crop_flow
+
+    frozen, codec_scores, propagated = VideoScores(), VideoScores(), []
+    first = prev = None
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    codec = Path(tmp_dir) / "truth_codec.mp4"
+    write_video((s.truth for s in synth), codec, fps=synth.fps)
+    for s, dec in zip(synth, read_frames(codec)):
+        first = s.truth if first is None else first
+        frozen.update(first, s.truth, s.m)
+        codec_scores.update(dec.image, s.truth, s.m)
+        if s.coeffs is not None and prev is not None:
+            grid = crop_flow(synth.renderer, torch.from_numpy(s.coeffs)[None].float(),
+                             torch.from_numpy(prev.coeffs)[None].float(), identity, identity)
+            img = torch.from_numpy(prev.truth).permute(2, 0, 1)[None].float() / 255.0
+            moved = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+            propagated.append(flicker_vs_truth(prev.truth, moved.permute(1, 2, 0).numpy(), prev.truth, s.truth,
+                                               prev.m | s.m))
+        prev = s
+    out = {"frozen": frozen.compute()["flicker"], "codec": codec_scores.compute()["flicker"]}
+    if propagated:
+        out["propagated"] = float(np.mean(propagated))
+    return out
 
 
 def rss_slope(samples: list[tuple[int, float]]) -> float:
