@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--align", default="meanface", help="crop framing (tasks.photo.ALIGN_CHOICES)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fuse", type=float, default=None, help="the temporal run's fusion weight (tasks.fusion; "
-                                                                "default 0.15, 1 = none)")
+                                                                "default 0.3, 1 = none)")
     p.add_argument("--no-baseline", action="store_true", help="skip the per-frame baseline run")
     p.add_argument("--out", default="runs/video_measure")
     p.add_argument("--json", default=None, help="write the figures here (default OUT/scores.json)")

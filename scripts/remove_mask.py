@@ -96,7 +96,7 @@ def parse_args(argv=None):
                         "(default 0: only while no face is tracked)")
     p.add_argument("--fuse", type=float, default=None, metavar="A",
                    help="--video: the new frame's weight when the fill is blended with the previous one, moved by the "
-                        "face's 3D motion (default 0.15, about 7 frames of memory; 1 = no blending)")
+                        "face's 3D motion (default 0.3, about 3 frames of memory; 1 = no blending)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)

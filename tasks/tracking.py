@@ -19,8 +19,10 @@ __all__ = ["OneEuro", "CoeffSmoother", "MaskSmoother", "Track", "box_of", "iou",
 
 # (min_cutoff Hz, beta) per signal; speeds in the signal's units per second
 LANDMARK_FILTER = (1.0, 0.05)  # pixels at the video's size
-COEFF_FILTERS = {"angle": (1.0, 5.0), "trans": (1.0, 150.0), "gamma": (0.5, 1.0), "exp": (1.5, 0.5)}
-TRACK_MEAN_BLOCKS = ("id", "tex")  # one value per track: the running mean of N_3D's estimates
+# identity and texture: a slow low-pass (0.5 Hz, no speed term), not the running mean over the track: N_3D's estimates
+# of them move with pose, and a running mean cost 2.5% hole L1 over 96 frames for no flicker gain (docs/video.md)
+COEFF_FILTERS = {"angle": (1.0, 5.0), "trans": (1.0, 150.0), "gamma": (0.5, 1.0), "exp": (1.5, 0.5),
+                 "id": (0.5, 0.0), "tex": (0.5, 0.0)}
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
@@ -58,30 +60,19 @@ class OneEuro:
 
 
 class CoeffSmoother:
-    """N_3D's coefficients (1, C) of one track over time: identity and texture as their running mean over the track
-    (one face, one identity: the estimate settles as frames accumulate), pose, translation, lighting and expression
-    One-Euro filtered (COEFF_FILTERS). ``filters=None`` uses the defaults."""
+    """N_3D's coefficients (1, C) of one track over time, each block One-Euro filtered (COEFF_FILTERS: pose,
+    translation, lighting and expression follow the face; identity and texture change slowly). A block with no filter
+    passes through. ``filters=None`` uses the defaults."""
 
-    def __init__(self, layout, filters: dict | None = None, mean_blocks=TRACK_MEAN_BLOCKS):
+    def __init__(self, layout, filters: dict | None = None):
         self.layout = layout
         self.filters = {k: OneEuro(*v) for k, v in (filters or COEFF_FILTERS).items()}
-        self.mean_blocks = tuple(mean_blocks)
-        self.sums: dict[str, np.ndarray] = {}
-        self.n = 0
 
     def __call__(self, coeffs: torch.Tensor, t: float) -> torch.Tensor:
         parts = self.layout.split(coeffs.detach().cpu().double().clone())
-        self.n += 1
         for name, block in parts.items():
-            arr = block.numpy()
-            if name in self.mean_blocks:
-                self.sums[name] = self.sums.get(name, 0.0) + arr
-                out = self.sums[name] / self.n
-            elif name in self.filters:
-                out = self.filters[name](arr, t)
-            else:
-                continue
-            block.copy_(torch.from_numpy(np.asarray(out)))
+            if name in self.filters:
+                block.copy_(torch.from_numpy(np.asarray(self.filters[name](block.numpy(), t))))
         return self.layout.join(parts).to(coeffs)
 
 

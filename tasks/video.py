@@ -11,8 +11,8 @@ Per frame (the photo pipeline, tasks.photo, on each tracked face; nothing of the
 2. **detect** (the photo detector) when no face is tracked (every ``idle_detect_every`` frames) and every
    ``redetect_every`` frames; a detection that overlaps no track starts a new one (a face that leaves and comes back
    is a new track; several faces are several tracks);
-3. **smooth**: the landmarks that align the crop (One-Euro), N_3D's coefficients (identity and texture: the track's
-   running mean; pose, translation, lighting, expression: One-Euro; tasks.tracking.CoeffSmoother) and its occlusion
+3. **smooth**: the landmarks that align the crop (One-Euro), N_3D's coefficients (pose, translation, lighting,
+   expression: One-Euro; identity and texture: a slow 0.5 Hz low-pass; tasks.tracking.CoeffSmoother) and its occlusion
    map in the face-aligned crop (tasks.tracking.MaskSmoother);
 4. **remove**: tasks.photo.remove_from_photo with the smoothed coefficients and map (N_3D not re-run), the edit or
    the animation's coefficients at this frame's time, and one seed per track: the noise is drawn in the aligned crop,
