@@ -502,22 +502,25 @@ def test_scripts_smoke(tmp_path):
 
 # ------------------------------------------------------------------------------------------ shading conventions
 
-# sha256 (first 16 hex digits) of the float32 outputs of main's renderer at c915646 (before the shading option):
-# synthetic model seed 0 (default mesh), 2 faces from sample_coeffs(seed 3, max_yaw_deg=40), 64 px, one thread
-_DENG_AT_MAIN = {"image": "8045cc1e78381e4e", "colors": "8006716298110606", "depth": "6e520cad00935f08",
-                 "landmarks": "812446d93cbdcb83", "mask": "f67dcdaad762b08f"}
+# Sum and sum of squares (float64) of the outputs of main's renderer at c915646 (before the shading option): synthetic
+# model seed 0 (default mesh), 2 faces from sample_coeffs(seed 3, max_yaw_deg=40), 64 px. Hashes of the bits were
+# machine-dependent (another CPU's float32 kernels round differently: c915646 and this code agree bit for bit on each
+# machine, but not across machines), so the check is to 1e-6 relative: any change of the shading moves these by far
+# more.
+_DENG_AT_MAIN = {"image": (6591.241128869355, 4340.672840436), "colors": (22179.813018992543, 14414.681991508714),
+                 "depth": (34663.40589809418, 345260.1372322173), "landmarks": (9047.897296905518, 330602.75611800427),
+                 "mask": (3481.0, 3481.0)}
 
 
-def test_deng_shading_is_unchanged_bit_for_bit():
-    import hashlib
-
+def test_deng_shading_is_unchanged():
     model = MorphableModel.synthetic(seed=0)
     coeffs = model.sample_coeffs(2, generator=torch.Generator().manual_seed(3), max_yaw_deg=40)
     for r in (FaceRenderer(model, 64), FaceRenderer(model, 64, shading="deng")):
         out = r(coeffs)
-        got = {k: hashlib.sha256(getattr(out, k).detach().contiguous().numpy().tobytes()).hexdigest()[:16]
-               for k in _DENG_AT_MAIN}
-        assert got == _DENG_AT_MAIN
+        for k, (total, squares) in _DENG_AT_MAIN.items():
+            a = getattr(out, k).detach().double()
+            assert float(a.sum()) == pytest.approx(total, rel=1e-6), k
+            assert float((a * a).sum()) == pytest.approx(squares, rel=1e-6), k
     with pytest.raises(ValueError, match="valid: deng, release"):
         FaceRenderer(model, 64, shading="pytorch3d")
 
