@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     p.add_argument("--gallery", type=int, default=6, help="number of held-out synthetic test faces offered")
+    p.add_argument("--video-frames", type=int, default=300,
+                   help="an uploaded video is processed up to this many frames (default 300: 10 s at 30 frames/s)")
     return p.parse_args(argv)
 
 
@@ -58,7 +60,7 @@ def build_app(remover, args, temp_root: Path):
 
     from data.io import write_image
     from data.upload import UploadError, read_upload
-    from data.video import write_video
+    from data.video import VideoError, write_video
     from tasks.editor import EditorSession, SliderState, expression_sliders, gallery_faces, parse_points
     from tasks.photo import to_uint8
 
@@ -207,6 +209,26 @@ def build_app(remover, args, temp_root: Path):
         return (user, f"{int(frames)} frames through {len(user.keyframes)} keyframes, same noise in every frame",
                 str(mp4), str(gif), [str(mp4), str(gif)])
 
+    @guarded
+    def on_video(user, file, animate, points, seed, *values):
+        user = user if isinstance(user, User) else User()
+        if file is None:
+            return user, "⚠️ upload a video first", None, None
+        keys = list(user.keyframes) if animate else [state_of(values)] * 2
+        if animate and len(keys) < 2:
+            return user, "⚠️ add two or more keyframes to animate over the video", None, None
+        try:
+            lm = parse_points(points) if points and points.strip() else None
+            out = user.path("video", ".mp4")
+            about, run = user.editor.video(file, out, keys, int(seed), lm, max_frames=args.video_frames)
+        except (ValueError, VideoError, FileNotFoundError) as e:
+            return user, f"⚠️ {Path(str(file)).name}: {e.args[0] if e.args else e}", None, None
+        cut = run.report.frames < run.report.expected and not run.report.stopped
+        lines = [about.replace(str(file), Path(str(file)).name), *run.warnings, *run.notes]
+        if cut:
+            lines.append(f"the first {run.report.frames} frames only (this editor's limit: --video-frames)")
+        return user, "\n\n".join(lines).replace(str(out), out.name), str(out), str(out)
+
     with gr.Blocks(title="Face mask removal editor", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         user = gr.State(None, delete_callback=forget)
         gr.Markdown("# Face mask removal editor\nUpload a masked face or pick a held-out synthetic test face, then "
@@ -262,6 +284,20 @@ def build_app(remover, args, temp_root: Path):
                 anim_gif = gr.Image(label="animation (GIF)", format="gif", interactive=False)
                 anim_files = gr.File(label="download MP4 and GIF", file_count="multiple", elem_id="anim-files")
 
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("### Video\nThe sliders' state (or the keyframes, eased over each face's track) on every "
+                            "face of a video; the 5 points above, if given, are the first frame's face. Sound kept.")
+                video_in = gr.File(label=f"Upload a video (MP4, MOV, MKV, ...; up to 25 MB; the first "
+                                         f"{args.video_frames} frames)", type="filepath", elem_id="video-upload")
+                video_animate = gr.Checkbox(False, label="animate the keyframes over each face track",
+                                            elem_id="video-animate")
+                run_video = gr.Button("take the masks off the video", variant="primary", elem_id="video-run")
+            with gr.Column(scale=2):
+                video_status = gr.Markdown("", elem_id="video-status")
+                video_out = gr.Video(label="result (MP4)", interactive=False, height=300)
+                video_file = gr.File(label="download the video", elem_id="video-file")
+
         sliders = [*exp_sliders, yaw, pitch, bright, light_x, light_y]
         views = [user, status, view_in, view_m, view_3d, view_out, result_file]
         upload.upload(on_upload, [user, upload, points, seed, *sliders], [*views, face])
@@ -276,6 +312,8 @@ def build_app(remover, args, temp_root: Path):
         add_key.click(on_add_key, [user, *sliders], [user, keys_info])
         clear_keys.click(on_clear_keys, [user], [user, keys_info])
         run_anim.click(on_animate, [user, frames, fps, seed], [user, keys_info, anim_video, anim_gif, anim_files])
+        run_video.click(on_video, [user, video_in, video_animate, points, seed, *sliders],
+                        [user, video_status, video_out, video_file])
     return demo.queue(default_concurrency_limit=1, max_size=64)  # one render at a time; others wait in line
 
 

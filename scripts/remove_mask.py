@@ -187,12 +187,12 @@ def main(argv=None) -> int:
 
 
 def video_main(args) -> int:
-    """--video: tasks.video.VideoRemover over data.video.transcode; one line per outcome."""
+    """--video: tasks.video.remove_from_video; one line per outcome."""
     from data.landmarks import load_landmarks_file
-    from data.video import OUTPUT_EXTENSIONS, VideoError, probe, transcode
+    from data.video import OUTPUT_EXTENSIONS, VideoError, probe
     from tasks.animate import parse_keyframes
     from tasks.photo import load_remover, model_notes, photo_framing
-    from tasks.video import VideoOptions, VideoRemover
+    from tasks.video import VideoOptions, VideoRemover, describe_video, remove_from_video
 
     out = Path(args.out)
     try:
@@ -210,27 +210,17 @@ def video_main(args) -> int:
                             first_landmarks=load_landmarks_file(args.landmarks, counts=(68, 5)) if args.landmarks
                             else None, redetect_every=args.redetect_every,
                             **({} if args.fuse is None else {"fuse": args.fuse}))
-        vr = VideoRemover(remover, opts, n_frames=info.frames, framing=framing)
+        VideoRemover(remover, opts, n_frames=info.frames, framing=framing)  # bad options: one line, before any frame
     except (FileNotFoundError, ValueError, KeyError, VideoError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    w, h = info.display_size
-    print(f"{args.video}: {w} x {h}, {float(info.fps):.3g} frames/s, ~{info.frames} frames"
-          + (f", rotated {info.rotation} degrees" if info.rotation else "")
-          + (f", audio {info.audio} (kept)" if info.audio else ", no audio"), flush=True)
-    rep = transcode(args.video, out, vr)
-    for note in vr.close_notes():
-        print(note)
-    st = vr.stats
-    if rep.stopped:
-        print(f"warning: {rep.stopped}; the {rep.frames} frames decoded are written", file=sys.stderr)
-    if rep.interrupted:
-        print(f"interrupted: {out} holds the first {rep.frames} frames (playable)", file=sys.stderr)
-    if st.frames_without_face:
-        print(f"{st.frames_without_face} of {st.frames} frames had no tracked face and pass through unchanged")
-    print(f"wrote {out}: {rep.frames} frames, {st.tracks} face track(s), {rep.frames / max(rep.seconds, 1e-9):.2f} "
-          "frames/s")
-    return 130 if rep.interrupted else 0
+    print(describe_video(info), flush=True)
+    run = remove_from_video(remover, args.video, out, opts, n_frames=info.frames, framing=framing)
+    for line in run.warnings:
+        print(line, file=sys.stderr)
+    for line in run.notes:
+        print(line)
+    return 130 if run.report.interrupted else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     messages = session.open(image)                         # detect, align, N_3D once per photo
     view = session.render(SliderState(expressions={"open_mouth": 0.8}, yaw=1.0), seed=0)
     frames = session.animate([SliderState(), SliderState(expressions={"open_mouth": 1.0})], frames=24, seed=0)
+    run = session.video("in.mp4", "out.mp4", [state, state], seed=0)   # the sliders (or keyframes) over a video
 
 A slider change re-renders I_3D and re-runs N_G only (tasks.photo.remove_from_photo with the face's N_3D
 coefficients replaced by ``SliderState.apply``); N_3D and the face's occlusion map come from ``open``.
@@ -203,6 +204,23 @@ class EditorSession:
             cv2.putText(photo, str(i + 1), (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, max(0.5, scale), colour,
                         max(1, int(2 * scale)), cv2.LINE_AA)
         return photo
+
+    def video(self, src, dst, keyframes: list, seed: int = 0, points: np.ndarray | None = None,
+              max_frames: int | None = None):
+        """The masks taken off a video (tasks.video.remove_from_video, as remove_mask.py --video): keyframes
+        (SliderStates or edit strings; two equal ones hold one slider state) eased over each face track; points:
+        (5, 2) / (68, 2) of the first frame's face instead of a detection; max_frames: stop after that many.
+        Returns (one line about the input, tasks.video.VideoRun); a one-line ValueError / data.video.VideoError for
+        a bad file or keyframe."""
+        from data.video import probe
+        from tasks.video import VideoOptions, describe_video, remove_from_video
+
+        info = probe(src)
+        n = min(info.frames, max_frames) if max_frames and info.frames else (max_frames or info.frames)
+        opts = VideoOptions(keyframes=list(keyframes), seed=int(seed), detector=self.detector, first_landmarks=points)
+        run = remove_from_video(self.remover, src, dst, opts, n_frames=n, framing=self.framing, max_frames=max_frames,
+                                progress=False)
+        return describe_video(info), run
 
     @torch.no_grad()
     def animate(self, keyframes: list, frames: int = 24, seed: int = 0) -> torch.Tensor:

@@ -37,7 +37,7 @@ import torch
 from tasks.fusion import DEFAULT_FUSE, DEFAULT_FUSE_TAU, FillFusion
 from tasks.tracking import CoeffSmoother, Track, match_tracks, outside_fraction
 
-__all__ = ["VideoOptions", "VideoStats", "VideoRemover"]
+__all__ = ["VideoOptions", "VideoStats", "VideoRemover", "VideoRun", "describe_video", "remove_from_video"]
 
 
 @dataclass
@@ -259,3 +259,42 @@ class VideoRemover:
         """One line per track still open at the end, after the lines of the tracks that ended."""
         return self.notes + [f"face track {tr.id}: {tr.frames} frames from frame {tr.start}" for tr in self.tracks]
 
+
+@dataclass
+class VideoRun:
+    """remove_from_video's outcome: report (data.video.TranscodeReport), stats (VideoStats), notes (one line each:
+    the face tracks, frames without a face, the summary) and warnings (an early end of the input, an interruption)."""
+
+    report: object
+    stats: VideoStats
+    notes: list[str]
+    warnings: list[str]
+
+
+def describe_video(info) -> str:
+    """One line about a data.video.VideoInfo: size, frame rate, frames, rotation, audio."""
+    w, h = info.display_size
+    return (f"{info.path}: {w} x {h}, {float(info.fps):.3g} frames/s, ~{info.frames} frames"
+            + (f", rotated {info.rotation} degrees" if info.rotation else "")
+            + (f", audio {info.audio} (kept)" if info.audio else ", no audio"))
+
+
+def remove_from_video(remover, src, dst, options: VideoOptions, n_frames: int = 0, framing=None,
+                      max_frames: int | None = None, progress: bool = True) -> VideoRun:
+    """The video path, as remove_mask.py --video and the editor run it: src -> dst through a VideoRemover
+    (data.video.transcode: streamed, audio kept; ``max_frames`` stops early). Bad options raise before any frame."""
+    from data.video import transcode
+
+    vr = VideoRemover(remover, options, n_frames=n_frames, framing=framing)
+    rep = transcode(src, dst, vr, progress=progress, max_frames=max_frames)
+    st, warnings = vr.stats, []
+    if rep.stopped:
+        warnings.append(f"warning: {rep.stopped}; the {rep.frames} frames decoded are written")
+    if rep.interrupted:
+        warnings.append(f"interrupted: {dst} holds the first {rep.frames} frames (playable)")
+    notes = vr.close_notes()
+    if st.frames_without_face:
+        notes.append(f"{st.frames_without_face} of {st.frames} frames had no tracked face and pass through unchanged")
+    notes.append(f"wrote {dst}: {rep.frames} frames, {st.tracks} face track(s), "
+                 f"{rep.frames / max(rep.seconds, 1e-9):.2f} frames/s")
+    return VideoRun(rep, st, notes, warnings)

@@ -157,3 +157,39 @@ def test_editor_in_a_browser(app_url, inpaint_export, tmp_path):
     assert outside_hosts == []  # nothing fetched from outside the app (offline)
     print(f"screenshot: {tmp_path / 'editor.png'}; {int(changed.sum())} pixels changed inside "
           f"{int(region.sum())} of the region ({np.prod(region.shape)} in the photo)")
+
+
+def test_editor_takes_masks_off_a_video_in_a_browser(app_url, talking_clip, tmp_path):
+    """Upload a short masked video with its first frame's 5 points, run it: the page reports one face track and
+    offers an MP4 with every frame, changed where the mask was; a text file uploaded as a video is one line."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from data.align import five_points
+    from data.video import read_frames
+
+    synth, src, lm = talking_clip
+    points = five_points(np.loadtxt(lm))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(app_url)
+        page.locator("#points textarea").fill(" ".join(f"{x:.2f} {y:.2f}" for x, y in points))
+        page.locator("#video-upload input[type=file]").set_input_files(str(src))
+        page.locator("#video-run").click()
+        expect(page.locator("#video-status")).to_contain_text("1 face track(s)", timeout=180_000)
+        link = page.locator("#video-file a").first
+        expect(link).to_have_attribute("href", __import__("re").compile(r"video_\d+\.mp4"), timeout=60_000)
+        (tmp_path / "out.mp4").write_bytes(page.request.get(link.get_attribute("href")).body())
+        bad = tmp_path / "notes.mp4"
+        bad.write_text("not a video")
+        clear = "#video-upload button[aria-label*='Clear'], #video-upload button[aria-label*='clear']"
+        page.locator(clear).first.click()
+        page.locator("#video-upload input[type=file]").set_input_files(str(bad))
+        page.locator("#video-run").click()
+        expect(page.locator("#video-status")).to_contain_text("notes.mp4: not a readable video", timeout=60_000)
+        assert "Traceback" not in page.content()
+        browser.close()
+    outs = [f.image.astype(int) for f in read_frames(tmp_path / "out.mp4")]
+    ins = [f.image.astype(int) for f in read_frames(src)]
+    assert len(outs) == len(ins) == len(synth)
+    assert all((np.abs(o - i).max(-1) > 40).any() for o, i in zip(outs, ins))

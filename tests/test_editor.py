@@ -87,3 +87,30 @@ def test_animation_of_a_photo(remover, gallery):
         assert torch.equal(f[:, ~region], clip[0][:, ~region])
     first = torch.from_numpy(session.render(SliderState(), seed=2).result).permute(2, 0, 1).float() / 255
     assert (clip[0] - first).abs().max() <= 1 / 255 + 1e-6  # frame 0 is the first keyframe's render
+
+
+def test_session_takes_masks_off_a_video(remover, talking_clip, tmp_path):
+    """The editor's video: the slider state on every frame of the tracked face (the same path as remove_mask.py
+    --video), its first frames only when capped; a file that is not a video is one line."""
+    from data.align import five_points
+    from data.video import VideoError, read_frames
+
+    synth, src, lm = talking_clip
+    session = EditorSession(remover, align="meanface")
+    points = five_points(np.loadtxt(lm))
+    opened = SliderState(expressions={"open_mouth": 1.0})
+    about, run = session.video(src, tmp_path / "open.mp4", [opened, opened], seed=1, points=points)
+    assert "96 x 96" in about and run.report.frames == len(synth) and run.stats.tracks == 1
+    assert any("1 face track(s)" in n for n in run.notes)
+    _, keep = session.video(src, tmp_path / "keep.mp4", [SliderState(), SliderState()], seed=1, points=points,
+                            max_frames=5)
+    assert keep.report.frames == 5
+    a = [f.image.astype(int) for f in read_frames(tmp_path / "open.mp4")][:5]
+    b = [f.image.astype(int) for f in read_frames(tmp_path / "keep.mp4")]
+    inp = [f.image.astype(int) for f in read_frames(src)][:5]
+    assert all(np.abs(x - y).max() > 40 for x, y in zip(a, b))  # the open mouth differs from the kept one
+    assert all((np.abs(x - i).max(-1) > 40).any() for x, i in zip(b, inp))  # and both from the masked input
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(b"not a video" * 50)
+    with pytest.raises(VideoError, match="not a readable video"):
+        session.video(bad, tmp_path / "o.mp4", [opened, opened])
