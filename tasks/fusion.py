@@ -68,7 +68,7 @@ class FillFusion:
 
     def __init__(self, renderer, a0: float = DEFAULT_FUSE, tau: float = DEFAULT_FUSE_TAU):
         if not 0.0 < a0 <= 1.0 or tau <= 0:
-            raise ValueError(f"fusion: need 0 < a0 <= 1 and tau > 0, got a0={a0}, tau={tau}")
+            raise ValueError(f"the fusion weight (--fuse) must be in (0, 1] and its tau > 0, got {a0} and {tau}")
         self.renderer, self.a0, self.tau = renderer, float(a0), float(tau)
         self.prev = None  # (fused (K,3,S,S), i3d (K,3,S,S), coeffs (K,C), transform (2,3))
 

@@ -96,7 +96,7 @@ def test_fusion_averages_shimmer_out_and_takes_prior_changes_at_once(renderer):
     assert torch.allclose(out[..., change], image[..., change], atol=1e-6)
     steady = hole & ((i3d_open - i3d).abs().amax(1)[0] < 1e-3)
     assert (out - image).abs().mean(1)[0][steady].mean() > 0.05
-    with pytest.raises(ValueError, match="a0"):
+    with pytest.raises(ValueError, match="--fuse"):
         FillFusion(renderer, a0=0.0)
 
 

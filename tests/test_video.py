@@ -326,3 +326,12 @@ def test_coeff_smoother_follows_pose_and_steadies_identity():
     unfiltered = CoeffSmoother(lay, filters={"angle": (1.0, 5.0)})  # blocks with no filter pass through
     c = torch.randn(1, lay.size)
     assert torch.equal(lay.split(unfiltered(c, 0.0))["id"], lay.split(c)["id"])
+
+
+def test_remove_mask_video_rejects_a_bad_fusion_weight(inpaint_export, talking_clip, tmp_path, capsys):
+    synth, src, lm = talking_clip
+    rc = cli("scripts/remove_mask.py")(["--video", str(src), "--out", str(tmp_path / "o.mp4"), "--checkpoint",
+                                        str(inpaint_export), "--landmarks", str(lm), "--fuse", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: the fusion weight (--fuse) must be in (0, 1]") and "\n" not in err
+    assert not (tmp_path / "o.mp4").exists()
