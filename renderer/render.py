@@ -109,6 +109,12 @@ class FaceRenderer(nn.Module):
         projected = torch.stack([pix[..., 0], -pix[..., 1], z_world], -1)
         return self.model.vertex_normals(projected, area_weighted=True)
 
+    def rasterize(self, cam: torch.Tensor, pix: torch.Tensor):
+        """The visible triangle and barycentrics of every pixel (the rasterizer's Fragments), as ``forward`` finds
+        them: cam (N, V, 3) camera-space vertices, pix (N, V, 2) their projections. No shading."""
+        return self.rasterizer.rasterize(pix, cam[..., 2], self.model.triangles, self.image_size,
+                                         perspective_correct=self.shading != "release")
+
     def forward(self, coeffs: torch.Tensor) -> RenderOutput:
         """coeffs (N, layout.size) -> RenderOutput (see its docstring for shapes and ranges)."""
         cam, c = self.camera_vertices(coeffs)
@@ -116,8 +122,7 @@ class FaceRenderer(nn.Module):
         normals = self.vertex_normals(cam, pix)
         albedo = self.model.albedo(c["tex"])
         colors = albedo * sh_shading(normals, c["gamma"], self.init_light)
-        frags = self.rasterizer.rasterize(pix, cam[..., 2], self.model.triangles, self.image_size,
-                                          perspective_correct=self.shading != "release")
+        frags = self.rasterize(cam, pix)
         skin = self.model.skin_mask.to(colors.dtype).view(1, -1, 1).expand(colors.shape[0], -1, 1)
         attrs = self.rasterizer.interpolate(torch.cat([colors, skin], dim=-1), frags)  # (N, H, W, 4)
         mask = frags.mask.unsqueeze(1).to(colors.dtype)

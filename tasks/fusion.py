@@ -52,10 +52,11 @@ def crop_flow(renderer, coeffs: torch.Tensor, prev_coeffs: torch.Tensor, transfo
                      still[1, 0] * xs + still[1, 1] * ys + still[1, 2]], -1).float()
     q = q.expand(coeffs.shape[0], s, s, 2).clone()
     coeffs, prev_coeffs = coeffs.float(), prev_coeffs.float().to(coeffs.device)
-    out = renderer(coeffs)
-    cam, _ = renderer.camera_vertices(prev_coeffs)
-    moved = renderer.rasterizer.interpolate(project(cam, renderer.focal, s), out.fragments).cpu()  # (K, S, S, 2)
-    covered = out.mask[:, 0].cpu() > 0.5
+    cam, _ = renderer.camera_vertices(coeffs)
+    frags = renderer.rasterize(cam, project(cam, renderer.focal, s))  # visibility only: no shading
+    prev_cam, _ = renderer.camera_vertices(prev_coeffs)
+    moved = renderer.rasterizer.interpolate(project(prev_cam, renderer.focal, s), frags).cpu()  # (K, S, S, 2)
+    covered = frags.mask.cpu()
     q[covered] = moved[covered]
     return q / (s - 1) * 2 - 1
 

@@ -233,20 +233,20 @@ class VideoRemover:
             t1 = time.perf_counter()
             s["n3d"] += t1 - t0 - (self._render.total - r0) - (self._gen.total - g0)
             r1, g1 = self._render.total, self._gen.total
-            fuse_s = [0.0, 0.0]  # wall time in the fusion, and the renderer's share of it
+            fuse_s = [0.0]  # wall time in the fusion
 
             def fuse(_i, removal, f, tr=tr, spent=fuse_s):
-                t2, r2 = time.perf_counter(), self._render.total
+                t2 = time.perf_counter()
                 crops = tr.fusion(removal, f.transform)
-                spent[:] = [time.perf_counter() - t2, self._render.total - r2]
+                spent[0] = time.perf_counter() - t2
                 return crops
 
             out = remove_from_photo(self.remover, out, [face], edits, seed=self.opt.seed + tr.id,
                                     paste=self.opt.paste, post=fuse if tr.fusion else None).images[0]
-            dr, dg = self._render.total - r1 - fuse_s[1], self._gen.total - g1
+            dr, dg = self._render.total - r1, self._gen.total - g1
             s["render"] += dr + (r1 - r0)
             s["n_g"] += dg + (g1 - g0)
-            s["fuse"] += fuse_s[0]  # its one render included: it is the fusion's cost
+            s["fuse"] += fuse_s[0]
             s["paste"] += time.perf_counter() - t1 - dr - dg - fuse_s[0]
             tr.frames += 1
             tr.last_t = t

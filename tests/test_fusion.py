@@ -64,7 +64,7 @@ def test_crop_flow_moves_the_face_with_its_mesh_and_keeps_the_background_still(r
     assert torch.allclose(pix[..., 1][off], ys[off], atol=1e-4)
 
 
-def _removal(renderer, image, i3d, m, coeffs):
+def _removal(image, i3d, m, coeffs):
     return SimpleNamespace(images=image[None], i3d=i3d[None], m=m, coeffs=coeffs[None])  # as a Removal of N = 1
 
 
@@ -80,7 +80,7 @@ def test_fusion_averages_shimmer_out_and_takes_prior_changes_at_once(renderer):
     for _ in range(40):
         image = base + 0.1 * torch.randn(base.shape, generator=gen)
         noisy.append(image)
-        fused.append(fusion(_removal(renderer, image, i3d, m, coeffs), IDENTITY))
+        fused.append(fusion(_removal(image, i3d, m, coeffs), IDENTITY))
     hole = m[0, 0] > 0.5
     steps = lambda seq: torch.stack([(b - a).abs().mean(1)[0][hole].mean() for a, b in zip(seq[20:], seq[21:])])  # noqa: E731
     ratio = float(steps(fused).mean() / steps(noisy).mean())
@@ -92,7 +92,7 @@ def test_fusion_averages_shimmer_out_and_takes_prior_changes_at_once(renderer):
     change = ((i3d_open - i3d).abs().amax(1)[0] > 0.3) & hole
     assert change.sum() > 10
     image = base + 0.1 * torch.randn(base.shape, generator=gen)
-    out = fusion(_removal(renderer, image, i3d_open, m, opened), IDENTITY)
+    out = fusion(_removal(image, i3d_open, m, opened), IDENTITY)
     assert torch.allclose(out[..., change], image[..., change], atol=1e-6)
     steady = hole & ((i3d_open - i3d).abs().amax(1)[0] < 1e-3)
     assert (out - image).abs().mean(1)[0][steady].mean() > 0.05
